@@ -1,0 +1,82 @@
+"""Datasets: the built-in shapes, Hugging Face hub ids and copies, local folders, in-memory datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from segnb.data.base import SegmentationDataset, SegTransform, Split, TorchSplit, default_palette
+from segnb.data.folder import load_folder
+from segnb.data.hub import KNOWN_HUB_DATASETS, is_hub_id, load_hub
+from segnb.data.shapes import SHAPES_CLASSES, load_shapes
+from segnb.errors import DatasetError
+
+__all__ = [
+    "KNOWN_HUB_DATASETS",
+    "SHAPES_CLASSES",
+    "SegmentationDataset",
+    "SegTransform",
+    "Split",
+    "TorchSplit",
+    "default_palette",
+    "load_dataset",
+    "load_folder",
+    "load_hub",
+    "load_shapes",
+]
+
+HUB_FILE_SUFFIXES = {".parquet", ".arrow"}
+
+
+def _is_hub_layout(root: Path) -> bool:
+    """A local copy of a hub dataset repository: parquet or arrow shards (in data/ or at the top)."""
+    for folder in (root, root / "data"):
+        if folder.is_dir() and any(p.suffix in HUB_FILE_SUFFIXES for p in folder.rglob("*")):
+            return True
+    return False
+
+
+def load_dataset(source, **options) -> SegmentationDataset:
+    """Load a segmentation dataset from any source into one :class:`SegmentationDataset`.
+
+    Args:
+        source: ``"shapes"`` (built-in, offline); a Hugging Face hub id such as
+            ``"segments/sidewalk-semantic"``; a local directory, either a copy of a hub
+            dataset repository (parquet/arrow shards, README card, ``id2label.json``) or a
+            folder of images and masks; or an in-memory ``datasets.Dataset``/``DatasetDict``.
+        **options: passed to the loader of that source: :func:`load_shapes`
+            (``n``, ``size``, ``seed``, ``void_border``, ``val_fraction``), :func:`load_hub`
+            (``image_column``, ``mask_column``, ``reduce_labels``, ``class_names``, ...) or
+            :func:`load_folder` (``class_names``, ``color_map``, ``binary``, ...).
+
+    Raises:
+        DatasetError: the source is unknown or unreadable; the message says how to fix it.
+        HubUnavailableError: a hub id while offline with no cached copy (within seconds).
+    """
+    try:
+        import datasets
+
+        in_memory = isinstance(source, (datasets.Dataset, datasets.DatasetDict))
+    except ImportError:  # pragma: no cover - datasets is a dependency
+        in_memory = False
+    if in_memory:
+        return load_hub(source, **options)
+    if not isinstance(source, (str, Path)):
+        raise DatasetError(
+            f"load_dataset() takes a name, a path or a datasets.Dataset, not {type(source).__name__}."
+        )
+    text = str(source)
+    if text == "shapes":
+        return load_shapes(**options)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return load_hub(path, **options) if _is_hub_layout(path) else load_folder(path, **options)
+    if path.exists():
+        raise DatasetError(f"{path} is a file; give the folder that holds the images and masks.")
+    if text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1:
+        raise DatasetError(f"No folder at {path}. Check the path (relative to {Path.cwd()}).")
+    if is_hub_id(text):
+        return load_hub(text, **options)
+    raise DatasetError(
+        f"Unknown dataset source {text!r}. Use 'shapes' (built-in, offline), a Hugging Face id like "
+        f"{', '.join(repr(k) for k in KNOWN_HUB_DATASETS)}, or a local folder path."
+    )

@@ -1,0 +1,365 @@
+"""One dataset interface, whatever the source.
+
+A :class:`SegmentationDataset` holds named :class:`Split` objects. A split
+yields raw pairs ``(image, mask)``: ``image`` is ``uint8`` of shape
+``(H, W, 3)`` and ``mask`` is ``int64`` of shape ``(H, W)`` holding class
+indices in ``[0, num_classes)`` or ``ignore_index`` (void). Every source
+(built-in shapes, hub, local folder, in-memory ``datasets.Dataset``) only has
+to implement :meth:`Split._load`; checks and transforms live here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from segnb.errors import DatasetError
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Split",
+    "SegmentationDataset",
+    "SegTransform",
+    "TorchSplit",
+    "default_palette",
+    "to_rgb_uint8",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def default_palette(num_classes: int) -> np.ndarray:
+    """The PASCAL VOC colour map: well separated colours, the same in every paper's figures.
+
+    Returns ``uint8`` of shape ``(num_classes, 3)``.
+    """
+    palette = np.zeros((num_classes, 3), dtype=np.uint8)
+    for index in range(num_classes):
+        c, r, g, b = index, 0, 0, 0
+        for bit in range(8):
+            r |= ((c >> 0) & 1) << (7 - bit)
+            g |= ((c >> 1) & 1) << (7 - bit)
+            b |= ((c >> 2) & 1) << (7 - bit)
+            c >>= 3
+        palette[index] = (r, g, b)
+    return palette
+
+
+def to_rgb_uint8(image: np.ndarray, label: str = "image") -> np.ndarray:
+    """Grey, grey+alpha, RGBA and 16-bit images become ``uint8`` RGB of shape ``(H, W, 3)``."""
+    array = np.asarray(image)
+    if array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.integer):
+            top = 65535 if array.max(initial=0) > 255 else 255
+            array = (array.astype(np.float32) * (255.0 / top)).round().astype(np.uint8)
+        elif np.issubdtype(array.dtype, np.floating):
+            scale = 255.0 if array.max(initial=0) <= 1.0 else 1.0
+            array = np.clip(array * scale, 0, 255).round().astype(np.uint8)
+        else:
+            raise DatasetError(f"{label}: cannot read an image of dtype {array.dtype}.")
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    elif array.ndim == 3 and array.shape[2] in (1, 2):  # grey, grey + alpha
+        array = np.repeat(array[:, :, :1], 3, axis=2)
+    elif array.ndim == 3 and array.shape[2] == 4:  # RGBA: drop alpha
+        array = array[:, :, :3]
+    elif array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[2] not in (1, 3):  # CHW
+        array = to_rgb_uint8(np.moveaxis(array, 0, 2), label)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise DatasetError(
+            f"{label}: expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {array.shape}."
+        )
+    return np.ascontiguousarray(array)
+
+
+class Split:
+    """A list of raw ``(image, mask)`` pairs. Sources subclass it and implement ``_load``.
+
+    Indexing checks every pair (same size, mask values known), so a bad file is
+    named when it is met, never turned into a silently wrong mask.
+    """
+
+    def __init__(self, name: str, length: int):
+        self.name = name
+        self._length = length
+        self.num_classes: int | None = None
+        self.ignore_index = 255
+
+    def __len__(self) -> int:
+        return self._length
+
+    def label(self, index: int) -> str:
+        """How an error names one sample: a file name or a row number."""
+        return f"{self.name}[{index}]"
+
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"{self.name} has {len(self)} samples; index {index} is out of range.")
+        index %= len(self)
+        image, mask = self._load(index)
+        image = to_rgb_uint8(image, self.label(index))
+        mask = np.asarray(mask)
+        if mask.ndim == 3 and mask.shape[2] == 1:
+            mask = mask[:, :, 0]
+        if mask.ndim != 2:
+            raise DatasetError(
+                f"{self.label(index)}: the mask has shape {mask.shape}; a mask must be one class "
+                "index per pixel (H, W). For colour-coded masks pass color_map={(r, g, b): class}."
+            )
+        if image.shape[:2] != mask.shape:
+            raise DatasetError(
+                f"{self.label(index)}: image is {image.shape[1]}x{image.shape[0]} but its mask is "
+                f"{mask.shape[1]}x{mask.shape[0]} (width x height). Image and mask must be the same "
+                "size: re-export the mask, or check that the pair belongs together."
+            )
+        mask = mask.astype(np.int64, copy=False)
+        if self.num_classes is not None:
+            self._check_values(mask, index)
+        return image, mask
+
+    def _check_values(self, mask: np.ndarray, index: int) -> None:
+        counts = np.bincount(mask.ravel().clip(0, max(self.ignore_index, self.num_classes) + 1))
+        values = np.flatnonzero(counts)
+        bad = [int(v) for v in values if v >= self.num_classes and v != self.ignore_index]
+        if mask.min(initial=0) < 0:
+            bad.insert(0, int(mask.min()))
+        if bad:
+            raise DatasetError(
+                f"{self.label(index)}: mask values {bad[:10]} are outside the {self.num_classes} "
+                f"classes 0..{self.num_classes - 1} and are not the ignore index {self.ignore_index}. "
+                "Fix: pass num_classes= (or class_names=) that covers them, ignore_index= for a void "
+                "label, or reduce_labels=True if 0 means background/void (as in ADE20K)."
+            )
+
+
+@dataclass
+class SegTransform:
+    """Turns a raw pair into tensors: resize or crop, flip, normalise.
+
+    Images are resized bilinearly with antialiasing; masks always with nearest,
+    so no invented class appears at a boundary. With ``train=True`` the image
+    is flipped horizontally at random and, if ``scale`` is set, rescaled by a
+    random factor and cropped back to ``size``.
+
+    Args:
+        size: ``(height, width)`` or one int; ``None`` keeps each image's size.
+        train: apply random augmentation.
+        mean, std: normalisation, matching the encoder's pretrained configuration.
+        hflip: random horizontal flip when training.
+        scale: range of random rescaling when training, e.g. ``(0.75, 1.5)``.
+        ignore_index: the value that padded mask pixels get.
+    """
+
+    size: int | tuple[int, int] | None = None
+    train: bool = False
+    mean: Sequence[float] = IMAGENET_MEAN
+    std: Sequence[float] = IMAGENET_STD
+    hflip: bool = True
+    scale: tuple[float, float] | None = None
+    ignore_index: int = 255
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)  # (3, H, W)
+        y = torch.from_numpy(mask)  # (H, W)
+        size = (self.size, self.size) if isinstance(self.size, int) else self.size
+        if self.train and self.scale is not None:
+            factor = float(torch.empty(1).uniform_(*self.scale))
+            target = size or x.shape[1:]
+            scaled = (max(1, round(target[0] * factor)), max(1, round(target[1] * factor)))
+            x, y = _resize(x, y, scaled)
+            if size is not None:
+                x, y = _random_crop(x, y, size, self.ignore_index)
+        elif size is not None and tuple(x.shape[1:]) != tuple(size):
+            x, y = _resize(x, y, size)
+        if self.train and self.hflip and bool(torch.rand(()) < 0.5):
+            x, y = x.flip(-1), y.flip(-1)
+        mean = torch.tensor(self.mean, dtype=x.dtype).view(3, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype).view(3, 1, 1)
+        return (x - mean) / std, y.long()
+
+
+def _resize(x: torch.Tensor, y: torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor]:
+    size = (int(size[0]), int(size[1]))
+    x = F.interpolate(x[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    y = F.interpolate(y[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
+    return x, y
+
+
+def _random_crop(x, y, size, ignore_index):
+    h, w = x.shape[1:]
+    th, tw = size
+    if h < th or w < tw:  # pad: image with zeros, mask with void
+        ph, pw = max(0, th - h), max(0, tw - w)
+        x = F.pad(x, (0, pw, 0, ph))
+        y = F.pad(y, (0, pw, 0, ph), value=ignore_index)
+        h, w = x.shape[1:]
+    top = int(torch.randint(0, h - th + 1, ()))
+    left = int(torch.randint(0, w - tw + 1, ()))
+    return x[:, top : top + th, left : left + tw], y[top : top + th, left : left + tw]
+
+
+class TorchSplit(TorchDataset):
+    """A :class:`Split` with a :class:`SegTransform`: yields ``(image (3,H,W) float, mask (H,W) long)``."""
+
+    def __init__(self, split: Split, transform: SegTransform):
+        self.split = split
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int):
+        image, mask = self.split[index]
+        return self.transform(image, mask)
+
+
+@dataclass
+class SegmentationDataset:
+    """Splits, class names, palette and pixel statistics of one segmentation dataset.
+
+    Build it with :func:`segnb.load_dataset`. Index it by split name
+    (``data["train"][0]`` is a raw ``(image, mask)`` pair) or ask for a
+    ready :meth:`loader`.
+    """
+
+    splits: dict[str, Split]
+    class_names: list[str]
+    ignore_index: int = 255
+    palette: np.ndarray | None = None
+    source: str = ""
+    info: dict = field(default_factory=dict)
+    _counts: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        if not self.splits or all(len(s) == 0 for s in self.splits.values()):
+            raise DatasetError(f"{self.source or 'dataset'}: no samples were found in any split.")
+        if self.palette is None:
+            self.palette = default_palette(self.num_classes)
+        self.palette = np.asarray(self.palette, dtype=np.uint8)[: self.num_classes]
+        if len(self.palette) < self.num_classes:
+            extra = default_palette(self.num_classes)[len(self.palette) :]
+            self.palette = np.concatenate([self.palette, extra])
+        for split in self.splits.values():
+            split.num_classes = self.num_classes
+            split.ignore_index = self.ignore_index
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def split_names(self) -> list[str]:
+        return list(self.splits)
+
+    @property
+    def train_split(self) -> str:
+        return "train" if "train" in self.splits else self.split_names[0]
+
+    @property
+    def eval_split(self) -> str:
+        for name in ("validation", "val", "valid", "test"):
+            if name in self.splits and len(self.splits[name]) > 0:
+                return name
+        return self.train_split
+
+    def __getitem__(self, split: str) -> Split:
+        try:
+            return self.splits[split]
+        except KeyError:
+            raise KeyError(
+                f"No split {split!r} in {self.source}; the splits are {self.split_names}."
+            ) from None
+
+    def pixel_counts(self, split: str | None = None) -> np.ndarray:
+        """Pixels of each class in a split (void excluded), computed once and cached."""
+        split = split or self.train_split
+        if split not in self._counts:
+            counts = np.zeros(self.num_classes, dtype=np.int64)
+            for index in range(len(self[split])):
+                _, mask = self[split][index]
+                valid = mask[mask != self.ignore_index]
+                counts += np.bincount(valid.ravel(), minlength=self.num_classes)[: self.num_classes]
+            self._counts[split] = counts
+        return self._counts[split]
+
+    def frequencies(self, split: str | None = None) -> np.ndarray:
+        """The fraction of labelled pixels of each class (sums to 1; void excluded)."""
+        counts = self.pixel_counts(split).astype(np.float64)
+        return counts / max(counts.sum(), 1.0)
+
+    def torch_split(self, split: str, transform: SegTransform | None = None, **options) -> TorchSplit:
+        """A torch ``Dataset`` over a split; ``options`` go to :class:`SegTransform`."""
+        if transform is None:
+            options.setdefault("ignore_index", self.ignore_index)
+            transform = SegTransform(**options)
+        return TorchSplit(self[split], transform)
+
+    def loader(
+        self,
+        split: str,
+        batch_size: int = 8,
+        image_size: int | tuple[int, int] | None = None,
+        train: bool | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        num_workers: int = 0,
+        shuffle: bool | None = None,
+        seed: int | None = None,
+        **transform_options,
+    ) -> DataLoader:
+        """A DataLoader over one split.
+
+        ``num_workers=0`` (the default) is safe everywhere, notebooks included.
+        With workers, they are forked on Linux and persist across epochs.
+        ``train`` defaults to ``split == data.train_split`` and switches on
+        shuffling and augmentation.
+        """
+        train = (split == self.train_split) if train is None else train
+        transform = SegTransform(
+            size=image_size, train=train, mean=mean, std=std, ignore_index=self.ignore_index,
+            **transform_options,
+        )
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        return DataLoader(
+            self.torch_split(split, transform),
+            batch_size=batch_size,
+            shuffle=train if shuffle is None else shuffle,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+            drop_last=False,
+            generator=generator,
+        )
+
+    def describe(self, frequencies: bool = True) -> dict:
+        """A plain-dict summary: source, splits and sizes, classes, pixel frequencies."""
+        summary = {
+            "source": self.source,
+            "splits": {name: len(split) for name, split in self.splits.items()},
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "ignore_index": self.ignore_index,
+            **self.info,
+        }
+        if frequencies:
+            summary["pixel_frequencies"] = {
+                name: round(float(f), 6)
+                for name, f in zip(self.class_names, self.frequencies(), strict=True)
+            }
+        return summary
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}={len(v)}" for k, v in self.splits.items())
+        return f"SegmentationDataset({self.source!r}, {sizes}, num_classes={self.num_classes})"

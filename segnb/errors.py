@@ -1,0 +1,36 @@
+"""Errors segnb raises on purpose.
+
+Every message says what is wrong and how to fix it. They subclass the builtin
+exception a caller would naturally catch (``ValueError``, ``ConnectionError``),
+so ``except ValueError`` keeps working for code that does not know segnb.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SegnbError",
+    "DatasetError",
+    "HubUnavailableError",
+    "ModelConfigError",
+    "CheckpointError",
+]
+
+
+class SegnbError(Exception):
+    """Base class of every error segnb raises on purpose."""
+
+
+class DatasetError(SegnbError, ValueError):
+    """A dataset could not be found, read or understood."""
+
+
+class HubUnavailableError(SegnbError, ConnectionError):
+    """The Hugging Face Hub could not be reached in time and nothing usable is cached."""
+
+
+class ModelConfigError(SegnbError, ValueError):
+    """A model cannot be built from this combination of options."""
+
+
+class CheckpointError(SegnbError, ValueError):
+    """A saved model or checkpoint is missing, truncated or tampered with."""
