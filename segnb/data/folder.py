@@ -21,7 +21,12 @@ from PIL import Image
 
 from segnb.data.base import SegmentationDataset, Split
 from segnb.data.decode import (
-    decode_mask, looks_binary, parse_color_map, read_class_names, read_image, remap_labels,
+    decode_mask,
+    looks_binary,
+    parse_color_map,
+    read_class_names,
+    read_image,
+    remap_labels,
 )
 from segnb.errors import DatasetError
 

@@ -1,0 +1,79 @@
+"""Saving and loading models: safetensors weights plus a JSON spec. Nothing is unpickled."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from segnb.errors import CheckpointError
+from segnb.models.build import SegModel, build_model
+
+__all__ = ["save_model", "load_model", "atomic_write"]
+
+FORMAT = "segnb-model/1"
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through ``write(tmp_path)`` to a temporary file, then rename over ``path``.
+
+    A crash or a full disk leaves the previous file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(model: SegModel, path, extra: dict | None = None) -> Path:
+    """Save to a folder ``path`` holding ``model.safetensors`` and ``model.json``."""
+    from safetensors.torch import save_file
+
+    folder = Path(path)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {
+        "format": FORMAT,
+        "spec": model.spec,
+        "class_names": model.class_names,
+        "normalisation": {"mean": list(model.mean), "std": list(model.std)},
+        **(extra or {}),
+    }
+    atomic_write(folder / "model.safetensors", lambda p: save_file(state, str(p)))
+    atomic_write(folder / "model.json", lambda p: p.write_text(json.dumps(meta, indent=2)))
+    return folder
+
+
+def load_model(path, device: str | torch.device = "cpu") -> SegModel:
+    """Rebuild a model saved by :func:`save_model` (or a checkpoint folder) exactly."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(path)
+    meta_path, weights_path = folder / "model.json", folder / "model.safetensors"
+    if not meta_path.is_file() or not weights_path.is_file():
+        raise CheckpointError(f"{folder}: expected model.json and model.safetensors (saved by segnb.save_model).")
+    try:
+        meta = json.loads(meta_path.read_text())
+        spec = meta["spec"]
+    except (json.JSONDecodeError, KeyError) as err:
+        raise CheckpointError(f"{meta_path} is damaged or not a segnb model file ({err}).") from None
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{weights_path} is truncated or damaged ({err}); use another checkpoint.") from None
+    model = build_model(spec["arch"], spec["encoder"], class_names=meta["class_names"], pretrained=False,
+                        upsample=spec.get("upsample"), **spec.get("options", {}))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{weights_path} does not match the model in {meta_path}: {err}") from None
+    return model.to(device)

@@ -1,0 +1,298 @@
+import json
+import os
+import socket
+import time
+import warnings
+
+import pytest
+import torch
+
+import segnb
+from segnb.errors import CheckpointError, HubUnavailableError, ModelConfigError
+from segnb.models import (
+    UPSAMPLE_KINDS,
+    build_model,
+    describe_model,
+    list_encoders,
+    load_model,
+    save_model,
+)
+from segnb.models.build import SMP_ARCHITECTURES
+from segnb.models.upsample import bed_of_nails, make_upsample
+
+warnings.filterwarnings("ignore", category=UserWarning, module="segmentation_models_pytorch")
+
+
+def _forward_backward(model, size=(37, 45), batch=2):
+    model.train()
+    x = torch.randn(batch, 3, *size)
+    y = model(x)
+    assert y.shape == (batch, model.num_classes, *size)
+    y.float().square().mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    return y
+
+
+# ---------------------------------------------------------------- every smp architecture
+
+SMP_CASES = [(arch, enc) for arch in SMP_ARCHITECTURES if arch != "dpt"
+             for enc in ("test_resnet", "test_convnext", "test_efficientnet")] + [("dpt", "test_vit")]
+
+
+@pytest.mark.parametrize("arch,encoder", SMP_CASES)
+def test_smp_architecture_on_timm_encoder_any_input_size(arch, encoder):
+    model = build_model(arch, encoder, num_classes=4)
+    assert model.spec["arch"] == arch
+    _forward_backward(model, size=(37, 45))
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 100)).shape == (1, 4, 64, 100)
+
+
+def test_smp_options_pass_through():
+    model = build_model("unet", "test_resnet", num_classes=2, decoder_channels=[32, 16, 8, 8, 8])
+    assert model.net.segmentation_head[0].in_channels == 8
+    assert model.spec["options"] == {"decoder_channels": [32, 16, 8, 8, 8]}
+
+
+def test_swin_encoder_in_unet_with_its_input_size():
+    model = build_model("fpn", "swin_tiny_patch4_window7_224", num_classes=3, image_size=64)
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 50, 70)).shape == (1, 3, 50, 70)
+
+
+# ---------------------------------------------------------------- teaching models x operators
+
+TEACHING = {
+    "fcn32s": ("vgg-tiny", [k for k in UPSAMPLE_KINDS if k != "max_unpool"]),
+    "fcn16s": ("test_resnet", [k for k in UPSAMPLE_KINDS if k != "max_unpool"]),
+    "fcn8s": ("test_resnet", [k for k in UPSAMPLE_KINDS if k != "max_unpool"]),
+    "segnet": ("vgg-tiny", list(UPSAMPLE_KINDS)),
+    "unet-classic": ("vgg-tiny", list(UPSAMPLE_KINDS)),
+    "setr-naive": ("test_vit", [k for k in UPSAMPLE_KINDS if k != "max_unpool"]),
+    "setr-pup": ("test_vit", [k for k in UPSAMPLE_KINDS if k != "max_unpool"]),
+}
+TEACHING_CASES = [(a, e, k) for a, (e, kinds) in TEACHING.items() for k in kinds]
+
+
+@pytest.mark.parametrize("arch,encoder,kind", TEACHING_CASES)
+def test_teaching_model_forward_backward_with_every_operator(arch, encoder, kind):
+    model = build_model(arch, encoder, num_classes=3, upsample=kind)
+    ops = [m for m in model.modules() if type(m).__name__ == "Upsample2x"]
+    assert ops and all(op.kind == kind for op in ops), "upsample= must swap the operator in every stage"
+    _forward_backward(model, size=(33, 47))
+
+
+def test_unet_classic_on_a_timm_backbone():
+    _forward_backward(build_model("unet-classic", "test_convnext", num_classes=2, upsample="resize_conv"))
+
+
+def test_segnet_on_a_timm_vgg():
+    model = build_model("segnet", "vgg11", num_classes=2)
+    assert model.net.encoder.has_indices and len(model.net.encoder.blocks) == 5
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 40, 40)).shape == (1, 2, 40, 40)
+
+
+def test_fcn_variants_differ_in_skips():
+    f32, f16, f8 = (build_model(a, "test_resnet", num_classes=3) for a in ("fcn32s", "fcn16s", "fcn8s"))
+    assert f32.net.score16 is None and f32.net.score8 is None
+    assert f16.net.score16 is not None and f16.net.score8 is None
+    assert f8.net.score16 is not None and f8.net.score8 is not None
+
+
+# ---------------------------------------------------------------- operators
+
+
+def test_bed_of_nails_and_max_unpool_positions():
+    x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    out = bed_of_nails(x)
+    assert out[0, 0].tolist() == [[1, 0, 2, 0], [0, 0, 0, 0], [3, 0, 4, 0], [0, 0, 0, 0]]
+    source = torch.tensor([[[[0, 5, 0, 0], [0, 0, 0, 7], [6, 0, 0, 0], [0, 0, 8, 0.0]]]])
+    pooled, where = torch.nn.functional.max_pool2d(source, 2, return_indices=True)
+    unpooled = make_upsample("max_unpool", 1)(pooled, where)
+    assert torch.equal(unpooled, source)
+
+
+def test_pixel_shuffle_starts_as_nearest_upsampling():
+    op = make_upsample("pixel_shuffle", 4)
+    y = op(torch.randn(1, 4, 5, 6))
+    blocks = y.unfold(2, 2, 2).unfold(3, 2, 2)  # (1, 4, 5, 6, 2, 2)
+    assert torch.allclose(blocks, blocks[..., :1, :1].expand_as(blocks))
+
+
+@pytest.mark.parametrize("kind", [k for k in UPSAMPLE_KINDS if k != "max_unpool"])
+def test_every_operator_doubles_the_size(kind):
+    assert make_upsample(kind, 3)(torch.randn(2, 3, 5, 7)).shape == (2, 3, 10, 14)
+
+
+# ---------------------------------------------------------------- compatibility errors
+
+
+@pytest.mark.parametrize("arch,encoder,upsample,message", [
+    ("unet", "test_vit", None, "plain ViT.*dpt.*setr"),
+    ("deeplabv3", "vgg11", None, "dilation"),
+    ("deeplabv3plus", "swin_tiny_patch4_window7_224", None, "dilation"),
+    ("segnet", "test_resnet", None, "max-pooling.*vgg-small"),
+    ("unet-classic", "test_resnet", "max_unpool", "max_unpool needs max-pooling indices"),
+    ("fcn8s", "test_vit", None, "plain ViT"),
+    ("setr-pup", "test_resnet", None, "not a plain ViT"),
+    ("unet", "test_resnet", "bilinear", "teaching models"),
+    ("nonsense", "test_resnet", None, "Unknown architecture.*fcn8s"),
+    ("unet", "resnet_18", None, "Did you mean"),
+    ("unet-classic", "vgg-tiny", "cubic", "Unknown upsample"),
+])
+def test_incompatible_combinations_say_why_and_what_works(arch, encoder, upsample, message):
+    with pytest.raises(ModelConfigError, match=message):
+        build_model(arch, encoder, num_classes=3, upsample=upsample)
+
+
+def test_num_classes_is_required():
+    with pytest.raises(ModelConfigError, match="num_classes"):
+        build_model("unet", "test_resnet")
+
+
+# ---------------------------------------------------------------- discovery
+
+
+def test_list_architectures_has_all_twelve_smp_and_the_teaching_models():
+    names = segnb.list_architectures()
+    assert set(SMP_ARCHITECTURES) <= set(names)
+    assert {"fcn32s", "fcn16s", "fcn8s", "segnet", "unet-classic", "setr-naive", "setr-pup"} <= set(names)
+
+
+REPRESENTATIVE = ["resnet18", "convnext_atto", "efficientnet_b0", "mobilenetv3_small_050",
+                  "swin_tiny_patch4_window7_224", "vit_tiny_patch16_224", "deit_tiny_patch16_224", "vgg11"]
+
+
+@pytest.mark.parametrize("arch", ["unet", "deeplabv3plus", "dpt", "segnet", "setr-pup", "fcn8s"])
+def test_list_encoders_matches_what_builds(arch):
+    listed = set(list_encoders(arch))
+    for encoder in REPRESENTATIVE:
+        options = {"image_size": 64} if encoder.startswith("swin") else {}
+        if encoder in listed:
+            model = build_model(arch, encoder, num_classes=2, **options)
+            model.eval()
+            with torch.no_grad():
+                assert model(torch.randn(1, 3, 64, 64)).shape == (1, 2, 64, 64)
+        else:
+            with pytest.raises(ModelConfigError):
+                build_model(arch, encoder, num_classes=2, **options)
+
+
+def test_list_encoders_filter():
+    found = list_encoders("unet", "resnet1*")
+    assert "resnet18" in found and all(n.startswith("resnet1") for n in found)
+    assert "vit_tiny_patch16_224" in list_encoders("dpt", "vit_tiny*")
+    assert list_encoders("segnet", "vgg*")[:2] == ["vgg-small", "vgg-tiny"]
+
+
+def test_describe_model_reports_stages_strides_and_receptive_fields():
+    model = build_model("unet-classic", "test_resnet", num_classes=3)
+    info = describe_model(model, receptive_fields=True)
+    assert [s["stride"] for s in info["stages"]] == [2, 4, 8, 16, 32]
+    assert info["output_stride"] == 32
+    assert info["parameters"] == sum(p.numel() for p in model.parameters())
+    assert info["encoder_parameters"] + info["decoder_parameters"] == info["parameters"]
+    fields = [s["receptive_field"] for s in info["stages"]]
+    assert all(f is not None for f in fields) and fields == sorted(fields) and fields[0] > 3
+    smp_info = describe_model(build_model("fpn", "test_resnet", num_classes=3))
+    assert smp_info["stages"][-1]["stride"] == 32 and smp_info["stages"][-1]["channels"] == 96
+
+
+def test_vgg_receptive_field_matches_the_arithmetic():
+    # vgg-tiny block 0: two 3x3 convs -> 5 px; block 1 (after a 2x2 pool): 5 + 2*2 + 2*2*... = 14
+    info = describe_model(build_model("segnet", "vgg-tiny", num_classes=2), receptive_fields=True)
+    assert info["stages"][0]["receptive_field"] == 5
+    assert info["stages"][1]["receptive_field"] == 14
+
+
+# ---------------------------------------------------------------- save and load
+
+
+@pytest.mark.parametrize("arch,encoder,upsample", [
+    ("fcn8s", "test_resnet", "transposed3"), ("unet", "test_efficientnet", None), ("setr-pup", "test_vit", None),
+])
+def test_save_load_reproduces_outputs_bit_for_bit(tmp_path, arch, encoder, upsample):
+    torch.manual_seed(0)
+    model = build_model(arch, encoder, class_names=["a", "b", "c"], upsample=upsample).eval()
+    x = torch.randn(2, 3, 40, 52)
+    with torch.no_grad():
+        expected = model(x)
+    save_model(model, tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["spec"]["arch"] == arch and meta["class_names"] == ["a", "b", "c"]
+    loaded = load_model(tmp_path / "m").eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), expected)
+    assert loaded.class_names == ["a", "b", "c"] and loaded.mean == model.mean
+
+
+def test_truncated_or_tampered_model_files_give_clear_errors(tmp_path):
+    model = build_model("fcn32s", "vgg-tiny", num_classes=2)
+    folder = save_model(model, tmp_path / "m")
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or damaged"):
+        load_model(folder)
+    save_model(model, folder)
+    meta = json.loads((folder / "model.json").read_text())
+    meta["spec"]["options"] = {"hidden": 64}  # weights no longer fit the spec
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_model(folder)
+    with pytest.raises(CheckpointError, match="expected model.json"):
+        load_model(tmp_path / "nothing")
+
+
+# ---------------------------------------------------------------- pretrained weights
+
+
+def _closed_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_offline_pretrained_answers_within_ten_seconds(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setattr("segnb.models.build._cached_weights", lambda hub_id: None)
+    start = time.monotonic()
+    with pytest.raises(HubUnavailableError, match="pretrained='auto'"):
+        build_model("unet", "test_resnet", num_classes=2, pretrained=True)
+    assert time.monotonic() - start < 10
+    with pytest.warns(UserWarning, match="RANDOM initialisation"):
+        model = build_model("unet", "test_resnet", num_classes=2, pretrained="auto")
+    assert model.num_classes == 2
+
+
+def test_local_weights_file_is_loaded_into_the_encoder(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    source = timm.create_model("test_resnet")
+    save_file(source.state_dict(), str(tmp_path / "w.safetensors"))
+    for arch in ("unet", "fcn8s"):
+        model = build_model(arch, "test_resnet", num_classes=2, pretrained=tmp_path / "w.safetensors")
+        conv = next(m for m in model.net.encoder.modules() if isinstance(m, torch.nn.Conv2d))
+        assert torch.equal(conv.weight, source.conv1[0].weight)
+    with pytest.raises(ModelConfigError, match="no such weights file"):
+        build_model("unet", "test_resnet", num_classes=2, pretrained=tmp_path / "missing.safetensors")
+
+
+def test_normalisation_follows_the_encoder():
+    assert build_model("unet", "test_resnet", num_classes=2).mean == (0.5, 0.5, 0.5)
+    assert build_model("segnet", "vgg-tiny", num_classes=2).mean == pytest.approx((0.485, 0.456, 0.406))
+
+
+def test_models_do_not_need_the_network(monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    assert os.environ["HF_ENDPOINT"].startswith("http://127.0.0.1")
+    build_model("fpn", "test_convnext", num_classes=2, pretrained=False)
