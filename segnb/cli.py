@@ -44,6 +44,46 @@ def _datasets_show(args) -> int:
     return 0
 
 
+def _demo(args) -> int:
+    """The main job: a small U-Net on the built-in dataset, then its per-class IoU table."""
+    import time
+
+    import torch
+
+    from segnb.data import load_dataset
+    from segnb.models import build_model, save_model
+    from segnb.train import fit, resolve_device
+
+    start = time.monotonic()
+    data = load_dataset("shapes", seed=args.seed)
+    model = build_model(args.arch, args.encoder, class_names=data.class_names)
+    device = resolve_device(args.device)
+    print(f"segnb demo: {args.arch} on {args.encoder}, {sum(p.numel() for p in model.parameters()):,} "
+          f"parameters, built-in dataset ({len(data['train'])} train / {len(data['validation'])} validation "
+          f"images of 128 px), device {device}, {torch.get_num_threads()} threads")
+
+    def report(record):
+        print(f"epoch {record['epoch']}: train loss {record['train_loss']:.3f}  val loss "
+              f"{record['val_loss']:.3f}  mIoU {record['miou']:.3f}  {record['images_per_s']:.0f} images/s  "
+              f"[{time.monotonic() - start:.0f} s]", flush=True)
+
+    history = fit(model, data, epochs=args.epochs, batch_size=16, lr=1e-2, device=device,
+                  max_minutes=args.max_minutes, on_epoch=report, seed=args.seed)
+    final = history.epochs[-1] if history.epochs else None
+    if final is None:
+        print(f"training ended before the first epoch: {history.stopped}")
+        return 1
+    print(f"\nper-class IoU on the validation split ({history.stopped}):")
+    for name, iou, share in zip(data.class_names, final["iou"], data.frequencies("validation"), strict=True):
+        value = "   -  " if iou is None else f"{iou:6.3f}"
+        print(f"  {name:<9} {value}  {'#' * round((iou or 0) * 30):<30}  {share:6.2%} of pixels")
+    print(f"  {'mIoU':<9} {final['miou']:6.3f}   pixel accuracy {final['pixel_accuracy']:.3f}")
+    folder = save_model(model, args.out)
+    print(f"\nmodel saved to {folder} ({time.monotonic() - start:.0f} s in all). "
+          "Next: .venv/bin/segnb lab  (JupyterLab at notebooks/)")
+    return 0
+
+
 def _lab(args) -> int:
     import secrets
     import subprocess
@@ -78,6 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("option", nargs="*", help="loader options as key=value, e.g. reduce_labels=true")
     show.add_argument("--json", action="store_true", help="print one JSON object")
     show.set_defaults(run=_datasets_show)
+
+    demo = commands.add_parser("demo", help="train a small model on the built-in dataset (the main job)")
+    demo.add_argument("--arch", default="unet-classic")
+    demo.add_argument("--encoder", default="vgg-tiny")
+    demo.add_argument("--epochs", type=int, default=3)
+    demo.add_argument("--max-minutes", type=float, default=1.5, help="wall-clock budget for training")
+    demo.add_argument("--device", default="auto")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", default="runs/demo")
+    demo.set_defaults(run=_demo)
 
     lab = commands.add_parser("lab", help="JupyterLab at the notebooks folder (127.0.0.1, with a token)")
     lab.add_argument("--notebooks", default="notebooks")
