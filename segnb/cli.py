@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from segnb.callbacks import Callback
+
 __all__ = ["main"]
 
 
@@ -44,43 +46,90 @@ def _datasets_show(args) -> int:
     return 0
 
 
-def _demo(args) -> int:
-    """The main job: a small U-Net on the built-in dataset, then its per-class IoU table."""
+class _EpochPrinter(Callback):
+    """One line per epoch on stderr (stdout stays free for --json)."""
+
+    order = 60
+
+    def __init__(self, start: float):
+        self.start = start
+
+    def on_epoch_end(self, trainer):
+        import time
+
+        record = trainer.history.epochs[-1]
+        print(f"epoch {record['epoch']}: train loss {record['train_loss']:.3f}  val loss "
+              f"{record['val_loss']:.3f}  mIoU {record['miou']:.3f}  {record['images_per_s']:.0f} images/s  "
+              f"[{time.monotonic() - self.start:.0f} s]", file=sys.stderr, flush=True)
+
+
+def _train(args, demo: bool = False) -> int:
+    """Train, evaluate, save; with --json print one JSON object with the metrics and paths."""
     import time
 
     import torch
 
     from segnb.data import load_dataset
     from segnb.models import build_model, save_model
-    from segnb.train import fit, resolve_device
+    from segnb.train import evaluate, fit, resolve_device
 
     start = time.monotonic()
-    data = load_dataset("shapes", seed=args.seed)
-    model = build_model(args.arch, args.encoder, class_names=data.class_names)
+    data_options = _parse_options(args.data_option)
+    if args.dataset == "shapes" and args.seed is not None:
+        data_options.setdefault("seed", args.seed)
+    data = load_dataset(args.dataset, **data_options)
+    if args.ignore_index is not None:
+        data.ignore_index = args.ignore_index
+    model = build_model(args.arch, args.encoder, class_names=data.class_names, pretrained=args.pretrained)
     device = resolve_device(args.device)
-    print(f"segnb demo: {args.arch} on {args.encoder}, {sum(p.numel() for p in model.parameters()):,} "
-          f"parameters, built-in dataset ({len(data['train'])} train / {len(data['validation'])} validation "
-          f"images of 128 px), device {device}, {torch.get_num_threads()} threads")
-
-    def report(record):
-        print(f"epoch {record['epoch']}: train loss {record['train_loss']:.3f}  val loss "
-              f"{record['val_loss']:.3f}  mIoU {record['miou']:.3f}  {record['images_per_s']:.0f} images/s  "
-              f"[{time.monotonic() - start:.0f} s]", flush=True)
-
-    history = fit(model, data, epochs=args.epochs, batch_size=16, lr=1e-2, device=device,
-                  max_minutes=args.max_minutes, on_epoch=report, seed=args.seed)
-    final = history.epochs[-1] if history.epochs else None
-    if final is None:
-        print(f"training ended before the first epoch: {history.stopped}")
+    print(f"segnb {'demo' if demo else 'train'}: {args.arch} on {args.encoder}, "
+          f"{sum(p.numel() for p in model.parameters()):,} parameters; {data.source} "
+          f"({len(data[data.train_split])} train / {len(data[data.eval_split])} {data.eval_split} images); "
+          f"device {device}, {torch.get_num_threads()} threads", file=sys.stderr)
+    out = Path(args.out)
+    history = fit(model, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
+                  device=device, precision=args.precision, image_size=args.image_size,
+                  max_minutes=args.max_minutes, checkpoint_dir=out / "checkpoints", seed=args.seed or 0,
+                  callbacks=[_EpochPrinter(start)], progress=not args.json and sys.stderr.isatty())
+    if not history.epochs:
+        print(f"segnb: training ended before the first epoch: {history.stopped}", file=sys.stderr)
         return 1
-    print(f"\nper-class IoU on the validation split ({history.stopped}):")
-    for name, iou, share in zip(data.class_names, final["iou"], data.frequencies("validation"), strict=True):
+    folder = save_model(model, out / "model")
+    report = evaluate(model, data, image_size=args.image_size, device=device)
+    result = {
+        "stopped": history.stopped, "epochs": len(history.epochs), "steps": history.steps,
+        "miou": report.miou, "pixel_accuracy": report.scores.pixel_accuracy,
+        "iou": dict(zip(data.class_names, report.scores.iou, strict=True)),
+        "model": str(folder), "checkpoints": str(out / "checkpoints"),
+        "seconds": round(time.monotonic() - start, 1),
+    }
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"\nper-class IoU on the {data.eval_split} split ({history.stopped}):")
+    shares = data.frequencies(data.eval_split)
+    for row, share in zip(report.table(), shares, strict=True):
+        iou = row["iou"]
         value = "   -  " if iou is None else f"{iou:6.3f}"
-        print(f"  {name:<9} {value}  {'#' * round((iou or 0) * 30):<30}  {share:6.2%} of pixels")
-    print(f"  {'mIoU':<9} {final['miou']:6.3f}   pixel accuracy {final['pixel_accuracy']:.3f}")
-    folder = save_model(model, args.out)
-    print(f"\nmodel saved to {folder} ({time.monotonic() - start:.0f} s in all). "
+        print(f"  {row['class']:<9} {value}  {'#' * round((iou or 0) * 30):<30}  {share:6.2%} of pixels")
+    print(f"  {'mIoU':<9} {report.miou:6.3f}   pixel accuracy {report.scores.pixel_accuracy:.3f}")
+    print(f"\nmodel saved to {folder} ({result['seconds']:.0f} s in all). "
           "Next: .venv/bin/segnb lab  (JupyterLab at notebooks/)")
+    return 0
+
+
+def _eval(args) -> int:
+    from segnb.data import load_dataset
+    from segnb.models import load_model
+    from segnb.train import evaluate
+
+    model = load_model(args.model)
+    data = load_dataset(args.dataset, **_parse_options(args.data_option))
+    report = evaluate(model, data, split=args.split, image_size=args.image_size, device=args.device)
+    if args.json:
+        print(json.dumps(report.as_dict()))
+    else:
+        print(report.format())
     return 0
 
 
@@ -119,15 +168,44 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print one JSON object")
     show.set_defaults(run=_datasets_show)
 
-    demo = commands.add_parser("demo", help="train a small model on the built-in dataset (the main job)")
-    demo.add_argument("--arch", default="unet-classic")
-    demo.add_argument("--encoder", default="vgg-tiny")
-    demo.add_argument("--epochs", type=int, default=3)
-    demo.add_argument("--max-minutes", type=float, default=1.5, help="wall-clock budget for training")
-    demo.add_argument("--device", default="auto")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--out", default="runs/demo")
-    demo.set_defaults(run=_demo)
+    def training_arguments(p, demo: bool):
+        p.add_argument("--dataset", default="shapes", help="'shapes', a hub id or a folder")
+        p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="dataset loader option, e.g. reduce_labels=true (repeatable)")
+        p.add_argument("--arch", default="unet-classic")
+        p.add_argument("--encoder", default="vgg-tiny")
+        p.add_argument("--pretrained", default=False, type=lambda v: {"true": True, "false": False}.get(v.lower(), v),
+                       help="false, true, auto, or a .safetensors path")
+        p.add_argument("--epochs", type=int, default=3 if demo else 10)
+        p.add_argument("--batch-size", type=int, default=16)
+        p.add_argument("--lr", type=float, default=1e-2 if demo else 1e-3)
+        p.add_argument("--loss", default="weighted_ce" if demo else "ce",
+                       help="ce, weighted_ce (class weights from pixel frequencies), dice, focal, lovasz, ce+dice")
+        p.add_argument("--image-size", type=int, default=None)
+        p.add_argument("--ignore-index", type=int, default=None)
+        p.add_argument("--precision", default="auto")
+        p.add_argument("--max-minutes", type=float, default=1.5 if demo else None, help="wall-clock budget")
+        p.add_argument("--device", default="auto")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--out", default="runs/demo" if demo else "runs/train")
+        p.add_argument("--json", action="store_true", help="print the final metrics and paths as one JSON object")
+
+    demo = commands.add_parser("demo", help="train a small U-Net on the built-in dataset (the main job)")
+    training_arguments(demo, demo=True)
+    demo.set_defaults(run=lambda args: _train(args, demo=True))
+    train = commands.add_parser("train", help="train a model and save it with its checkpoints")
+    training_arguments(train, demo=False)
+    train.set_defaults(run=_train)
+
+    evaluation = commands.add_parser("eval", help="evaluate a saved model: per-class IoU, confusion")
+    evaluation.add_argument("--model", required=True, help="a folder written by save_model or train")
+    evaluation.add_argument("--dataset", default="shapes")
+    evaluation.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE")
+    evaluation.add_argument("--split", default=None)
+    evaluation.add_argument("--image-size", type=int, default=None)
+    evaluation.add_argument("--device", default="auto")
+    evaluation.add_argument("--json", action="store_true")
+    evaluation.set_defaults(run=_eval)
 
     lab = commands.add_parser("lab", help="JupyterLab at the notebooks folder (127.0.0.1, with a token)")
     lab.add_argument("--notebooks", default="notebooks")

@@ -1,12 +1,29 @@
+import json
 import math
+import os
+import signal
+import threading
+import time
 
+import numpy as np
 import pytest
 import torch
 
+from segnb.callbacks import (
+    EVENTS,
+    Callback,
+    CSVLogger,
+    EarlyStopping,
+    StopTraining,
+    TensorBoardLogger,
+)
+from segnb.checkpoint import load_checkpoint
 from segnb.cli import main
 from segnb.data import load_shapes
+from segnb.losses import LOSSES, class_weights
 from segnb.models import build_model, load_model
-from segnb.train import _lr_at, fit
+from segnb.progress import ProgressState, format_progress
+from segnb.train import cosine_lr, evaluate, fit, lr_find, predict
 
 
 @pytest.fixture(scope="module")
@@ -14,52 +31,279 @@ def tiny_data():
     return load_shapes(n=24, size=32, seed=1)
 
 
+def _model(data, arch="fcn32s", seed=0):
+    torch.manual_seed(seed)
+    return build_model(arch, "vgg-tiny", class_names=data.class_names)
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.events = []
+
+    def __getattribute__(self, name):
+        if name in EVENTS:
+            return lambda trainer, *args: object.__getattribute__(self, "events").append(name)
+        return object.__getattribute__(self, name)
+
+
 def test_fit_learns_and_records_plain_floats(tiny_data):
-    torch.manual_seed(0)
-    model = build_model("unet-classic", "vgg-tiny", class_names=tiny_data.class_names)
-    history = fit(model, tiny_data, epochs=3, batch_size=8, lr=1e-2)
-    assert history.stopped == "completed" and len(history.epochs) == 3
+    model = _model(tiny_data, "unet-classic")
+    history = fit(model, tiny_data, epochs=3, batch_size=8, lr=1e-2, progress=False)
+    assert history.stopped == "completed" and len(history.epochs) == 3 and history.steps == 9
     assert history.epochs[-1]["train_loss"] < history.epochs[0]["train_loss"]
     for record in history.epochs:
         for key, value in record.items():
             assert not isinstance(value, torch.Tensor), key
-    assert 0.0 <= history.last("miou") <= 1.0 and history.steps == 3 * 3
+    json.dumps(history.as_dict())  # plain data all the way down
 
 
-def test_interrupt_ends_after_the_step_and_keeps_model_and_history(tiny_data):
-    model = build_model("fcn32s", "vgg-tiny", class_names=tiny_data.class_names)
-    calls = []
+def test_events_fire_in_the_documented_order(tiny_data):
+    recorder = Recorder()
+    fit(_model(tiny_data), tiny_data, epochs=2, batch_size=12, callbacks=[recorder], progress=False)
+    expected = (["on_fit_start"] + (["on_epoch_start"] + ["on_step_end"] * 2 + ["on_eval_end", "on_epoch_end"]) * 2
+                + ["on_fit_end"])
+    assert recorder.events == expected
 
-    def interrupt(record):
-        calls.append(record)
-        raise KeyboardInterrupt
 
-    history = fit(model, tiny_data, epochs=5, batch_size=8, on_epoch=interrupt)
-    assert history.stopped.startswith("interrupted at step 3")
-    assert len(history.epochs) == 1 and len(calls) == 1
+def test_sigint_ends_training_after_the_current_step(tiny_data):
+    steps = []
+
+    class Interrupt(Callback):
+        def on_step_end(self, trainer):
+            steps.append(trainer.step)
+            if trainer.step == 2:
+                os.kill(os.getpid(), signal.SIGINT)  # what Kernel > Interrupt sends
+
+    model = _model(tiny_data)
+    history = fit(model, tiny_data, epochs=5, batch_size=8, callbacks=[Interrupt()], progress=False)
+    assert history.stopped == "interrupted at step 2" and steps == [1, 2]
     assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 
 
-def test_non_finite_loss_stops_with_the_step(tiny_data):
-    model = build_model("fcn32s", "vgg-tiny", class_names=tiny_data.class_names)
-    with torch.no_grad():
-        model.net.score32.bias.fill_(float("nan"))
-    history = fit(model, tiny_data, epochs=2, batch_size=8)
-    assert history.stopped == "non-finite loss at step 0" and history.epochs == []
+def test_background_training_stops_within_one_step(tiny_data):
+    data = load_shapes(n=200, size=32, seed=2)
+    handle = fit(_model(data), data, epochs=50, batch_size=4, background=True, progress=False)
+    deadline = time.monotonic() + 60
+    while handle.trainer.step < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not handle.done
+    at_stop = handle.trainer.step
+    history = handle.stop()
+    assert handle.done and history.stopped == "stopped by the user"
+    assert history.steps <= at_stop + 1
+    assert handle.wait() is history
 
 
-def test_learning_rate_schedule_warms_up_then_decays():
-    lrs = [_lr_at(s, 100, 1.0, 10) for s in range(100)]
+class NaNAtStep(torch.nn.Module):
+    """Cross-entropy that turns NaN at one step, as an exploding loss would."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step, self.calls = step, 0
+
+    def forward(self, logits, target):
+        self.calls += 1
+        loss = torch.nn.functional.cross_entropy(logits.float(), target, ignore_index=255)
+        return loss * float("nan") if self.calls == self.step else loss
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
+    model = _model(tiny_data)
+    snapshots = {}
+
+    class Snapshot(Callback):
+        def on_step_end(self, trainer):
+            snapshots[trainer.step] = {k: v.clone() for k, v in trainer.unwrapped.state_dict().items()}
+
+    history = fit(model, tiny_data, epochs=3, batch_size=8, loss=NaNAtStep(5), callbacks=[Snapshot()],
+                  checkpoint_dir=tmp_path, progress=False)
+    assert history.stopped.startswith("non-finite loss (nan) at step 4 (epoch 2)")
+    assert str(tmp_path / "last") in history.stopped
+    assert len(history.epochs) == 1
+    for key, value in model.state_dict().items():  # the bad step was not applied
+        assert torch.equal(value, snapshots[4][key]), key
+    assert load_checkpoint(tmp_path)[0]["epoch"] == 1
+    load_model(tmp_path / "last")
+
+
+def test_checkpoint_write_failure_leaves_the_previous_checkpoint_intact(tiny_data, tmp_path, monkeypatch):
+    model = _model(tiny_data)
+    fit(model, tiny_data, epochs=1, batch_size=8, checkpoint_dir=tmp_path, progress=False)
+    before = (tmp_path / "last").resolve()
+    import safetensors.torch
+
+    real = safetensors.torch.save_file
+
+    def disk_full(tensors, filename, *args, **kwargs):
+        real(tensors, filename, *args, **kwargs)
+        with open(filename, "r+b") as handle:  # half-written, then the disk is full
+            handle.truncate(os.path.getsize(filename) // 2)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        fit(model, tiny_data, epochs=2, batch_size=8, checkpoint_dir=tmp_path, resume=tmp_path, progress=False)
+    monkeypatch.undo()
+    assert (tmp_path / "last").resolve() == before
+    assert load_checkpoint(tmp_path)[0]["epoch"] == 1
+    load_model(tmp_path / "last")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".last-") and p.resolve() != before]
+
+
+def test_resume_continues_with_the_same_history_as_an_uninterrupted_run(tiny_data, tmp_path):
+    options = dict(epochs=3, batch_size=8, lr=5e-3, progress=False, seed=3)
+    straight = fit(_model(tiny_data, seed=7), tiny_data, checkpoint_dir=tmp_path / "a", **options)
+
+    class Crash(Callback):  # the kernel dies right after the first epoch's checkpoint
+        order = 100
+
+        def on_epoch_end(self, trainer):
+            raise StopTraining("kernel restarted")
+
+    part = fit(_model(tiny_data, seed=7), tiny_data, checkpoint_dir=tmp_path / "b", callbacks=[Crash()], **options)
+    assert part.stopped == "kernel restarted" and len(part.epochs) == 1
+    resumed_model = _model(tiny_data, seed=99)  # a fresh kernel, another init: resume overwrites it
+    resumed = fit(resumed_model, tiny_data, checkpoint_dir=tmp_path / "b", resume=tmp_path / "b", **options)
+    assert [r["epoch"] for r in resumed.epochs] == [1, 2, 3]
+    for a, b in zip(straight.epochs, resumed.epochs, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["miou"] == pytest.approx(b["miou"], rel=1e-5)
+    for key, value in straight_model_state(tmp_path / "a").items():
+        assert torch.allclose(value, resumed_model.state_dict()[key], atol=1e-6), key
+
+
+def straight_model_state(folder):
+    return load_model(folder / "last").state_dict()
+
+
+def test_out_of_memory_names_a_batch_size_that_fits(tiny_data):
+    model = _model(tiny_data)
+
+    class SmallGPU(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            self.num_classes, self.mean, self.std = inner.num_classes, inner.mean, inner.std
+
+        def forward(self, x):
+            if len(x) > 3:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return self.inner(x)
+
+    with pytest.warns(UserWarning, match="batch_size=2 fits"):
+        history = fit(SmallGPU(model), tiny_data, epochs=1, batch_size=8, progress=False)
+    assert history.stopped.startswith("CUDA out of memory at batch_size=8") and "intact" in history.stopped
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_every_loss_trains(tiny_data, loss):
+    history = fit(_model(tiny_data), tiny_data, epochs=1, batch_size=12, loss=loss, progress=False)
+    assert history.stopped == "completed" and math.isfinite(history.epochs[0]["train_loss"])
+
+
+def test_class_weights_favour_rare_classes():
+    w = class_weights([0.7, 0.25, 0.05, 0.0], "inverse")
+    assert w[2] > w[1] > w[0] and w[3] == w.max()
+    assert float(w.mean()) == pytest.approx(1.0)
+    median = class_weights([0.5, 0.3, 0.2], "median")
+    assert float(median[2] / median[0]) == pytest.approx(2.5)
+
+
+def test_early_stopping(tiny_data):
+    history = fit(_model(tiny_data), tiny_data, epochs=20, batch_size=12, lr=1e-9, progress=False,
+                  callbacks=[EarlyStopping("miou", patience=2, mode="max", min_delta=0.5)])
+    assert history.stopped.startswith("early stopping") and len(history.epochs) == 3
+
+
+def test_csv_and_tensorboard_logs(tiny_data, tmp_path):
+    fit(_model(tiny_data), tiny_data, epochs=2, batch_size=12, progress=False,
+        callbacks=[CSVLogger(tmp_path / "log.csv"), TensorBoardLogger(tmp_path / "tb", every=1)])
+    rows = (tmp_path / "log.csv").read_text().splitlines()
+    assert len(rows) == 3 and "iou_ring" in rows[0] and "miou" in rows[0]
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_lr_find_restores_the_model(tiny_data):
+    model = _model(tiny_data)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = lr_find(model, tiny_data, steps=12, batch_size=8)
+    assert 1e-6 <= result["suggestion"] <= 1.0 and len(result["lrs"]) == len(result["losses"]) >= 3
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_evaluate_report_and_predict(tiny_data):
+    model = _model(tiny_data, "unet-classic")
+    history = fit(model, tiny_data, epochs=2, batch_size=8, lr=1e-2, progress=False)
+    report = evaluate(model, tiny_data)
+    assert report.miou == pytest.approx(history.last("miou"))
+    assert len(report.per_image) == len(tiny_data["validation"])
+    values = [r["miou"] for r in report.per_image]
+    assert values == sorted(values)  # worst first
+    assert [row["class"] for row in report.table()] == tiny_data.class_names
+    assert "mIoU" in report.format()
+    image, _ = tiny_data["validation"][0]
+    out = predict(model, [image, image])
+    assert out.probs.shape == (2, 7, 32, 32) and out.masks.shape == (2, 32, 32)
+    assert torch.allclose(out.probs.sum(1), torch.ones(2, 32, 32), atol=1e-5)
+    odd = np.zeros((21, 27, 3), np.uint8)
+    assert predict(model, odd).masks.shape == (1, 21, 27)
+
+
+def test_precision_and_device_errors(tiny_data):
+    from segnb.errors import SegnbError
+
+    with pytest.raises(SegnbError, match="fp16 needs a CUDA GPU"):
+        fit(_model(tiny_data), tiny_data, precision="fp16", device="cpu", progress=False)
+    with pytest.raises(SegnbError, match="class_names=data.class_names"):
+        fit(build_model("fcn32s", "vgg-tiny", num_classes=3), tiny_data, progress=False)
+    history = fit(_model(tiny_data), tiny_data, epochs=1, batch_size=12, precision="bf16", progress=False)
+    assert history.stopped == "completed"
+
+
+def test_schedule_warms_up_then_decays():
+    lrs = [cosine_lr(s, 100, 1.0, 10) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
-    assert lrs[-1] == pytest.approx(0.01, abs=0.01) and not any(math.isnan(v) for v in lrs)
+    assert lrs[-1] == pytest.approx(0.01, abs=0.01)
 
 
-def test_cli_demo_trains_reports_and_saves(tmp_path, capsys, monkeypatch):
+def test_progress_formatting_is_pure():
+    state = ProgressState(done=30, total=120, epoch=2, epochs=4, images=480, elapsed=12.0, loss=0.25)
+    text = format_progress(state, width=8)
+    assert "epoch 2/4" in text and "[##......]" in text and "40 img/s" in text and "ETA 00:36" in text
+
+
+def test_cli_train_json_and_eval(tmp_path, capsys, monkeypatch):
+    import segnb.data
+
+    monkeypatch.setattr(segnb.data, "load_dataset", lambda source, **o: load_shapes(n=24, size=32, seed=0))
+    assert main(["train", "--epochs", "1", "--arch", "fcn8s", "--encoder", "vgg-tiny", "--out",
+                 str(tmp_path / "run"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["epochs"] == 1 and 0 <= result["miou"] <= 1 and set(result["iou"]) >= {"ring", "sky"}
+    assert load_model(result["model"]).spec["arch"] == "fcn8s"
+    assert (tmp_path / "run" / "checkpoints" / "last" / "training.json").is_file()
+    assert main(["eval", "--model", result["model"], "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["miou"] == pytest.approx(result["miou"])
+
+
+def test_cli_demo_prints_the_per_class_table(tmp_path, capsys, monkeypatch):
     import segnb.data
 
     monkeypatch.setattr(segnb.data, "load_dataset", lambda source, **o: load_shapes(n=24, size=32, seed=0))
     assert main(["demo", "--epochs", "1", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
     assert "per-class IoU" in out and "ring" in out and "mIoU" in out
-    assert load_model(tmp_path / "demo").class_names[-1] == "ring"
+
+
+def test_training_thread_does_not_touch_signal_handlers(tiny_data):
+    before = signal.getsignal(signal.SIGINT)
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(h=fit(
+        _model(tiny_data), tiny_data, epochs=1, batch_size=12, progress=False)))
+    thread.start()
+    thread.join(60)
+    assert result["h"].stopped == "completed" and signal.getsignal(signal.SIGINT) is before

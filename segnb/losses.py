@@ -1,0 +1,87 @@
+"""Losses for segmentation: cross-entropy (optionally class-weighted), Dice, Focal, Lovasz, CE + Dice.
+
+Dice, Focal and Lovasz are segmentation-models-pytorch's; every loss here
+ignores the void label. ``class_weights`` turns a dataset's pixel
+frequencies into cross-entropy weights, the lectures' answer to class
+imbalance: rare classes weigh more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["LOSSES", "make_loss", "class_weights"]
+
+LOSSES = ("ce", "weighted_ce", "dice", "focal", "lovasz", "ce+dice")
+
+
+def class_weights(frequencies: Sequence[float], method: str = "inverse_sqrt", max_weight: float = 50.0) -> torch.Tensor:
+    """Cross-entropy weights from per-class pixel frequencies, normalised to mean 1.
+
+    ``inverse``: 1 / f; ``inverse_sqrt``: 1 / sqrt(f) (gentler); ``median``: median(f) / f
+    (median frequency balancing, Eigen and Fergus 2015). Absent classes get ``max_weight``
+    before normalisation; weights are clipped to ``max_weight``.
+    """
+    f = np.asarray(frequencies, dtype=np.float64)
+    safe = np.where(f > 0, f, np.nan)
+    if method == "inverse":
+        w = 1.0 / safe
+    elif method == "inverse_sqrt":
+        w = 1.0 / np.sqrt(safe)
+    elif method == "median":
+        w = np.nanmedian(safe) / safe
+    else:
+        raise ValueError(f"class weight method must be 'inverse', 'inverse_sqrt' or 'median', got {method!r}.")
+    w = np.where(np.isnan(w), max_weight, w)
+    w = np.minimum(w / np.mean(w), max_weight)
+    return torch.tensor(w / w.mean(), dtype=torch.float32)
+
+
+class CrossEntropy(nn.Module):
+    def __init__(self, ignore_index: int = 255, weight: torch.Tensor | None = None):
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.register_buffer("weight", weight if weight is not None else None, persistent=False)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if (target != self.ignore_index).sum() == 0:  # a batch of void only: no signal, not NaN
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits.float(), target, weight=self.weight, ignore_index=self.ignore_index)
+
+
+class Sum(nn.Module):
+    def __init__(self, *losses: nn.Module):
+        super().__init__()
+        self.losses = nn.ModuleList(losses)
+
+    def forward(self, logits, target):
+        return sum(loss(logits, target) for loss in self.losses)
+
+
+def make_loss(name: str | nn.Module = "ce", ignore_index: int = 255, weights: torch.Tensor | None = None) -> nn.Module:
+    """A loss by name (see :data:`LOSSES`), or the module given. ``weights`` are for ``weighted_ce``."""
+    if isinstance(name, nn.Module):
+        return name
+    from segmentation_models_pytorch import losses as smp_losses
+
+    key = name.lower().replace(" ", "")
+    if key == "ce":
+        return CrossEntropy(ignore_index)
+    if key == "weighted_ce":
+        if weights is None:
+            raise ValueError("weighted_ce needs class weights: fit() derives them from the dataset's frequencies.")
+        return CrossEntropy(ignore_index, weights)
+    if key == "dice":
+        return smp_losses.DiceLoss("multiclass", ignore_index=ignore_index)
+    if key == "focal":
+        return smp_losses.FocalLoss("multiclass", ignore_index=ignore_index)
+    if key == "lovasz":
+        return smp_losses.LovaszLoss("multiclass", ignore_index=ignore_index)
+    if key == "ce+dice":
+        return Sum(CrossEntropy(ignore_index), smp_losses.DiceLoss("multiclass", ignore_index=ignore_index))
+    raise ValueError(f"Unknown loss {name!r}. Choose one of {list(LOSSES)}, or pass a torch module.")
