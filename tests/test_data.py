@@ -451,3 +451,22 @@ def test_isbi_membranes_load_as_two_classes():
 
 def test_segnb_exposes_load_dataset():
     assert segnb.load_dataset is load_dataset
+
+
+def test_offline_hub_id_uses_the_cached_copy(monkeypatch, tmp_path):
+    """A copy in the hub cache, laid out as huggingface_hub stores a downloaded repository."""
+    import huggingface_hub.constants as hub_constants
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "datasets--segments--sidewalk-semantic"
+    sidewalk_semantic(repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    start = time.monotonic()
+    with pytest.warns(UserWarning, match="using the cached copy"):
+        data = load_dataset("segments/sidewalk-semantic", cache_dir=str(tmp_path / "datasets"))
+    assert time.monotonic() - start < 10
+    assert data.class_names[1] == "flat-road" and data.info["mask_column"] == "label"
+    assert len(data["train"]) + len(data["validation"]) == 6

@@ -186,6 +186,24 @@ def _alternatives(source: str) -> str:
     )
 
 
+def _from_cache(source: str, revision, options):
+    """A cached copy: the repository snapshot in the hub cache, else datasets' prepared cache."""
+    import datasets
+    from huggingface_hub import snapshot_download
+
+    try:
+        with _hub_offline():
+            snapshot = Path(snapshot_download(source, repo_type="dataset", revision=revision, local_files_only=True))
+        return datasets.load_dataset(str(snapshot), cache_dir=options.get("cache_dir")), read_class_names(snapshot)
+    except Exception:  # not in the hub cache; try the prepared arrow cache
+        pass
+    try:
+        with _hub_offline():
+            return datasets.load_dataset(source, **options), None
+    except Exception:
+        return None, None
+
+
 def _open_hub(source: str, revision, cache_dir, timeout, trust_remote_code):
     import datasets
 
@@ -201,16 +219,14 @@ def _open_hub(source: str, revision, cache_dir, timeout, trust_remote_code):
         warnings.warn(f"trust_remote_code=True: running code from the hub repository '{source}'.", stacklevel=3)
         options["trust_remote_code"] = True
     if not status.reachable:
-        try:
-            with _hub_offline():
-                dataset = datasets.load_dataset(source, **options)
-        except Exception as err:
+        dataset, id2label = _from_cache(source, revision, options)
+        if dataset is None:
             raise HubUnavailableError(
                 f"Cannot load '{source}': the Hugging Face Hub is unreachable ({status.detail}) and no "
-                f"cached copy was found ({type(err).__name__}). {_alternatives(source)}"
-            ) from None
+                f"cached copy was found. {_alternatives(source)}"
+            )
         warnings.warn(f"Hub unreachable ({status.detail}); using the cached copy of '{source}'.", stacklevel=3)
-        return dataset, None
+        return dataset, id2label
     dataset = datasets.load_dataset(source, **options)
     id2label = None
     try:
