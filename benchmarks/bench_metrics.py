@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_metrics.py
 
-Prints each time (best of 5) and the ratios, measured side by side in one run,
+Prints each time (best of 15) and the ratios, measured side by side in one run,
 and checks that the values are identical.
 """
 
@@ -22,7 +22,7 @@ from test_metrics import evaluate_mean_iou  # noqa: E402  (HF evaluate's numpy a
 from segnb.metrics import confusion_matrix, scores_from_confusion  # noqa: E402
 
 
-def best_of(fn, repeat=5):
+def best_of(fn, repeat=15):
     times = []
     for _ in range(repeat):
         start = time.perf_counter()

@@ -275,6 +275,7 @@ class Trainer:
                 train_loss = self._train_epoch(start)
                 if self._stop_event.is_set():
                     break
+                self._sync_buffers()
                 self.scores, val_loss = self._evaluate()
                 self.notify("on_eval_end")
                 seconds = time.monotonic() - epoch_start
@@ -358,6 +359,17 @@ class Trainer:
                 break
         total = accelerator.reduce(torch.stack([loss_sum, torch.tensor(float(count), device=self.device)]), "sum")
         return float(total[0] / total[1].clamp(min=1))
+
+    @torch.no_grad()
+    def _sync_buffers(self) -> None:
+        """Several processes: average batch-norm statistics, so every rank holds the same model."""
+        if self.accelerator.num_processes == 1:
+            return
+        for buffer in self.unwrapped.buffers():
+            if buffer.is_floating_point():
+                buffer.copy_(self.accelerator.reduce(buffer.clone(), "mean"))
+            else:
+                buffer.copy_(self.accelerator.reduce(buffer.clone(), "sum") // self.accelerator.num_processes)
 
     @torch.no_grad()
     def _evaluate(self) -> tuple[Scores, float]:
