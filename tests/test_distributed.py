@@ -15,3 +15,36 @@ def test_two_process_training_matches_one_process_evaluation(tmp_path):
     assert report["world_size"] == 2
     assert report["identical_weights"]
     assert report["distributed_miou"] == pytest.approx(report["single_process_miou"], abs=1e-12)
+
+
+NOTEBOOK_LAUNCH = '''
+import os, torch
+from accelerate import notebook_launcher
+
+def train():
+    from segnb.data import load_shapes
+    from segnb.models import build_model
+    from segnb.train import fit
+    torch.set_num_threads(1)
+    data = load_shapes(n=40, size=32, seed=0)
+    torch.manual_seed(0)
+    model = build_model("fcn8s", "vgg-tiny", class_names=data.class_names)
+    history = fit(model, data, epochs=1, batch_size=8, progress=False, device="cpu")
+    total = float(sum(p.double().sum() for p in model.parameters()))
+    print("RESULT", os.environ["RANK"], os.environ["WORLD_SIZE"], history.steps, repr(total), flush=True)
+
+notebook_launcher(train, num_processes=2)
+'''
+
+
+def test_notebook_launcher_runs_fit_in_two_processes(tmp_path):
+    import subprocess
+
+    script = tmp_path / "launch.py"
+    script.write_text(NOTEBOOK_LAUNCH)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = sorted(line.split()[1:] for line in done.stdout.splitlines() if line.startswith("RESULT"))
+    assert [r[0] for r in results] == ["0", "1"] and all(r[1] == "2" for r in results)
+    assert results[0][2] == results[1][2] == "2"  # 32 training images / batch 8 / 2 processes
+    assert results[0][3] == results[1][3]  # the same weights on both ranks
