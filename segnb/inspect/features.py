@@ -1,0 +1,92 @@
+"""What CNN encoders see: stage feature maps, and Grad-CAM for a class of a segmentation output.
+
+Grad-CAM for segmentation (Vinogradova et al., 2020): the score is the sum of
+one class's logits over a region (the predicted mask of that class by
+default), its gradient with respect to a stage's activations is averaged per
+channel, and the ReLU of the weighted channel sum is the map.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from segnb.inspect.attention import _as_batch
+
+__all__ = ["stage_features", "grad_cam"]
+
+
+def _encoder(model: nn.Module) -> nn.Module:
+    net = getattr(model, "net", model)
+    encoder = getattr(net, "encoder", None)
+    if encoder is None:
+        raise ValueError("This model has no .encoder to inspect.")
+    return encoder
+
+
+def _run_encoder(encoder: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    out = encoder(x)
+    features = out[0] if isinstance(out, tuple) else out
+    return [f for f in features if f.dim() == 4 and f.data_ptr() != x.data_ptr()]  # smp's stage 0 is x
+
+
+@torch.no_grad()
+def stage_features(model: nn.Module, image, top: int = 4) -> list[dict]:
+    """For each encoder stage: its stride, the channel-mean map and the ``top`` strongest channels."""
+    x = _as_batch(image, getattr(model, "mean", None), getattr(model, "std", None))
+    model.eval()
+    stages = []
+    x = x.to(next(model.parameters()).device)
+    for feature in _run_encoder(_encoder(model), x):
+        f = feature[0].float().cpu()  # (C, h, w)
+        energy = f.abs().mean(dim=(1, 2))
+        order = torch.argsort(energy, descending=True)[:top]
+        stages.append({
+            "stride": x.shape[-1] // f.shape[-1],
+            "channels": f.shape[0],
+            "mean": f.mean(0).numpy(),
+            "top_channels": order.tolist(),
+            "top": f[order].numpy(),
+        })
+    return stages
+
+
+def grad_cam(model: nn.Module, image, target_class: int, stage: int = -1,
+             region: np.ndarray | None = None) -> np.ndarray:
+    """Grad-CAM of ``target_class`` at an encoder ``stage``, upsampled to the image, in [0, 1].
+
+    ``region`` (H, W) bool restricts the score to those pixels; by default the
+    pixels predicted as ``target_class`` (all pixels if there are none).
+    """
+    x = _as_batch(image, getattr(model, "mean", None), getattr(model, "std", None))
+    x = x.to(next(model.parameters()).device)
+    encoder = _encoder(model)
+    captured: dict[str, torch.Tensor] = {}
+    handle = encoder.register_forward_hook(lambda module, inputs, output: captured.update(out=output))
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model(x)  # (1, K, H, W)
+        out = captured["out"]
+        features = [f for f in (out[0] if isinstance(out, tuple) else out) if f.dim() == 4]
+        activation = features[stage]
+        if not activation.requires_grad:
+            raise ValueError(f"stage {stage} is the input itself; choose a deeper stage.")
+        if region is None:
+            region_t = logits.argmax(1)[0] == target_class
+            if not region_t.any():
+                region_t = torch.ones_like(region_t)
+        else:
+            region_t = torch.as_tensor(region, dtype=torch.bool, device=logits.device)
+        score = logits[0, target_class][region_t].sum()
+        (grad,) = torch.autograd.grad(score, activation)
+    finally:
+        handle.remove()
+        model.train(was_training)
+    weights = grad[0].mean(dim=(1, 2))  # (C,)
+    cam = F.relu((weights[:, None, None] * activation[0].detach()).sum(0))
+    cam = F.interpolate(cam[None, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    top = cam.max()
+    return (cam / top if top > 0 else cam).cpu().numpy()
