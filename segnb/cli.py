@@ -151,6 +151,25 @@ def _lab(args) -> int:
     return subprocess.call(command)
 
 
+def _studio(args) -> int:
+    """The Studio as a standalone page (Voila): no code cells, for students."""
+    import os
+    import secrets
+    import subprocess
+    from importlib import resources
+
+    notebook = resources.files("segnb.ui").joinpath("studio.ipynb")
+    token = args.token or secrets.token_urlsafe(16)
+    env = {**os.environ, "SEGNB_PRESENTATION": "1" if args.presentation else "0"}
+    command = [sys.executable, "-m", "voila", str(notebook), f"--Voila.ip={args.ip}", f"--port={args.port}",
+               f"--token={token}", "--no-browser"]
+    print(f"segnb studio on http://{args.ip}:{args.port}/?token={token}")
+    if args.ip == "127.0.0.1":
+        print("Listening on this machine only. To expose it deliberately: segnb studio --ip 0.0.0.0 "
+              "(anyone who can reach the port and has the token can use it).")
+    return subprocess.call(command, env=env)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="segnb", description="Semantic segmentation for research and teaching."
@@ -214,6 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--token", default=None, help="default: a fresh random token")
     lab.add_argument("--no-browser", action="store_true")
     lab.set_defaults(run=_lab)
+
+    studio = commands.add_parser("studio", help="the Studio as a standalone page (Voila, 127.0.0.1, token)")
+    studio.add_argument("--ip", default="127.0.0.1")
+    studio.add_argument("--port", type=int, default=8866)
+    studio.add_argument("--token", default=None, help="default: a fresh random token")
+    studio.add_argument("--presentation", action="store_true", help="large fonts and pictures for a projector")
+    studio.set_defaults(run=_studio)
     return parser
 
 
