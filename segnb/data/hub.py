@@ -215,7 +215,15 @@ def _open_hub(source: str, revision, cache_dir, timeout, trust_remote_code):
             f"datasets: {', '.join(KNOWN_HUB_DATASETS)}."
         )
     options = dict(revision=revision, cache_dir=cache_dir)
-    if trust_remote_code:
+    if trust_remote_code:  # never on by default: a dataset script is arbitrary code from the internet
+        import inspect
+
+        if "trust_remote_code" not in inspect.signature(datasets.load_dataset).parameters:
+            raise DatasetError(
+                f"trust_remote_code=True, but datasets {datasets.__version__} no longer runs dataset scripts. "
+                f"Use a version of '{source}' converted to parquet (many hubs repos have a refs/convert/parquet "
+                "revision: revision='refs/convert/parquet')."
+            )
         warnings.warn(f"trust_remote_code=True: running code from the hub repository '{source}'.", stacklevel=3)
         options["trust_remote_code"] = True
     if not status.reachable:

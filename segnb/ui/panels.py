@@ -228,8 +228,9 @@ class TrainPanel(W.VBox):
     the other widgets stay usable; Stop ends it after the current step.
     """
 
-    def __init__(self, state: SharedState | None = None):
+    def __init__(self, state: SharedState | None = None, callbacks=()):
         self.state = state or SharedState()
+        self.extra_callbacks = list(callbacks)  # yours, e.g. a CSVLogger, next to the panel's own
         self.errors = ErrorBox()
         self.handle = None
         self.epochs = W.BoundedIntText(3, min=1, max=1000, description="epochs")
@@ -293,7 +294,8 @@ class TrainPanel(W.VBox):
         self._status_line("starting ...")
         self.handle = fit(model, data, epochs=self.epochs.value, batch_size=self.batch_size.value,
                           lr=self.lr.value, loss=self.loss.value, max_minutes=self.max_minutes.value,
-                          progress=ProgressCallback(_PanelRenderer(self)), callbacks=[_PanelCallback(self)],
+                          progress=ProgressCallback(_PanelRenderer(self)),
+                          callbacks=[_PanelCallback(self), *self.extra_callbacks],
                           background=True, seed=self.state.seed)
         return self.handle
 
