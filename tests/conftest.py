@@ -1,4 +1,5 @@
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -22,3 +23,12 @@ def shapes_small():
     from segnb.data import load_shapes
 
     return load_shapes(n=40, size=64, seed=3)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: connections are refused at once (an offline hub)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port

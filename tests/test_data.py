@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import closed_port as _closed_port
 from conftest import shared_data
 from hubcopies import foodseg103, scene_parse_150, sidewalk_semantic
 from PIL import Image
@@ -220,13 +221,6 @@ def _blackhole_server():
     threading.Thread(target=accept, daemon=True).start()
     return server, held
 
-
-def _closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_offline_hub_id_answers_fast_with_alternatives(monkeypatch, tmp_path):

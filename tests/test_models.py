@@ -1,11 +1,11 @@
 import json
 import os
-import socket
 import time
 import warnings
 
 import pytest
 import torch
+from conftest import closed_port as _closed_port
 
 import segnb
 from segnb.errors import CheckpointError, HubUnavailableError, ModelConfigError
@@ -251,13 +251,6 @@ def test_truncated_or_tampered_model_files_give_clear_errors(tmp_path):
 
 # ---------------------------------------------------------------- pretrained weights
 
-
-def _closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_offline_pretrained_answers_within_ten_seconds(monkeypatch, tmp_path):

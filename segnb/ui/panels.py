@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import threading
-import time
 
 import ipywidgets as W
 import numpy as np
@@ -24,6 +23,7 @@ from segnb.models.upsample import UPSAMPLE_KINDS
 from segnb.progress import ProgressState, format_duration
 from segnb.train import fit, predict
 from segnb.ui.common import ErrorBox, SharedState, guarded, image_widget, legend_html, png
+from segnb.ui.progress import ThrottledRenderer
 from segnb.viz import colorize, grid, overlay
 
 __all__ = ["DatasetPicker", "ModelBuilder", "TrainPanel"]
@@ -202,23 +202,15 @@ class _PanelCallback(Callback):
         self.panel._finished(trainer)
 
 
-class _PanelRenderer:
-    """A progress renderer that writes into the panel (bar, images/s, ETA), at most every ``interval`` s."""
+class _PanelRenderer(ThrottledRenderer):
+    """Writes progress into the panel (bar, images/s, ETA), at most every ``interval`` seconds."""
 
     def __init__(self, panel: TrainPanel, interval: float = 0.5):
-        self.panel, self.interval, self._last = panel, interval, 0.0
+        super().__init__(interval)
+        self.panel = panel
 
-    def due(self) -> bool:
-        return time.monotonic() - self._last >= self.interval
-
-    def update(self, state: ProgressState, force: bool = False) -> None:
-        if not force and not self.due():
-            return
-        self._last = time.monotonic()
+    def draw(self, state: ProgressState) -> None:
         self.panel._progress(state)
-
-    def close(self, state: ProgressState) -> None:
-        self.update(state, force=True)
 
 
 class TrainPanel(W.VBox):

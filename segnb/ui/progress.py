@@ -13,16 +13,15 @@ from IPython.display import HTML, display
 from segnb.callbacks import ProgressCallback
 from segnb.progress import ProgressState, format_progress_html
 
-__all__ = ["NotebookRenderer", "NotebookProgress"]
+__all__ = ["NotebookRenderer", "NotebookProgress", "ThrottledRenderer"]
 
 
-class NotebookRenderer:
-    """Draws :class:`ProgressState` as HTML in the cell output, at most every ``interval`` seconds."""
+class ThrottledRenderer:
+    """A progress renderer that draws at most every ``interval`` seconds; subclasses implement ``draw``."""
 
     def __init__(self, interval: float = 0.5):
         self.interval = interval
         self._last = 0.0
-        self._handle = None
 
     def due(self) -> bool:
         return time.monotonic() - self._last >= self.interval
@@ -31,14 +30,28 @@ class NotebookRenderer:
         if not force and not self.due():
             return
         self._last = time.monotonic()
+        self.draw(state)
+
+    def draw(self, state: ProgressState) -> None:
+        raise NotImplementedError
+
+    def close(self, state: ProgressState) -> None:
+        self.update(state, force=True)
+
+
+class NotebookRenderer(ThrottledRenderer):
+    """Draws :class:`ProgressState` as HTML in the cell output, at most every ``interval`` seconds."""
+
+    def __init__(self, interval: float = 0.5):
+        super().__init__(interval)
+        self._handle = None
+
+    def draw(self, state: ProgressState) -> None:
         html = HTML(format_progress_html(state))
         if self._handle is None:
             self._handle = display(html, display_id=True)
         else:
             self._handle.update(html)
-
-    def close(self, state: ProgressState) -> None:
-        self.update(state, force=True)
 
 
 def NotebookProgress(interval: float = 0.5) -> ProgressCallback:  # noqa: N802 - reads as a class
