@@ -9,10 +9,8 @@ Each figure is the median of several calls.
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
+from timing import median_ms
 
 from segnb import inspect as ins
 from segnb import viz
@@ -23,14 +21,6 @@ from segnb.models import build_model
 SIZE = 512
 
 
-def median_ms(fn, repeat: int = 7) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def main() -> None:

@@ -9,25 +9,13 @@ Goals: under 50 ms per soft-mask update; TrainPanel updates cost under 5% of tra
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
+from timing import median_ms
 
 from segnb.data import load_shapes
 from segnb.models import build_model
 from segnb.train import fit
 from segnb.ui import AttentionViewer, SharedState, SoftMaskViewer, TrainPanel
-
-
-def median_ms(fn, repeat=7):
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -242,11 +243,17 @@ class Trainer:
                                       "seed": self.seed})
 
     def _resume(self, path) -> None:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
         from segnb.checkpoint import load_checkpoint
+        from segnb.errors import CheckpointError
 
         meta, tensors = load_checkpoint(path)
-        weights = __import__("segnb.models.io", fromlist=["load_model"]).load_model(meta["folder"])
-        self.unwrapped.load_state_dict(weights.state_dict())
+        try:  # the weights straight into this model: no second model is built
+            self.unwrapped.load_state_dict(load_file(str(Path(meta["folder"]) / "model.safetensors")))
+        except (RuntimeError, OSError, SafetensorError) as err:
+            raise CheckpointError(f"{meta['folder']} does not fit this model or is damaged: {err}") from None
         self.optimizer.load_state_dict(meta["optimizer_state"])
         if meta.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(meta["scaler"])
