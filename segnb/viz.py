@@ -11,7 +11,8 @@ import numpy as np
 
 __all__ = [
     "VOID_COLOUR", "colorize", "overlay", "legend", "grid", "heatmap_rgb",
-    "iou_bar_figure", "confusion_figure", "curves_figure", "frequency_figure",
+    "iou_bar_figure", "confusion_figure", "curves_figure", "class_curves_figure", "size_iou_figure",
+    "frequency_figure",
 ]
 
 VOID_COLOUR = (255, 255, 255)
@@ -122,6 +123,34 @@ def curves_figure(epochs: Sequence[dict], keys: Sequence[str] = ("train_loss", "
     for key in keys:
         figure.add_trace(go.Scatter(x=x, y=[r.get(key) for r in epochs], mode="lines+markers", name=key))
     figure.update_layout(title=title, xaxis={"title": "epoch"}, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return figure
+
+
+def class_curves_figure(epochs: Sequence[dict], class_names: Sequence[str], palette: np.ndarray | None = None,
+                        title: str = "Per-class IoU"):
+    """One line per class: its validation IoU (``record["iou"]``) against the epoch number."""
+    import plotly.graph_objects as go
+
+    colours = [None] * len(class_names) if palette is None else [c for _, c in legend(class_names, palette)]
+    x = [r["epoch"] for r in epochs]
+    figure = go.Figure()
+    for k, (name, colour) in enumerate(zip(class_names, colours, strict=True)):
+        figure.add_trace(go.Scatter(x=x, y=[r["iou"][k] for r in epochs], mode="lines", name=name,
+                                    line={"color": colour}))
+    figure.update_layout(title=title, xaxis={"title": "epoch"}, yaxis={"range": [0, 1]},
+                         margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return figure
+
+
+def size_iou_figure(bins: Sequence[dict], title: str = "IoU by object size (pixels)"):
+    """Bars of mean IoU per object-size bin (``segnb.inspect.iou_by_object_size``), with object counts."""
+    import plotly.graph_objects as go
+
+    labels = [f"< {b['max_area']:g}" if np.isfinite(b["max_area"]) else f">= {b['min_area']:g}" for b in bins]
+    figure = go.Figure(go.Bar(x=labels, y=[b["mean_iou"] or 0 for b in bins],
+                              text=[f"{b['objects']} objects" for b in bins]))
+    figure.update_layout(title=title, yaxis={"range": [0, 1], "title": "mean IoU"},
+                         margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return figure
 
 

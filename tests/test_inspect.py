@@ -293,6 +293,13 @@ def test_colorize_overlay_grid_and_figures():
     assert viz.confusion_figure([[1, 1], [0, 2]], ["a", "b"]).data[0].z[0][0] == 0.5
     assert len(viz.curves_figure([{"epoch": 1, "train_loss": 1.0, "val_loss": 1.2, "miou": 0.3}]).data) == 3
     assert viz.legend(["a", "b"], palette) == [("a", "#000000"), ("b", "#ff0000")]
+    epochs = [{"epoch": 1, "iou": [0.1, None]}, {"epoch": 2, "iou": [0.4, 0.5]}]
+    lines = viz.class_curves_figure(epochs, ["a", "b"], palette)
+    assert [t.name for t in lines.data] == ["a", "b"] and list(lines.data[0].y) == [0.1, 0.4]
+    assert lines.data[1].line.color == "#ff0000"
+    sizes = viz.size_iou_figure([{"min_area": 0, "max_area": 64, "mean_iou": 0.5, "objects": 3},
+                                 {"min_area": 64, "max_area": float("inf"), "mean_iou": None, "objects": 0}])
+    assert list(sizes.data[0].x) == ["< 64", ">= 64"] and list(sizes.data[0].y) == [0.5, 0]
 
 
 def test_classical_and_model_in_one_table():

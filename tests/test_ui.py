@@ -55,6 +55,20 @@ def test_dataset_picker_preview_and_frequencies():
     assert "ring" in picker.legend.value
 
 
+def test_plot_view_redraws_with_a_new_figure_widget_and_closes_the_old():
+    import plotly.graph_objects as go
+
+    from segnb.ui.common import PlotView
+
+    view = PlotView("curves", height=200)
+    first = view.children[0]
+    assert isinstance(first, go.FigureWidget) and first.layout.height == 200 and not view.data
+    view.draw(go.Figure(go.Bar(x=["a", "b"], y=[1, 2])))
+    second = view.children[0]
+    assert second is not first and list(second.data[0].x) == ["a", "b"] and list(view.data[0].y) == [1, 2]
+    assert first.comm is None and second.comm is not None  # the old widget is closed, not leaked
+
+
 def test_dataset_picker_errors_show_in_the_widget():
     picker = DatasetPicker()
     picker.kind.value = "folder"

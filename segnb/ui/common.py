@@ -10,10 +10,11 @@ import traceback
 
 import ipywidgets as W
 import numpy as np
+import plotly.graph_objects as go
 import traitlets
 from PIL import Image
 
-__all__ = ["png", "jpeg", "ErrorBox", "guarded", "SharedState", "image_widget", "legend_html"]
+__all__ = ["png", "jpeg", "ErrorBox", "guarded", "SharedState", "image_widget", "legend_html", "PlotView"]
 
 log = logging.getLogger("segnb.ui")
 
@@ -51,6 +52,41 @@ def legend_html(class_names, palette) -> str:
         for name, colour in legend(class_names, palette)
     )
     return f'<div class="segnb-legend">{items}</div>'
+
+
+class PlotView(W.Box):
+    """A plotly chart that is redrawn whole: ``draw(figure)`` shows a new ``go.Figure``.
+
+    Each draw replaces the FigureWidget instead of editing its traces. Measured in Chromium
+    (tests/e2e): plotly's front-end drops incremental edits (restyle of traces that existed at
+    first render, add_trace on a chart in a tab not yet laid out), leaving the chart empty while
+    Python believes it is drawn. A new FigureWidget renders from its full state every time.
+    """
+
+    def __init__(self, title: str = "", height: int = 280, css_class: str | None = None):
+        self.height = height
+        self.figure = go.Figure(layout={"title": title})
+        super().__init__([self._widget(self.figure)])
+        if css_class:
+            self.add_class(css_class)
+
+    def _widget(self, figure):
+        if figure.layout.height is None:
+            figure.update_layout(height=self.height)
+        return go.FigureWidget(figure)
+
+    def draw(self, figure) -> None:
+        """Show ``figure`` (a ``plotly.graph_objects.Figure``) in place of the current one."""
+        old = self.children[0] if self.children else None
+        self.figure = figure
+        self.children = [self._widget(figure)]
+        if old is not None:
+            old.close()
+
+    @property
+    def data(self):
+        """The traces on show (``figure.data``)."""
+        return self.figure.data
 
 
 class ErrorBox(W.HTML):

@@ -6,16 +6,15 @@ import html
 
 import ipywidgets as W
 import numpy as np
-import plotly.graph_objects as go
 import torch
 
 from segnb import inspect as ins
 from segnb.classical import METHODS, label_segments, score_segments, segment
 from segnb.metrics import confusion_matrix, scores_from_confusion
 from segnb.train import evaluate, predict
-from segnb.ui.common import ErrorBox, SharedState, guarded, image_widget, png
+from segnb.ui.common import ErrorBox, PlotView, SharedState, guarded, image_widget, png
 from segnb.ui.softmask_viewer import SoftMaskViewer
-from segnb.viz import grid, heatmap_rgb, overlay
+from segnb.viz import confusion_figure, grid, heatmap_rgb, iou_bar_figure, overlay, size_iou_figure
 
 __all__ = ["UpsamplingLab", "IoUReport", "ClassicalLab", "TOY_INPUTS"]
 
@@ -51,6 +50,7 @@ class UpsamplingLab(W.VBox):
         self.output_view.add_class("segnb-upsampling-output")
         self.score = W.HTML()
         self.score.add_class("segnb-checkerboard-score")
+        self.operator.add_class("segnb-operator")
         self.compare_view = W.HTML()
         self.compare_images = image_widget()
         for widget in (self.operator, self.kernel, self.stride, self.padding, self.source):
@@ -119,12 +119,9 @@ class IoUReport(W.VBox):
         self.run_button.add_class("segnb-evaluate")
         self.sort = W.Checkbox(False, description="sort, worst first")
         self.summary = W.HTML()
-        self.bars = go.FigureWidget(layout={"height": 300, "title": "per-class IoU", "xaxis": {"range": [0, 1]},
-                                            "margin": {"l": 10, "r": 10, "t": 30, "b": 10}})
-        self.confusion = go.FigureWidget(layout={"height": 320, "title": "confusion (rows: truth, normalised)",
-                                                 "margin": {"l": 10, "r": 10, "t": 30, "b": 10}})
-        self.sizes = go.FigureWidget(layout={"height": 260, "title": "IoU by object size (pixels)",
-                                             "margin": {"l": 10, "r": 10, "t": 30, "b": 10}})
+        self.bars = PlotView("per-class IoU", height=300, css_class="segnb-iou-bars")
+        self.confusion = PlotView("confusion (rows: truth, normalised)", height=320, css_class="segnb-confusion")
+        self.sizes = PlotView("IoU by object size (pixels)", height=260, css_class="segnb-size-iou")
         self.gallery = W.HBox()
         self.gallery.add_class("segnb-worst-gallery")
         self.run_button.on_click(lambda _: self.evaluate())
@@ -143,13 +140,10 @@ class IoUReport(W.VBox):
         self.summary.value = (f"validation mIoU <b>{self.report.miou:.3f}</b>, pixel accuracy "
                               f"{self.report.scores.pixel_accuracy:.3f} over {len(self.report.per_image)} images")
         self._draw_bars()
-        confusion = ins.normalized_confusion(self.report.scores.confusion)
-        with self.confusion.batch_update():
-            self.confusion.data = []
-            self.confusion.add_heatmap(z=confusion.tolist(), x=data.class_names, y=data.class_names, zmin=0, zmax=1,
-                                       colorscale="Viridis", text=[[f"{v:.2f}" for v in row] for row in confusion],
-                                       texttemplate="%{text}")
-            self.confusion.layout.yaxis.autorange = "reversed"
+        figure = confusion_figure(self.report.scores.confusion, data.class_names,
+                                  title="confusion (rows: truth, normalised)")
+        figure.update_traces(texttemplate="%{z:.2f}")
+        self.confusion.draw(figure)
         self._draw_gallery()
         self._draw_sizes(images)
         return self.report
@@ -157,14 +151,8 @@ class IoUReport(W.VBox):
     def _draw_bars(self):
         if self.report is None:
             return
-        rows = list(zip(self.report.class_names, self.report.scores.iou, strict=True))
-        if self.sort.value:
-            rows.sort(key=lambda r: -1 if r[1] is None else r[1])
-        with self.bars.batch_update():
-            self.bars.data = []
-            self.bars.add_bar(x=[r[1] or 0.0 for r in rows], y=[r[0] for r in rows], orientation="h",
-                              text=["absent" if r[1] is None else f"{r[1]:.3f}" for r in rows])
-            self.bars.layout.yaxis.autorange = "reversed"
+        self.bars.draw(iou_bar_figure(self.report.class_names, self.report.scores.iou, sort=self.sort.value,
+                                      title="per-class IoU"))
 
     def _draw_gallery(self):
         data = self.state.data
@@ -198,12 +186,7 @@ class IoUReport(W.VBox):
         preds = [predict(model, image).masks[0].numpy() for image, _ in pairs]
         bins = ins.iou_by_object_size(preds, [m for _, m in pairs], classes=range(data.num_classes),
                                       ignore_index=data.ignore_index)
-        labels = [f"< {b['max_area']:g}" if np.isfinite(b["max_area"]) else f">= {b['min_area']:g}" for b in bins]
-        with self.sizes.batch_update():
-            self.sizes.data = []
-            self.sizes.add_bar(x=labels, y=[b["mean_iou"] or 0 for b in bins],
-                               text=[f"{b['objects']} objects" for b in bins])
-            self.sizes.layout.yaxis.range = [0, 1]
+        self.sizes.draw(size_iou_figure(bins))
         self.size_bins = bins
 
 

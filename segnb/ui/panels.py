@@ -7,7 +7,6 @@ import threading
 
 import ipywidgets as W
 import numpy as np
-import plotly.graph_objects as go
 
 from segnb.callbacks import Callback, ProgressCallback
 from segnb.data import KNOWN_HUB_DATASETS, load_dataset
@@ -22,9 +21,9 @@ from segnb.models.build import (
 from segnb.models.upsample import UPSAMPLE_KINDS
 from segnb.progress import ProgressState, format_duration
 from segnb.train import fit, predict
-from segnb.ui.common import ErrorBox, SharedState, guarded, image_widget, legend_html, png
+from segnb.ui.common import ErrorBox, PlotView, SharedState, guarded, image_widget, legend_html, png
 from segnb.ui.progress import ThrottledRenderer
-from segnb.viz import colorize, grid, overlay
+from segnb.viz import class_curves_figure, colorize, curves_figure, frequency_figure, grid, overlay
 
 __all__ = ["DatasetPicker", "ModelBuilder", "TrainPanel"]
 
@@ -46,11 +45,11 @@ class DatasetPicker(W.VBox):
         self.size = W.IntSlider(400, min=20, max=2000, step=20, description="images")
         self.load_button = W.Button(description="Load", button_style="primary", icon="database")
         self.load_button.add_class("segnb-load")
+        self.size.add_class("segnb-size")
         self.summary = W.HTML()
         self.legend = W.HTML()
         self.preview = image_widget(css_class="segnb-preview")
-        self.frequencies = go.FigureWidget(layout={"height": 260, "margin": {"l": 10, "r": 10, "t": 30, "b": 10},
-                                                   "title": "pixel share per class"})
+        self.frequencies = PlotView("pixel share per class", height=260, css_class="segnb-frequencies")
         self.columns = W.HBox([self.image_column, self.mask_column, self.reduce_labels])
         self.load_button.on_click(lambda _: self.load())
         self.kind.observe(lambda _: self._show_fields(), names=["value"])
@@ -103,12 +102,8 @@ class DatasetPicker(W.VBox):
                 continue
             tiles.append(overlay(image, mask, data.palette, alpha=0.45, ignore_index=data.ignore_index))
         self.preview.value = png(grid(tiles, columns=3)) if tiles else b""
-        freq = data.frequencies()
-        colours = [f"rgb({r},{g},{b})" for r, g, b in data.palette[: data.num_classes]]
-        with self.frequencies.batch_update():
-            self.frequencies.data = []
-            self.frequencies.add_bar(x=data.class_names, y=freq.tolist(), marker_color=colours)
-            self.frequencies.layout.yaxis.tickformat = ".0%"
+        self.frequencies.draw(frequency_figure(data.class_names, data.frequencies().tolist(), data.palette,
+                                               title="pixel share per class"))
 
 
 class ModelBuilder(W.VBox):
@@ -125,6 +120,8 @@ class ModelBuilder(W.VBox):
         self.upsample = W.Dropdown(options=["default", *UPSAMPLE_KINDS], value="default", description="upsample")
         self.build_button = W.Button(description="Build", button_style="primary", icon="cubes")
         self.build_button.add_class("segnb-build")
+        self.arch.add_class("segnb-arch")
+        self.encoder.add_class("segnb-encoder")
         self.check = W.HTML()
         self.description = W.HTML()
         for widget in (self.arch, self.encoder, self.upsample):
@@ -233,17 +230,14 @@ class TrainPanel(W.VBox):
         self.start_button = W.Button(description="Start", button_style="success", icon="play")
         self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.start_button.add_class("segnb-start")
+        self.epochs.add_class("segnb-epochs")
         self.stop_button.add_class("segnb-stop")
         self.progress = W.IntProgress(value=0, min=0, max=1, description="steps")
         self.progress.add_class("segnb-progress")
         self.status = W.HTML("idle")
         self.status.add_class("segnb-train-status")
-        self.curves = go.FigureWidget(layout={"height": 280, "title": "loss and mIoU",
-                                              "margin": {"l": 10, "r": 10, "t": 30, "b": 10}})
-        for name in ("train_loss", "val_loss", "miou"):
-            self.curves.add_scatter(x=[], y=[], mode="lines+markers", name=name)
-        self.class_curves = go.FigureWidget(layout={"height": 280, "title": "per-class IoU",
-                                                    "margin": {"l": 10, "r": 10, "t": 30, "b": 10}})
+        self.curves = PlotView("loss and mIoU", css_class="segnb-curves")
+        self.class_curves = PlotView("per-class IoU", css_class="segnb-class-curves")
         self.sample = image_widget(css_class="segnb-sample")
         self.start_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
@@ -273,13 +267,7 @@ class TrainPanel(W.VBox):
         if model.num_classes != data.num_classes:
             raise ValueError(f"The model predicts {model.num_classes} classes but the dataset has "
                              f"{data.num_classes}: build the model again after loading the dataset.")
-        with self.curves.batch_update():
-            for trace in self.curves.data:
-                trace.x, trace.y = [], []
-        with self.class_curves.batch_update():
-            self.class_curves.data = []
-            for name in data.class_names:
-                self.class_curves.add_scatter(x=[], y=[], mode="lines", name=name)
+        self._draw_curves([])
         self.sample_pair = data[data.eval_split][0]
         self.progress.value, self.progress.max = 0, 1
         self.start_button.disabled, self.stop_button.disabled = True, False
@@ -311,21 +299,19 @@ class TrainPanel(W.VBox):
                               f"on {state.device} ({state.precision})")
 
     def _epoch_done(self, trainer) -> None:
-        record = trainer.history.epochs[-1]
-        with self._lock, self.curves.batch_update():
-            for trace in self.curves.data:
-                trace.x = [*trace.x, record["epoch"]]
-                trace.y = [*trace.y, record[trace.name]]
-        with self.class_curves.batch_update():
-            for trace, value in zip(self.class_curves.data, record["iou"], strict=False):
-                trace.x = [*trace.x, record["epoch"]]
-                trace.y = [*trace.y, value]
+        with self._lock:
+            self._draw_curves(trainer.history.epochs)
         image, mask = self.sample_pair
         pred = predict(trainer.unwrapped, image, device=trainer.device).masks[0].numpy()
         trainer.model.train()
         palette = self.state.data.palette
         self.sample.value = png(np.concatenate([overlay(image, mask, palette, 0.6), overlay(image, pred, palette, 0.6),
                                                 colorize(pred, palette)], axis=1))
+
+    def _draw_curves(self, epochs: list[dict]) -> None:
+        data = self.state.data
+        self.curves.draw(curves_figure(epochs, title="loss and mIoU"))
+        self.class_curves.draw(class_curves_figure(epochs, data.class_names, data.palette, title="per-class IoU"))
 
     def _finished(self, trainer) -> None:
         self.start_button.disabled, self.stop_button.disabled = False, True

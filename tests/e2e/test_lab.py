@@ -1,0 +1,56 @@
+"""JupyterLab: open the quickstart, run all cells, then use its Studio as a user would."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from .studio_page import ConsoleErrors, StudioSession, until
+
+NOTEBOOK = "00_quickstart.ipynb"
+
+JS_READY = """path => { const app = window.jupyterapp; if (!app) return false;
+    const w = app.shell.currentWidget; if (!w || !w.context || w.context.path !== path) return false;
+    const s = w.sessionContext; const k = s && s.session && s.session.kernel;
+    return s.isReady && !!k && k.connectionStatus === 'connected' && k.status === 'idle'; }"""
+JS_RUN_ALL = """() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }"""  # fire and forget
+JS_CELLS = """() => { const nb = window.jupyterapp.shell.currentWidget.content;
+    return nb.widgets.filter(c => c.model.type === 'code').map(c => ({
+        count: c.model.executionCount,
+        running: c.promptNode ? c.promptNode.textContent.includes('*') : false,
+        errors: c.model.outputs.toJSON().filter(o => o.output_type === 'error')
+                 .map(o => o.ename + ': ' + o.evalue) })); }"""
+
+
+@pytest.mark.e2e
+def test_quickstart_and_studio_in_jupyterlab(jupyter_lab, page: Page, artifacts):
+    errors = ConsoleErrors(page)
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    workspace = f"e2e-{uuid.uuid4().hex[:8]}"  # a throw-away workspace: nothing restored
+    page.goto(f"{jupyter_lab['url']}/lab/workspaces/{workspace}/tree/{NOTEBOOK}?reset&token={jupyter_lab['token']}")
+    page.wait_for_function(JS_READY, arg=NOTEBOOK, timeout=120_000)
+
+    page.evaluate(JS_RUN_ALL)
+    cells = until(lambda: (c := page.evaluate(JS_CELLS)) and all(x["count"] and not x["running"] for x in c) and c,
+                  300, "every cell of the quickstart runs", interval=1.0)
+    failed = [x["errors"] for x in cells if x["errors"]]
+    assert not failed, f"cells raised: {json.dumps(failed)}"
+    page.screenshot(path=str(artifacts / "lab-notebook.png"))
+
+    # The quickstart's own SoftMaskViewer (its last cell) drew the trained model's prediction.
+    viewers = page.locator(".jp-Notebook .segnb-softmask-canvas")
+    expect(viewers, "the Studio's viewers and the quickstart's own").to_have_count(3, timeout=30_000)
+    last = viewers.last
+    last.scroll_into_view_if_needed()
+    until(lambda: last.evaluate("c => Number(c.dataset.drawn || 0)") >= 1, 30,
+          "the quickstart's SoftMaskViewer draws its prediction")
+
+    root = page.locator(".jp-Notebook .segnb-studio").first
+    root.scroll_into_view_if_needed()
+    timings = StudioSession(page, root, "lab", artifacts).run_all()
+    print("timings (s):", {k: round(v, 2) for k, v in timings.items()})
+    print("ignored offline fetches:", errors.ignored)
+    assert not errors, "JavaScript errors in JupyterLab:\n" + "\n".join(errors)
