@@ -63,6 +63,7 @@ def test_plot_view_redraws_with_a_new_figure_widget_and_closes_the_old():
     view = PlotView("curves", height=200)
     first = view.children[0]
     assert isinstance(first, go.FigureWidget) and first.layout.height == 200 and not view.data
+    assert first.layout.width == 460 and view.layout.width == "460px"  # fixed: autosize measured 700 px
     view.draw(go.Figure(go.Bar(x=["a", "b"], y=[1, 2])))
     second = view.children[0]
     assert second is not first and list(second.data[0].x) == ["a", "b"] and list(view.data[0].y) == [1, 2]

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import traitlets
 from PIL import Image
 
-__all__ = ["png", "jpeg", "ErrorBox", "guarded", "SharedState", "image_widget", "legend_html", "PlotView"]
+__all__ = ["png", "jpeg", "ErrorBox", "guarded", "SharedState", "image_widget", "legend_html", "PlotView", "row_of"]
 
 log = logging.getLogger("segnb.ui")
 
@@ -54,7 +54,7 @@ def legend_html(class_names, palette) -> str:
     return f'<div class="segnb-legend">{items}</div>'
 
 
-class PlotView(W.Box):
+class PlotView(W.VBox):
     """A plotly chart that is redrawn whole: ``draw(figure)`` shows a new ``go.Figure``.
 
     Each draw replaces the FigureWidget instead of editing its traces. Measured in Chromium
@@ -63,16 +63,18 @@ class PlotView(W.Box):
     Python believes it is drawn. A new FigureWidget renders from its full state every time.
     """
 
-    def __init__(self, title: str = "", height: int = 280, css_class: str | None = None):
-        self.height = height
+    def __init__(self, title: str = "", height: int = 280, width: int = 460, css_class: str | None = None):
+        # A fixed size in pixels: plotly's autosize measures the chart before it is on the page
+        # and then draws 700 px wide, so charts side by side were cut off in JupyterLab. Put
+        # paired charts in a wrapping row (``row_of``) so that they stack on narrow screens.
+        self.height, self.width = height, width
         self.figure = go.Figure(layout={"title": title})
-        super().__init__([self._widget(self.figure)])
+        super().__init__([self._widget(self.figure)], layout=W.Layout(width=f"{width}px", min_width=f"{width}px"))
         if css_class:
             self.add_class(css_class)
 
     def _widget(self, figure):
-        if figure.layout.height is None:
-            figure.update_layout(height=self.height)
+        figure.update_layout(width=self.width, height=figure.layout.height or self.height)
         return go.FigureWidget(figure)
 
     def draw(self, figure) -> None:
@@ -87,6 +89,11 @@ class PlotView(W.Box):
     def data(self):
         """The traces on show (``figure.data``)."""
         return self.figure.data
+
+
+def row_of(*widgets) -> W.HBox:
+    """Widgets side by side that wrap onto the next line when the output area is narrow."""
+    return W.HBox(list(widgets), layout=W.Layout(flex_flow="row wrap", gap="8px"))
 
 
 class ErrorBox(W.HTML):

@@ -12,7 +12,7 @@ from segnb import inspect as ins
 from segnb.classical import METHODS, label_segments, score_segments, segment
 from segnb.metrics import confusion_matrix, scores_from_confusion
 from segnb.train import evaluate, predict
-from segnb.ui.common import ErrorBox, PlotView, SharedState, guarded, image_widget, png
+from segnb.ui.common import ErrorBox, PlotView, SharedState, guarded, image_widget, png, row_of
 from segnb.ui.softmask_viewer import SoftMaskViewer
 from segnb.viz import confusion_figure, grid, heatmap_rgb, iou_bar_figure, overlay, size_iou_figure
 
@@ -119,15 +119,16 @@ class IoUReport(W.VBox):
         self.run_button.add_class("segnb-evaluate")
         self.sort = W.Checkbox(False, description="sort, worst first")
         self.summary = W.HTML()
-        self.bars = PlotView("per-class IoU", height=300, css_class="segnb-iou-bars")
-        self.confusion = PlotView("confusion (rows: truth, normalised)", height=320, css_class="segnb-confusion")
-        self.sizes = PlotView("IoU by object size (pixels)", height=260, css_class="segnb-size-iou")
+        self.bars = PlotView("per-class IoU", height=320, css_class="segnb-iou-bars")
+        self.confusion = PlotView("confusion (rows: truth, normalised)", height=320, width=500,
+                                  css_class="segnb-confusion")
+        self.sizes = PlotView("IoU by object size (pixels)", height=260, width=640, css_class="segnb-size-iou")
         self.gallery = W.HBox()
         self.gallery.add_class("segnb-worst-gallery")
         self.run_button.on_click(lambda _: self.evaluate())
         self.sort.observe(lambda _: self._draw_bars(), names=["value"])
         super().__init__([W.HBox([self.run_button, self.sort]), self.errors, self.summary,
-                          W.HBox([self.bars, self.confusion]), W.HTML("<b>worst images</b> (click to inspect)"),
+                          row_of(self.bars, self.confusion), W.HTML("<b>worst images</b> (click to inspect)"),
                           self.gallery, self.sizes, self.viewer])
         self.add_class("segnb-iou-report")
 

@@ -21,7 +21,16 @@ from segnb.models.build import (
 from segnb.models.upsample import UPSAMPLE_KINDS
 from segnb.progress import ProgressState, format_duration
 from segnb.train import fit, predict
-from segnb.ui.common import ErrorBox, PlotView, SharedState, guarded, image_widget, legend_html, png
+from segnb.ui.common import (
+    ErrorBox,
+    PlotView,
+    SharedState,
+    guarded,
+    image_widget,
+    legend_html,
+    png,
+    row_of,
+)
 from segnb.ui.progress import ThrottledRenderer
 from segnb.viz import class_curves_figure, colorize, curves_figure, frequency_figure, grid, overlay
 
@@ -49,7 +58,7 @@ class DatasetPicker(W.VBox):
         self.summary = W.HTML()
         self.legend = W.HTML()
         self.preview = image_widget(css_class="segnb-preview")
-        self.frequencies = PlotView("pixel share per class", height=260, css_class="segnb-frequencies")
+        self.frequencies = PlotView("pixel share per class", height=260, width=640, css_class="segnb-frequencies")
         self.columns = W.HBox([self.image_column, self.mask_column, self.reduce_labels])
         self.load_button.on_click(lambda _: self.load())
         self.kind.observe(lambda _: self._show_fields(), names=["value"])
@@ -245,7 +254,7 @@ class TrainPanel(W.VBox):
         super().__init__([
             W.HBox([self.epochs, self.batch_size]), W.HBox([self.lr, self.loss, self.max_minutes]),
             W.HBox([self.start_button, self.stop_button]), self.progress, self.status, self.errors,
-            W.HBox([self.curves, self.class_curves]), self.sample,
+            row_of(self.curves, self.class_curves), self.sample,
         ])
         self.add_class("segnb-train-panel")
 

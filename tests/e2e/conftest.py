@@ -40,7 +40,9 @@ def browser_type_launch_args(browser_type_launch_args):
 
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
+    """tests/e2e/artifacts/, emptied once per run so that every file in it is from this run."""
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir()
     return ARTIFACTS
 
 
@@ -122,6 +124,7 @@ c.ServerApp.root_dir = {root!r}
 c.LabApp.workspaces_dir = {workspaces!r}
 c.IdentityProvider.token = {token!r}
 c.ServerApp.allow_root = True  # CI runs as root
+c.LabApp.user_settings_dir = {settings!r}
 c.LabApp.news_url = None
 c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
 """
@@ -135,8 +138,12 @@ def jupyter_lab(tmp_path_factory, artifacts):
     shutil.copytree(ROOT / "notebooks", root)
     port, token = free_port(), secrets.token_hex(16)
     config = home / "jupyter_lab_config.py"
+    settings = home / "settings"
+    notification = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification.parent.mkdir(parents=True)
+    notification.write_text('{"fetchNews": "false", "checkForUpdates": false}')  # no news pop-up over the page
     config.write_text(LAB_CONFIG.format(port=port, root=str(root), workspaces=str(home / "workspaces"),
-                                        token=token))
+                                        settings=str(settings), token=token))
     server = Server("jupyterlab", [sys.executable, "-m", "jupyterlab", f"--config={config}", "--no-browser"],
                     cwd=root, env=_isolated_env(home), log=artifacts / "jupyterlab.log")
     try:

@@ -112,7 +112,7 @@ class StudioSession:
         return self.timings
 
     def every_tab_renders(self) -> None:
-        titles = [t.strip() for t in self.root.locator(".lm-TabBar-tab").all_inner_texts()]
+        titles = self.root.locator(".lm-TabBar-tab").evaluate_all("els => els.map(e => e.textContent.trim())")
         assert titles == list(TABS), f"the Studio's tabs are {titles}, expected {list(TABS)}"
         for name in TABS:
             self.tab(name)
@@ -179,6 +179,8 @@ class StudioSession:
                        "the loss curve gains a point per epoch")
         until(lambda: panel.locator(".segnb-curves g.scatterlayer path.point").count() >= points,
               20, "the loss curve's points are drawn")
+        lines = panel.locator(".segnb-class-curves g.scatterlayer path.js-line")
+        until(lambda: lines.count() == len(SHAPES_CLASSES), 20, "the per-class IoU chart draws a line per class")
         self.shot("Train")
 
         # While it trains: the soft-mask controls are front-end only, so they answer at once.
@@ -247,6 +249,8 @@ class StudioSession:
         ticks = panel.locator(".segnb-confusion .ytick text").evaluate_all("els => els.map(e => e.textContent)")
         assert sorted(ticks) == sorted(SHAPES_CLASSES), f"the confusion rows are the classes, got {ticks}"
         expect(panel.locator(".segnb-worst-open").first, "the worst images are listed").to_be_visible()
+        until(lambda: panel.locator(".segnb-size-iou g.barlayer path").count() >= 2, 60,
+              "the IoU-by-object-size chart draws its bins")
         self.no_error_box(panel, "IoU")
         self.shot("IoU")
 

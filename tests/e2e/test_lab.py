@@ -34,8 +34,18 @@ def test_quickstart_and_studio_in_jupyterlab(jupyter_lab, page: Page, artifacts)
     page.wait_for_function(JS_READY, arg=NOTEBOOK, timeout=120_000)
 
     page.evaluate(JS_RUN_ALL)
-    cells = until(lambda: (c := page.evaluate(JS_CELLS)) and all(x["count"] and not x["running"] for x in c) and c,
-                  300, "every cell of the quickstart runs", interval=1.0)
+    state = {}
+
+    def all_ran():
+        state["cells"] = page.evaluate(JS_CELLS)
+        return all(x["count"] and not x["running"] for x in state["cells"])
+
+    try:
+        until(all_ran, 300, "every cell of the quickstart runs", interval=1.0)
+    except AssertionError as error:
+        page.screenshot(path=str(artifacts / "lab-failure.png"), full_page=True)
+        raise AssertionError(f"{error}; cells: {json.dumps(state.get('cells'))}") from None
+    cells = state["cells"]
     failed = [x["errors"] for x in cells if x["errors"]]
     assert not failed, f"cells raised: {json.dumps(failed)}"
     page.screenshot(path=str(artifacts / "lab-notebook.png"))
