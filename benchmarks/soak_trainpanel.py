@@ -2,14 +2,17 @@
 
     .venv/bin/python benchmarks/soak_trainpanel.py [--epochs 40]
 
-Prints the resident set size (RSS, from /proc/self/status) after each epoch and the growth
-between epoch 5 and the last; the history holds plain floats and the panel's curves grow by
-a few numbers per epoch, so the growth should be within allocator noise.
+Prints the resident set size (RSS, from /proc/self/status) and the number of live widgets
+after each epoch, and the growth between epoch 5 and the last. The panel redraws its two
+charts as new FigureWidgets every epoch and closes the old ones, so the widget count must stay
+the same and the RSS growth within allocator noise.
 """
 
 from __future__ import annotations
 
 import argparse
+
+from ipywidgets.widgets.widget import _instances as live_widgets
 
 from segnb.callbacks import Callback
 from segnb.data import load_shapes
@@ -28,10 +31,11 @@ class RSS(Callback):
     order = 99
 
     def __init__(self):
-        self.values = []
+        self.values, self.widgets = [], []
 
     def on_epoch_end(self, trainer):
         self.values.append(rss_mib())
+        self.widgets.append(len(live_widgets))
 
 
 def main() -> None:
@@ -47,12 +51,14 @@ def main() -> None:
     panel.max_minutes.value = 60
     panel.start()
     panel.handle.wait()
-    for epoch, value in enumerate(meter.values, start=1):
-        print(f"epoch {epoch:3d}: RSS {value:8.1f} MiB")
+    for epoch, (value, widgets) in enumerate(zip(meter.values, meter.widgets, strict=True), start=1):
+        print(f"epoch {epoch:3d}: RSS {value:8.1f} MiB, {widgets} live widgets")
     base = meter.values[min(4, len(meter.values) - 1)]
     growth = meter.values[-1] - base
     print(f"growth from epoch 5 to epoch {len(meter.values)}: {growth:+.1f} MiB "
           f"({growth / max(1, len(meter.values) - 5):+.2f} MiB per epoch) -> {'flat' if abs(growth) < 20 else 'GROWING'}")
+    print(f"live widgets: {meter.widgets[0]} after epoch 1, {meter.widgets[-1]} after epoch {len(meter.widgets)} "
+          f"-> {'flat' if meter.widgets[-1] == meter.widgets[0] else 'LEAKING'}")
 
 
 if __name__ == "__main__":

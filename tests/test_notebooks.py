@@ -10,6 +10,9 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+# The quickstart runs top to bottom in a real JupyterLab in tests/e2e/test_lab.py (no cell may
+# raise there either, and its fast-mode mIoU assertion is one of its cells): not twice here.
+RUN_HERE = [p for p in NOTEBOOKS if p.stem != "00_quickstart"]
 
 
 def test_notebooks_are_committed_without_outputs():
@@ -21,7 +24,7 @@ def test_notebooks_are_committed_without_outputs():
                 assert not cell.outputs and cell.execution_count is None, f"{path.name} has outputs"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", RUN_HERE, ids=[p.stem for p in RUN_HERE])
 def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
     shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
     monkeypatch.setenv("SEGNB_FAST", "1")

@@ -55,19 +55,20 @@ def test_dataset_picker_preview_and_frequencies():
     assert "ring" in picker.legend.value
 
 
-def test_plot_view_redraws_with_a_new_figure_widget_and_closes_the_old():
+def test_plot_view_sends_each_figure_whole_as_plotly_mime():
     import plotly.graph_objects as go
 
-    from segnb.ui.common import PlotView
+    from segnb.ui.common import PLOTLY_MIME, PlotView
 
-    view = PlotView("curves", height=200)
-    first = view.children[0]
-    assert isinstance(first, go.FigureWidget) and first.layout.height == 200 and not view.data
-    assert first.layout.width == 460 and view.layout.width == "460px"  # fixed: autosize measured 700 px
+    view = PlotView("curves", height=200, width=300)
+    assert len(view.outputs) == 1 and not view.data
     view.draw(go.Figure(go.Bar(x=["a", "b"], y=[1, 2])))
-    second = view.children[0]
-    assert second is not first and list(second.data[0].x) == ["a", "b"] and list(view.data[0].y) == [1, 2]
-    assert first.comm is None and second.comm is not None  # the old widget is closed, not leaked
+    (output,) = view.outputs  # replaced, not appended
+    figure = output["data"][PLOTLY_MIME]
+    assert figure["data"][0]["x"] == ["a", "b"] and list(view.data[0].y) == [1, 2]
+    assert figure["layout"]["width"] == 300 and figure["layout"]["height"] == 200  # fixed size
+    assert view.layout.width == "300px"
+    json.dumps(output)  # plain JSON: it travels to the browser as is
 
 
 def test_dataset_picker_errors_show_in_the_widget():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import html
 import io
+import json
 import logging
 import traceback
 
@@ -54,36 +55,35 @@ def legend_html(class_names, palette) -> str:
     return f'<div class="segnb-legend">{items}</div>'
 
 
-class PlotView(W.VBox):
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+
+
+class PlotView(W.Output):
     """A plotly chart that is redrawn whole: ``draw(figure)`` shows a new ``go.Figure``.
 
-    Each draw replaces the FigureWidget instead of editing its traces. Measured in Chromium
-    (tests/e2e): plotly's front-end drops incremental edits (restyle of traces that existed at
-    first render, add_trace on a chart in a tab not yet laid out), leaving the chart empty while
-    Python believes it is drawn. A new FigureWidget renders from its full state every time.
+    The figure travels as plotly's own MIME bundle in an Output widget, so each draw is one
+    small message that the front-end renders from scratch. Measured in Chromium (tests/e2e),
+    plotly's FigureWidget was not reliable here: edits to traces that existed at first render,
+    and charts first rendered in a hidden Studio tab, stayed empty in the page while Python held
+    the data; and every FigureWidget ships plotly's 5 MB front-end bundle as its own state and,
+    through anywidget's file watcher, is never freed. The size is fixed in pixels, since
+    a chart rendered in a hidden tab cannot measure its box; paired charts go in ``row_of``,
+    which wraps them on narrow screens.
     """
 
     def __init__(self, title: str = "", height: int = 280, width: int = 460, css_class: str | None = None):
-        # A fixed size in pixels: plotly's autosize measures the chart before it is on the page
-        # and then draws 700 px wide, so charts side by side were cut off in JupyterLab. Put
-        # paired charts in a wrapping row (``row_of``) so that they stack on narrow screens.
-        self.height, self.width = height, width
-        self.figure = go.Figure(layout={"title": title})
-        super().__init__([self._widget(self.figure)], layout=W.Layout(width=f"{width}px", min_width=f"{width}px"))
+        super().__init__(layout=W.Layout(width=f"{width}px", min_width=f"{width}px", min_height=f"{height}px"))
+        self.title, self.height, self.width = title, height, width
         if css_class:
             self.add_class(css_class)
+        self.draw(go.Figure(layout={"title": title}))
 
-    def _widget(self, figure):
+    def draw(self, figure: go.Figure) -> None:
+        """Show ``figure`` in place of the current one (safe from any thread)."""
         figure.update_layout(width=self.width, height=figure.layout.height or self.height)
-        return go.FigureWidget(figure)
-
-    def draw(self, figure) -> None:
-        """Show ``figure`` (a ``plotly.graph_objects.Figure``) in place of the current one."""
-        old = self.children[0] if self.children else None
         self.figure = figure
-        self.children = [self._widget(figure)]
-        if old is not None:
-            old.close()
+        bundle = {PLOTLY_MIME: json.loads(figure.to_json()), "text/plain": f"<plotly figure: {self.title}>"}
+        self.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)
 
     @property
     def data(self):

@@ -96,6 +96,14 @@ class Server:
             pass
         self.process.wait(10)
         self._log_file.close()
+        deadline = time.monotonic() + 10  # killed orphans are reaped by init, not at once
+        while time.monotonic() < deadline:
+            try:  # nothing of the group may be left: the server, its kernels, their children
+                os.killpg(self.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"processes of {self.name} (group {self.pid}) outlived SIGKILL")
 
 
 def _isolated_env(home: Path) -> dict:

@@ -73,8 +73,8 @@ class ConsoleErrors(list):
 
 
 class StudioSession:
-    def __init__(self, page: Page, root: Locator, prefix: str, artifacts: Path):
-        self.page, self.root, self.prefix, self.artifacts = page, root, prefix, artifacts
+    def __init__(self, page: Page, root: Locator, prefix: str, artifacts: Path, console: ConsoleErrors):
+        self.page, self.root, self.prefix, self.artifacts, self.console = page, root, prefix, artifacts, console
         self.timings: dict[str, float] = {}
 
     # -- helpers -------------------------------------------------------------------------------
@@ -105,10 +105,12 @@ class StudioSession:
             for step in (self.every_tab_renders, self.dataset, self.model, self.inspect,
                          self.train_while_inspecting, self.iou, self.upsampling, self.classical):
                 step()
-        except Exception:
+        except Exception as error:
             self.page.screenshot(path=str(self.artifacts / f"{self.prefix}-failure.png"), full_page=True)
             (self.artifacts / f"{self.prefix}-failure.html").write_text(self.page.content())
-            raise
+            console = "\n".join(self.console) or "none"
+            raise AssertionError(f"step {step.__name__} failed: {error}\nJavaScript errors so far: {console}\n"
+                                 f"page saved to {self.prefix}-failure.png/.html") from error
         return self.timings
 
     def every_tab_renders(self) -> None:

@@ -60,7 +60,7 @@ def test_quickstart_and_studio_in_jupyterlab(jupyter_lab, page: Page, artifacts)
 
     root = page.locator(".jp-Notebook .segnb-studio").first
     root.scroll_into_view_if_needed()
-    timings = StudioSession(page, root, "lab", artifacts).run_all()
+    timings = StudioSession(page, root, "lab", artifacts, errors).run_all()
     print("timings (s):", {k: round(v, 2) for k, v in timings.items()})
     print("ignored offline fetches:", errors.ignored)
     assert not errors, "JavaScript errors in JupyterLab:\n" + "\n".join(errors)
