@@ -9,6 +9,9 @@ Goals: under 50 ms per soft-mask update; TrainPanel updates cost under 5% of tra
 
 from __future__ import annotations
 
+import json
+
+import plotly.graph_objects as go
 import torch
 from timing import median_ms
 
@@ -16,6 +19,8 @@ from segnb.data import load_shapes
 from segnb.models import build_model
 from segnb.train import fit
 from segnb.ui import AttentionViewer, SharedState, SoftMaskViewer, TrainPanel
+from segnb.ui.common import PlotView
+from segnb.viz import class_curves_figure
 
 
 def main() -> None:
@@ -33,6 +38,17 @@ def main() -> None:
     attention = AttentionViewer(vit, image, input_size=224)
     print(f"  AttentionViewer layer change (sends one layer):            {median_ms(lambda: setattr(attention, 'layer', next(flip) % 12)):7.1f}")
     print(f"  AttentionViewer.show (ViT-tiny, 224 px, all layers):       {median_ms(lambda: attention.show(vit, image, 224), 3):7.1f}")
+
+    # Charts: what one redraw of the training curves costs and sends (40 epochs, 7 classes).
+    epochs = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "miou": 1 - 1 / e, "iou": [0.5] * 7}
+              for e in range(1, 41)]
+    chart = PlotView("per-class IoU")
+    draw = lambda: chart.draw(class_curves_figure(epochs, data.class_names, data.palette))  # noqa: E731
+    draw()
+    sent = len(json.dumps(chart.outputs))
+    widget_state = len(str(go.FigureWidget._esm))  # what each FigureWidget would ship as its state
+    print(f"  PlotView.draw, per-class curves of 40 epochs:               {median_ms(draw):7.1f}  "
+          f"({sent / 1024:.0f} KiB sent; a FigureWidget ships {widget_state / 2**20:.1f} MiB of front-end code each)")
 
     train_data = load_shapes(n=336, size=128, val_fraction=16 / 336)
     plain, panel_rates = [], []

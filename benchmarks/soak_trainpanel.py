@@ -4,8 +4,8 @@
 
 Prints the resident set size (RSS, from /proc/self/status) and the number of live widgets
 after each epoch, and the growth between epoch 5 and the last. The panel redraws its two
-charts as new FigureWidgets every epoch and closes the old ones, so the widget count must stay
-the same and the RSS growth within allocator noise.
+charts whole every epoch (a new plotly figure in the same Output widget), so the widget count
+must stay the same and the RSS growth within allocator noise.
 """
 
 from __future__ import annotations
