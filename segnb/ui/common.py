@@ -93,7 +93,7 @@ class PlotView(W.Output):
 
 def row_of(*widgets) -> W.HBox:
     """Widgets side by side that wrap onto the next line when the output area is narrow."""
-    return W.HBox(list(widgets), layout=W.Layout(flex_flow="row wrap", gap="8px"))
+    return W.HBox(list(widgets), layout=W.Layout(flex_flow="row wrap"))
 
 
 class ErrorBox(W.HTML):
