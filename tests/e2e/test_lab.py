@@ -1,8 +1,10 @@
-"""JupyterLab: open the quickstart, run all cells, then use its Studio as a user would."""
+"""JupyterLab: open the quickstart, run all cells, use its Studio as a user would, then check that
+its viewer answers while a blocking cell trains and that Kernel > Interrupt ends that cell."""
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -23,6 +25,15 @@ JS_CELLS = """() => { const nb = window.jupyterapp.shell.currentWidget.content;
         running: c.promptNode ? c.promptNode.textContent.includes('*') : false,
         errors: c.model.outputs.toJSON().filter(o => o.output_type === 'error')
                  .map(o => o.ename + ': ' + o.evalue) })); }"""
+JS_RUN_CELL = """text => { const app = window.jupyterapp, nb = app.shell.currentWidget.content;
+    nb.activeCellIndex = nb.widgets.findIndex(c => c.model.sharedModel.getSource().includes(text));
+    app.commands.execute('notebook:run-cell'); return nb.activeCellIndex; }"""  # fire and forget
+JS_CELL = """text => { const c = window.jupyterapp.shell.currentWidget.content.widgets
+        .find(c => c.model.sharedModel.getSource().includes(text));
+    return {count: c.model.executionCount, running: c.promptNode.textContent.includes('*'),
+            outputs: JSON.stringify(c.model.outputs.toJSON())}; }"""
+JS_INTERRUPT = """() => { window.jupyterapp.commands.execute('notebook:interrupt-kernel'); }"""
+FIT_CELL = "history = fit("
 
 
 @pytest.mark.e2e
@@ -61,6 +72,29 @@ def test_quickstart_and_studio_in_jupyterlab(jupyter_lab, page: Page, artifacts)
     root = page.locator(".jp-Notebook .segnb-studio").first
     root.scroll_into_view_if_needed()
     timings = StudioSession(page, root, "lab", artifacts, errors).run_all()
+
+    # The quickstart's blocking fit() cell again: the kernel's main thread is busy, yet the
+    # viewer's controls answer (they run in the browser); Kernel > Interrupt then ends the
+    # training cleanly after the current step, with no traceback.
+    before = page.evaluate(JS_CELL, FIT_CELL)["count"]
+    page.evaluate(JS_RUN_CELL, FIT_CELL)
+    until(lambda: page.evaluate(JS_CELL, FIT_CELL)["running"], 30, "the fit cell runs again")
+    viewer = page.locator(".jp-Notebook .segnb-softmask").last
+    canvas = viewer.locator(".segnb-softmask-canvas")
+    drawn = canvas.evaluate("c => Number(c.dataset.drawn || 0)")
+    t0 = time.monotonic()
+    viewer.locator("input.segnb-opacity").fill("0.95")
+    viewer.locator(".segnb-class-toggles input").first.uncheck()
+    until(lambda: canvas.evaluate("c => Number(c.dataset.drawn || 0)") >= drawn + 2, 5,
+          "the viewer redraws while the kernel runs a blocking cell")
+    timings["redraw while the kernel is blocked"] = time.monotonic() - t0
+    assert page.evaluate(JS_CELL, FIT_CELL)["running"], "the fit cell ended before the viewer was tried"
+    t0 = time.monotonic()
+    page.evaluate(JS_INTERRUPT)
+    cell = until(lambda: (c := page.evaluate(JS_CELL, FIT_CELL)) and not c["running"] and c["count"] != before and c,
+                 60, "Kernel > Interrupt ends the blocking fit() cell")
+    timings["interrupt"] = time.monotonic() - t0
+    assert "interrupted at step" in cell["outputs"] and '"error"' not in cell["outputs"], cell["outputs"]
     print("timings (s):", {k: round(v, 2) for k, v in timings.items()})
     print("ignored offline fetches:", errors.ignored)
     assert not errors, "JavaScript errors in JupyterLab:\n" + "\n".join(errors)
