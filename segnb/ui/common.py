@@ -35,7 +35,9 @@ def jpeg(array: np.ndarray, quality: int = 85) -> bytes:
 
 
 def image_widget(array: np.ndarray | None = None, width: int | None = None, css_class: str | None = None) -> W.Image:
+    """A PNG picture at its own size (at most the output's width), not stretched across a panel."""
     widget = W.Image(format="png", value=png(array) if array is not None else b"")
+    widget.layout.align_self = "flex-start"  # in a VBox, ipywidgets would stretch it to the full width
     if width:
         widget.layout.width = f"{width}px"
     if css_class:
