@@ -101,10 +101,9 @@ def confusion_figure(confusion, class_names: Sequence[str], normalize: bool = Tr
     """Heatmap of the confusion matrix, rows = truth, columns = prediction (row-normalised by default)."""
     import plotly.graph_objects as go
 
-    c = np.asarray(confusion, dtype=np.float64)
-    if normalize:
-        totals = c.sum(1, keepdims=True)
-        c = np.divide(c, totals, out=np.zeros_like(c), where=totals > 0)
+    from segnb.inspect.iou import normalized_confusion
+
+    c = normalized_confusion(confusion) if normalize else np.asarray(confusion, dtype=np.float64)
     figure = go.Figure(go.Heatmap(z=c, x=list(class_names), y=list(class_names), colorscale="Viridis",
                                   zmin=0, zmax=1 if normalize else None,
                                   hovertemplate="true %{y}<br>predicted %{x}<br>%{z:.3f}<extra></extra>"))

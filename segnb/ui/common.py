@@ -67,7 +67,7 @@ class PlotView(W.Output):
     small message that the front-end renders from scratch. Measured in Chromium (tests/e2e),
     plotly's FigureWidget was not reliable here: edits to traces that existed at first render,
     and charts first rendered in a hidden Studio tab, stayed empty in the page while Python held
-    the data; and every FigureWidget ships plotly's 5 MB front-end bundle as its own state and,
+    the data; and every FigureWidget ships plotly's 4.7 MiB front-end bundle as its own state and,
     through anywidget's file watcher, is never freed. The size is fixed in pixels, since
     a chart rendered in a hidden tab cannot measure its box; paired charts go in ``row_of``,
     which wraps them on narrow screens.
