@@ -110,6 +110,10 @@ class CheckpointCallback(Callback):
         return value > self.best if self.mode == "max" else value < self.best
 
     def on_fit_start(self, trainer):
+        if trainer.is_main_process:  # before the first epoch: writable, room enough, no leftovers
+            from segnb.checkpoint import prepare_directory
+
+            prepare_directory(self.directory, trainer.unwrapped)
         for record in trainer.history.epochs:  # resumed: remember the best so far
             value = record.get(self.monitor)
             if value is not None and not math.isnan(value) and self._better(value):

@@ -9,13 +9,22 @@ or several GPUs and nodes under ``accelerate launch`` / ``torchrun`` /
 
 Nothing is lost to a stop: Kernel > Interrupt (SIGINT), ``handle.stop()``, a
 time budget or a callback's :class:`StopTraining` end training after the
-current step; a non-finite loss stops before the bad step is applied; CUDA
-out-of-memory stops with a batch size that fits. The model, the history and
-the last checkpoint stay intact.
+current step; a non-finite loss stops before the bad step is applied and puts
+the model back to its weights of the last completed epoch; CUDA out-of-memory
+stops with a batch size that fits. Any other error is a failure:
+``history.stopped`` says ``"failed: <error>"`` and the error is raised, after
+the model, history and last checkpoint were made safe. A failure never reads
+as success.
+
+The training step (:meth:`Trainer.train_step`) is one function, shared by the
+loop and :func:`lr_find`. Running the model to look at it (``predict``,
+``evaluate``, validation) goes through :class:`segnb.infer.Inference`.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 import signal
 import threading
@@ -31,9 +40,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
+from segnb import infer
 from segnb.callbacks import Callback, CheckpointCallback, ProgressCallback, StopTraining
 from segnb.data.base import SegmentationDataset, SegTransform
 from segnb.errors import SegnbError
+from segnb.infer import Inference, normalisation, to_tensor
 from segnb.losses import class_weights, make_loss
 from segnb.metrics import ConfusionMeter, Scores, confusion_matrix, scores_from_confusion
 
@@ -133,6 +144,9 @@ class Trainer:
                  class_weight_method: str = "inverse_sqrt", seed: int = 0):
         if epochs < 1 or batch_size < 1 or lr <= 0:
             raise SegnbError(f"epochs, batch_size and lr must be positive (got {epochs}, {batch_size}, {lr}).")
+        # Refuse a second run on this model while one trains it (active from the end of __init__).
+        self.active, self.thread, self._claimed = False, None, model
+        infer.claim(model, self)
         self.data, self.epochs, self.batch_size, self.lr = data, epochs, batch_size, lr
         self.image_size, self.seed, self.max_minutes = image_size, seed, max_minutes
         self.grad_clip, self.num_workers, self.augment_scale = grad_clip, num_workers, augment_scale
@@ -148,9 +162,10 @@ class Trainer:
         self.accelerator = _accelerator(self.device)
         self.device = self.accelerator.device
         self.is_main_process = self.accelerator.is_main_process
-        self.schedule = SCHEDULES[scheduler] if isinstance(scheduler, str) else scheduler
         if isinstance(scheduler, str) and scheduler not in SCHEDULES:
-            raise SegnbError(f"scheduler must be one of {list(SCHEDULES)} or a function (step, total, lr, warmup) -> lr.")
+            raise SegnbError(f"Unknown scheduler {scheduler!r}: use one of {', '.join(SCHEDULES)}, or a function "
+                             "(step, total_steps, lr, warmup) -> lr.")
+        self.schedule = SCHEDULES[scheduler] if isinstance(scheduler, str) else scheduler
 
         weights = None
         if loss == "weighted_ce":
@@ -168,12 +183,14 @@ class Trainer:
             self.optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
         else:
             raise SegnbError(f"optimizer must be 'adamw', 'sgd' or a function params -> optimizer, got {optimizer!r}.")
+        self.optimizer_name = optimizer if isinstance(optimizer, str) else getattr(optimizer, "__name__", "custom")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
 
         self.train_loader = self._loader(data.train_split, train=True)
         self.eval_loader = self._eval_loader(data.eval_split)
         self.model, self.optimizer, self.train_loader = self.accelerator.prepare(
             self.model, self.optimizer, self.train_loader)
+        self._buffers = list(self.model.buffers())  # batch-norm statistics: restored when a step fails
         self.steps_per_epoch = len(self.train_loader)
         self.total_steps = epochs * self.steps_per_epoch
         self.warmup = warmup_steps if warmup_steps is not None else min(100, self.total_steps // 10)
@@ -182,7 +199,10 @@ class Trainer:
         self.epoch = self.step = self.start_step = self.start_epoch = 0
         self.images_seen, self.elapsed, self.last_loss, self.scores = 0, 0.0, None, None
         self.stop_reason: str | None = None
+        self.failure: Exception | None = None
         self._stop_event = threading.Event()
+        self._step_lock = threading.RLock()  # held during a step: snapshots are taken between steps
+        self._snapshot: tuple[int, nn.Module] | None = None
         self.checkpoint_dir = checkpoint_dir
         self.callbacks: list[Callback] = list(callbacks)
         if progress is True and self.is_main_process:
@@ -195,13 +215,13 @@ class Trainer:
         self.resumed = resume is not None
         if resume is not None:
             self._resume(resume)
+        self.active = True
 
     # ------------------------------------------------------------------ data
     def _transform(self, train: bool) -> SegTransform:
-        mean, std = getattr(self.unwrapped, "mean", None), getattr(self.unwrapped, "std", None)
-        options = {"mean": mean, "std": std} if mean else {}
+        mean, std = normalisation(self.unwrapped)
         return SegTransform(size=self.image_size, train=train, ignore_index=self.data.ignore_index,
-                            scale=self.augment_scale if train else None, **options)
+                            scale=self.augment_scale if train else None, mean=mean, std=std)
 
     @property
     def unwrapped(self) -> nn.Module:
@@ -240,13 +260,13 @@ class Trainer:
         return save_checkpoint(directory, tag, self.unwrapped, self.optimizer, self.scaler,
                                self.epoch + 1, self.step, self.history.as_dict(),
                                extra={"epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size,
-                                      "seed": self.seed})
+                                      "seed": self.seed, "optimizer_name": self.optimizer_name})
 
     def _resume(self, path) -> None:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        from segnb.checkpoint import load_checkpoint
+        from segnb.checkpoint import load_checkpoint, restore_rng_state
         from segnb.errors import CheckpointError
 
         meta, tensors = load_checkpoint(path)
@@ -254,10 +274,17 @@ class Trainer:
             self.unwrapped.load_state_dict(load_file(str(Path(meta["folder"]) / "model.safetensors")))
         except (RuntimeError, OSError, SafetensorError) as err:
             raise CheckpointError(f"{meta['folder']} does not fit this model or is damaged: {err}") from None
+        saved_groups = meta["optimizer_state"]["param_groups"]
+        if [set(g) - {"params"} for g in saved_groups] != [set(g) - {"params"} for g in self.optimizer.param_groups]:
+            saved = meta.get("optimizer_name", "another optimizer")
+            raise CheckpointError(
+                f"{meta['folder']} was written with optimizer {saved!r}, and this run uses "
+                f"{self.optimizer_name!r}: its state does not fit. Resume with optimizer={saved!r}, "
+                "or start a fresh run (no resume) to switch optimizers.")
         self.optimizer.load_state_dict(meta["optimizer_state"])
         if meta.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(meta["scaler"])
-        torch.set_rng_state(tensors["rng.torch"])
+        restore_rng_state(tensors)  # the CPU and, where saved, every GPU's random stream
         self.history = History.from_dict(meta["history"])
         self.start_epoch = self.epoch = int(meta["epoch"])
         self.start_step = self.step = int(meta["step"])
@@ -267,13 +294,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> History:
-        """Train from ``start_epoch`` to ``epochs``; always returns the history."""
+        """Train from ``start_epoch`` to ``epochs``; returns the history, or raises after a failure."""
+        infer.claim(self._claimed, self)  # still ours? (two runs built at the same moment)
+        self.thread = threading.current_thread()
         if not self.resumed:  # a resumed run continues the random stream saved in its checkpoint
             torch.manual_seed(self.seed)
         start = time.monotonic()
         self._deadline = start + self.max_minutes * 60 if self.max_minutes else None
         previous_handler = self._install_sigint()
+        self._keep_good_weights()  # what a non-finite loss goes back to
         try:
+            self._check_first_batch()
             self.notify("on_fit_start")
             for epoch in range(self.start_epoch, self.epochs):
                 self.epoch = epoch
@@ -294,70 +325,75 @@ class Trainer:
                     "images_per_s": (self.images_seen - images_before) / max(seconds, 1e-9), "seconds": seconds,
                 })
                 self.history.steps = self.step
+                self._keep_good_weights()
                 self.notify("on_epoch_end")
                 if self._stop_event.is_set():
                     break
         except StopTraining as stop:
             self.request_stop(str(stop) or "stopped by a callback")
         except _NonFiniteLoss as bad:
-            self.request_stop(str(bad))
+            self.request_stop(self._back_to_good_weights(bad))
         except _OutOfMemory as oom:
             self.request_stop(str(oom))
             warnings.warn(str(oom), stacklevel=2)
+        except Exception as error:  # a failure: say so everywhere, then raise it
+            self.failure = error
+            self.stop_reason = f"failed: {error}" if str(error) else f"failed: {type(error).__name__}"
+            error.add_note(f"segnb: training failed at step {self.step}; the model holds the weights of that "
+                           f"step, trainer.history its {len(self.history.epochs)} completed epochs.")
+            raise
         finally:
             self._restore_sigint(previous_handler)
             self.elapsed = time.monotonic() - start
             self.history.steps = self.step
+            if self.stop_reason == "interrupted":  # name the step training really ended at
+                self.stop_reason = f"interrupted at step {self.step}"
             self.history.stopped = self.stop_reason or "completed"
+            self.model.eval()
+            self.close()
+            self._notify_end()
+        return self.history
+
+    def _notify_end(self) -> None:
+        """``on_stop`` and ``on_fit_end``: an error there is a failure too, but never hides an earlier one."""
+        try:
             if self.stop_reason:
                 self.notify("on_stop", self.stop_reason)
             self.notify("on_fit_end")
-            self.model.eval()
-        return self.history
+        except Exception as error:
+            if self.failure is not None:
+                self.failure.add_note(f"segnb: a callback failed too at the end of training: {error!r}")
+                return
+            self.failure = error
+            self.history.stopped = f"failed: {error}"
+            raise
+
+    def close(self) -> None:
+        """The run is over: the model may be trained again, and no snapshot is kept."""
+        self.active, self._snapshot = False, None
+        infer.release(self._claimed, self)
 
     def _train_epoch(self, run_start: float) -> float:
         """One pass over the training data; returns the mean training loss."""
-        model, optimizer, accelerator = self.model, self.optimizer, self.accelerator
-        self._float_buffers = list(model.buffers())  # running statistics and batch counts
+        model, accelerator = self.model, self.accelerator
         model.train()
         if hasattr(self.train_loader, "set_epoch"):
             self.train_loader.set_epoch(self.epoch)
         if hasattr(self.train_loader, "generator") and self.train_loader.generator is not None:
             self.train_loader.generator.manual_seed(self.seed + self.epoch)  # same order after resume
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         loss_sum, count = torch.zeros((), device=self.device), 0
         for images, masks in self.train_loader:
-            if self.device.type == "cuda":
-                images = images.to(memory_format=torch.channels_last)
             lr = self.schedule(self.step, self.total_steps, self.lr, self.warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            # Batch-norm statistics change in the forward pass: keep them to undo a bad step.
-            saved_buffers = [b.detach().clone() for b in self._float_buffers]
             try:
-                with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                    logits = model(images)  # (B, K, H, W)
-                    loss = self.loss_fn(logits, masks)
-                if not torch.isfinite(loss):  # one sync per step: the price of never applying a NaN
-                    with torch.no_grad():
-                        for buffer, saved in zip(self._float_buffers, saved_buffers, strict=True):
-                            buffer.copy_(saved)
-                    raise _NonFiniteLoss(self, loss.detach())
-                optimizer.zero_grad(set_to_none=True)
-                accelerator.backward(self.scaler.scale(loss))
-                if self.grad_clip:
-                    self.scaler.unscale_(optimizer)
-                    accelerator.clip_grad_norm_(model.parameters(), self.grad_clip)
-                self.scaler.step(optimizer)
-                self.scaler.update()
+                with self._step_lock:  # inspection copies the weights between two steps, never during one
+                    loss = self.train_step(images, masks, lr)
             except torch.cuda.OutOfMemoryError:
-                optimizer.zero_grad(set_to_none=True)
                 raise _OutOfMemory(self, images, masks) from None
             self.step += 1
             self.images_seen += len(images) * accelerator.num_processes
-            loss_sum += loss.detach() * len(images)
+            loss_sum += loss * len(images)
             count += len(images)
-            self.last_loss = loss.detach()
+            self.last_loss = loss
             self.elapsed = time.monotonic() - run_start
             self.notify("on_step_end")
             if self._deadline and time.monotonic() > self._deadline:
@@ -367,36 +403,135 @@ class Trainer:
         total = accelerator.reduce(torch.stack([loss_sum, torch.tensor(float(count), device=self.device)]), "sum")
         return float(total[0] / total[1].clamp(min=1))
 
+    def train_step(self, images: torch.Tensor, masks: torch.Tensor, lr: float) -> torch.Tensor:
+        """One step: learning rate, forward under autocast, loss, non-finite guard, backward, clip, update.
+
+        ``fit()`` and :func:`lr_find` both use it. When anything goes wrong before the update (a
+        non-finite loss, a bad mask, out of memory) nothing changes: the gradients are dropped and the
+        batch-norm statistics the forward pass moved are put back. Returns the loss (a tensor).
+        """
+        optimizer = self.optimizer
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        saved_buffers = [b.detach().clone() for b in self._buffers]
+        try:
+            loss = self._forward_loss(images, masks)
+            if not torch.isfinite(loss):  # one sync per step: the price of never applying a NaN
+                raise _NonFiniteLoss(float(loss.detach()), self.step, self.epoch)
+            optimizer.zero_grad(set_to_none=True)
+            self.accelerator.backward(self.scaler.scale(loss))
+            if self.grad_clip:
+                self.scaler.unscale_(optimizer)
+                self.accelerator.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        except BaseException:
+            optimizer.zero_grad(set_to_none=True)
+            self._restore_buffers(saved_buffers)
+            raise
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        return loss.detach()
+
+    def _forward_loss(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """The loss of one batch, the forward pass under the training autocast."""
+        if self.device.type == "cuda":
+            images = images.to(memory_format=torch.channels_last)
+        dtype = infer.AUTOCAST_DTYPES[self.precision]
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = self.model(images)  # (B, K, H, W)
+            return self.loss_fn(logits, masks)
+
+    @torch.no_grad()
+    def _restore_buffers(self, saved: list[torch.Tensor]) -> None:
+        for buffer, value in zip(self._buffers, saved, strict=True):
+            buffer.copy_(value)
+
+    # ------------------------------------------------------------------ safety nets
+    def _check_first_batch(self) -> None:
+        """Before the first epoch: the first training batch's values, and the model's output on it."""
+        split = self.data.torch_split(self.data.train_split, self._transform(False))  # no random draws
+        if len(split) == 0:
+            raise SegnbError(f"The training split {self.data.train_split!r} is empty: nothing to train on.")
+        classes, void = self.data.num_classes, self.data.ignore_index
+        for index in range(min(len(split), self.batch_size)):
+            image, mask = split[index]
+            if not torch.isfinite(image).all():
+                raise SegnbError(f"{self.data.train_split}[{index}]: the image holds NaN or infinite values "
+                                 "after normalisation; check the image file and the model's mean and std.")
+            bad = mask[(mask != void) & ((mask < 0) | (mask >= classes))].unique()
+            if len(bad):
+                raise SegnbError(
+                    f"{self.data.train_split}[{index}]: mask values {bad[:10].tolist()} are outside the "
+                    f"{classes} classes and are not the ignore index {void}. Load the dataset with the "
+                    "classes (class_names=) or the ignore_index= that covers them.")
+            if index == 0:
+                with Inference(self.unwrapped, precision=self.precision) as run:
+                    channels = run(run.batch(image)).shape[1]
+                if channels != classes:
+                    raise SegnbError(f"The model outputs {channels} classes but the dataset has {classes}; "
+                                     "build it with class_names=data.class_names.")
+
+    def _keep_good_weights(self) -> None:
+        """A copy in memory of the weights after the last completed epoch (the start, before the first)."""
+        self._good_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.unwrapped.state_dict().items()}
+        self._good_epoch = len(self.history.epochs) and self.history.epochs[-1]["epoch"]
+
+    def _back_to_good_weights(self, bad: _NonFiniteLoss) -> str:
+        """After a non-finite loss: the model goes back to its last good weights; the message says
+        which, and which checkpoint really exists."""
+        with self._step_lock:
+            self.unwrapped.load_state_dict(self._good_weights)
+        when = f"after epoch {self._good_epoch}" if self._good_epoch else "from before training started"
+        last = Path(self.checkpoint_dir) / "last" if self.checkpoint_dir is not None else None
+        if last is not None and (last / "training.json").is_file():
+            epoch = json.loads((last / "training.json").read_text()).get("epoch")
+            saved = f"Last good checkpoint: {last} (epoch {epoch})."
+        elif last is not None:
+            saved = "No checkpoint was written yet (the first is written when an epoch ends)."
+        else:
+            saved = "No checkpoint was written (no checkpoint_dir)."
+        return (f"non-finite loss ({bad.value}) at step {bad.step} (epoch {bad.epoch + 1}); that step was not "
+                f"applied, and the model was put back to its weights {when}. {saved} "
+                "Try a lower lr, gradient clipping, or precision='fp32'.")
+
+    def snapshot(self) -> nn.Module:
+        """A copy of the model taken between two steps (kept until the next step), for inspection."""
+        with self._step_lock:
+            if self._snapshot is None or self._snapshot[0] != self.step:
+                model = copy.deepcopy(self.unwrapped)
+                for parameter in model.parameters():
+                    parameter.grad = None
+                self._snapshot = (self.step, model)
+            return self._snapshot[1]
+
     @torch.no_grad()
     def _sync_buffers(self) -> None:
         """Several processes: average batch-norm statistics, so every rank holds the same model."""
         if self.accelerator.num_processes == 1:
             return
-        for buffer in self.unwrapped.buffers():
-            if buffer.is_floating_point():
-                buffer.copy_(self.accelerator.reduce(buffer.clone(), "mean"))
-            else:
-                buffer.copy_(self.accelerator.reduce(buffer.clone(), "sum") // self.accelerator.num_processes)
+        with self._step_lock:
+            for buffer in self.unwrapped.buffers():
+                if buffer.is_floating_point():
+                    buffer.copy_(self.accelerator.reduce(buffer.clone(), "mean"))
+                else:
+                    buffer.copy_(self.accelerator.reduce(buffer.clone(), "sum") // self.accelerator.num_processes)
 
-    @torch.no_grad()
     def _evaluate(self) -> tuple[Scores, float]:
-        self.model.eval()
+        """Validation: scores and loss on the evaluation split, run as inference at the training precision."""
         meter = ConfusionMeter(self.data.num_classes, self.data.ignore_index)
         loss_sum = torch.zeros(2, device=self.device, dtype=torch.float64)  # (loss * pixels, pixels)
-        model = self.unwrapped
-        for images, masks in self.eval_loader:
-            images, masks = images.to(self.device), masks.to(self.device)
-            logits = model(images)
-            valid = (masks != self.data.ignore_index).sum()
-            if valid > 0:
-                ce = F.cross_entropy(logits.float(), masks, ignore_index=self.data.ignore_index, reduction="sum")
-                loss_sum += torch.stack([ce.double(), valid.double()])
-            meter.update(logits, masks)
+        with Inference(self.unwrapped, precision=self.precision) as run:
+            for images, masks in self.eval_loader:
+                logits = run(images)
+                masks = masks.to(run.device)
+                valid = (masks != self.data.ignore_index).sum()
+                if valid > 0:
+                    ce = F.cross_entropy(logits, masks, ignore_index=self.data.ignore_index, reduction="sum")
+                    loss_sum += torch.stack([ce.double(), valid.double()])
+                meter.update(logits, masks)
         confusion = meter.confusion if meter.confusion is not None else torch.zeros(
             self.data.num_classes, self.data.num_classes, dtype=torch.long, device=self.device)
         confusion = self.accelerator.reduce(confusion.to(self.device), "sum")
         loss_sum = self.accelerator.reduce(loss_sum, "sum")
-        self.model.train()
         return scores_from_confusion(confusion), float(loss_sum[0] / loss_sum[1].clamp(min=1))
 
     # ------------------------------------------------------------------ interrupts
@@ -408,7 +543,7 @@ class Trainer:
         def handler(signum, frame):
             if self._stop_event.is_set():
                 raise KeyboardInterrupt
-            self.request_stop(f"interrupted at step {self.step}")
+            self.request_stop("interrupted")  # named "interrupted at step N" when training has ended
 
         try:
             return signal.signal(signal.SIGINT, handler)
@@ -422,13 +557,9 @@ class Trainer:
 
 
 class _NonFiniteLoss(Exception):
-    def __init__(self, trainer: Trainer, loss: torch.Tensor):
-        where = f"{trainer.checkpoint_dir}/last" if trainer.checkpoint_dir else "none (no checkpoint_dir)"
-        super().__init__(
-            f"non-finite loss ({float(loss)}) at step {trainer.step} (epoch {trainer.epoch + 1}); that step was "
-            f"not applied, so the model keeps its last finite weights. Last good checkpoint: {where}. "
-            "Try a lower lr, gradient clipping, or precision='fp32'."
-        )
+    def __init__(self, value: float, step: int, epoch: int):
+        super().__init__(f"non-finite loss ({value}) at step {step}")
+        self.value, self.step, self.epoch = value, step, epoch
 
 
 class _OutOfMemory(Exception):
@@ -444,25 +575,28 @@ class _OutOfMemory(Exception):
 
 
 def _largest_batch_that_fits(trainer: Trainer, images: torch.Tensor, masks: torch.Tensor) -> int:
-    """Halve the batch until one forward and backward pass succeeds."""
-    model = trainer.model
+    """Halve the batch until one forward (the training step's, under its autocast) and backward
+    pass succeeds. Nothing is applied, and the batch-norm statistics are put back."""
+    saved_buffers = [b.detach().clone() for b in trainer._buffers]
     size = len(images) // 2
-    while size >= 1:
-        try:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            loss = trainer.loss_fn(model(images[:size]), masks[:size])
-            loss.backward()
-            trainer.optimizer.zero_grad(set_to_none=True)
-            return size
-        except torch.cuda.OutOfMemoryError:
-            trainer.optimizer.zero_grad(set_to_none=True)
-            size //= 2
-    return 0
+    try:
+        while size >= 1:
+            try:
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                trainer._forward_loss(images[:size], masks[:size]).backward()
+                return size
+            except torch.cuda.OutOfMemoryError:
+                size //= 2
+        return 0
+    finally:
+        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer._restore_buffers(saved_buffers)
 
 
 class TrainingHandle:
-    """A training run in a background thread: ``.stop()``, ``.wait()``, ``.history``, ``.done``."""
+    """A training run in a background thread: ``.stop()``, ``.wait()``, ``.history``, ``.done``,
+    ``.status`` (``"running"`` or how it ended) and ``.failed`` (then ``.error`` is the exception)."""
 
     def __init__(self, trainer: Trainer):
         self.trainer = trainer
@@ -484,8 +618,21 @@ class TrainingHandle:
     def done(self) -> bool:
         return not self._thread.is_alive()
 
+    @property
+    def failed(self) -> bool:
+        return self.done and self.error is not None
+
+    @property
+    def status(self) -> str:
+        """``"running"``, or ``history.stopped``: ``"completed"``, ``"stopped by the user"``, ``"failed: ..."``."""
+        return "running" if not self.done else self.history.stopped
+
+    def __repr__(self) -> str:
+        return f"<TrainingHandle {self.status}, step {self.trainer.step} of {self.trainer.total_steps}>"
+
     def stop(self, wait: bool = True, timeout: float | None = 60) -> History:
-        """End training after the current step."""
+        """End training after the current step; ``history.stopped`` says how it ended
+        (``"failed: ..."`` if it had failed before)."""
         self.trainer.request_stop("stopped by the user")
         if wait:
             self._thread.join(timeout)
@@ -520,6 +667,12 @@ def fit(model, data: SegmentationDataset, epochs: int = 10, batch_size: int = 16
 
     Returns:
         The :class:`History` (``history.stopped`` says why it ended), or a handle with ``background=True``.
+
+    Raises:
+        SegnbError: before training, for bad options, a checkpoint folder that cannot be written or
+            is full, a first batch with bad values, or a model that is being trained already.
+        Any error during training, after ``history.stopped`` was set to ``"failed: <error>"``; the
+        model keeps the weights of the last completed step and the last checkpoint is intact.
     """
     trainer = Trainer(model, data, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
                       optimizer=optimizer, scheduler=scheduler, precision=precision, device=device,
@@ -568,63 +721,83 @@ class EvalReport:
         return "\n".join(lines)
 
 
-@torch.no_grad()
 def evaluate(model, data: SegmentationDataset, split: str | None = None, batch_size: int = 8,
-             image_size=None, device="auto") -> EvalReport:
-    """Evaluate on a split (the validation split by default); see :mod:`segnb.metrics` for definitions."""
-    device = resolve_device(device)
+             image_size=None, device="auto", precision: str | None = None) -> EvalReport:
+    """Evaluate on a split (the validation split by default); see :mod:`segnb.metrics` for definitions.
+
+    The model must predict exactly the dataset's classes: scoring a 12-class model on a 7-class
+    dataset would leave out every pixel predicted as classes 7-11, so a mismatch is refused.
+    """
     split = split or data.eval_split
-    model = model.to(device).eval()
-    mean, std = getattr(model, "mean", None), getattr(model, "std", None)
-    transform = SegTransform(size=image_size, train=False, ignore_index=data.ignore_index,
-                             **({"mean": mean, "std": std} if mean else {}))
-    loader = DataLoader(data.torch_split(split, transform), batch_size=batch_size, shuffle=False)
+    _check_classes(getattr(model, "num_classes", None), data)
     total = torch.zeros(data.num_classes, data.num_classes, dtype=torch.long)
     per_image, index = [], 0
-    for images, masks in loader:
-        pred = model(images.to(device)).argmax(1).cpu()
-        for p, t in zip(pred, masks, strict=True):
-            cm = confusion_matrix(p, t, data.num_classes, data.ignore_index)
-            total += cm
-            s = scores_from_confusion(cm)
-            per_image.append({"index": index, "miou": s.miou, "pixel_accuracy": s.pixel_accuracy})
-            index += 1
+    with Inference(model, device=resolve_device(device), precision=precision) as run:
+        transform = SegTransform(size=image_size, train=False, ignore_index=data.ignore_index,
+                                 mean=run.mean, std=run.std)
+        loader = DataLoader(data.torch_split(split, transform), batch_size=batch_size, shuffle=False)
+        for images, masks in loader:
+            logits = run(images)  # (B, K, H, W)
+            _check_classes(logits.shape[1], data)
+            for p, t in zip(logits.argmax(1).cpu(), masks, strict=True):
+                cm = confusion_matrix(p, t, data.num_classes, data.ignore_index)
+                total += cm
+                s = scores_from_confusion(cm)
+                per_image.append({"index": index, "miou": s.miou, "pixel_accuracy": s.pixel_accuracy})
+                index += 1
     per_image.sort(key=lambda r: (math.isnan(r["miou"]), r["miou"]))
     pixels = total.sum(1).tolist()
     return EvalReport(scores_from_confusion(total), list(data.class_names), pixels, per_image)
 
 
+def _check_classes(model_classes: int | None, data: SegmentationDataset) -> None:
+    if model_classes is not None and model_classes != data.num_classes:
+        raise SegnbError(
+            f"The model predicts {model_classes} classes but the dataset {data.source!r} has {data.num_classes}: "
+            "its scores would silently leave out pixels. Evaluate on the dataset the model was trained on, "
+            "or train a model for this one (build_model(..., class_names=data.class_names)).")
+
+
 @dataclass
 class Prediction:
-    """Soft masks ``probs`` (N, C, H, W) and hard masks ``masks`` (N, H, W), at the input resolution."""
+    """Soft masks ``probs`` (N, C, H, W) and hard masks ``masks`` (N, H, W), at the input resolution.
 
-    probs: torch.Tensor
-    masks: torch.Tensor
+    When the images' sizes differ, ``probs`` and ``masks`` are lists of (C, H, W) and (H, W) tensors.
+    """
+
+    probs: torch.Tensor | list[torch.Tensor]
+    masks: torch.Tensor | list[torch.Tensor]
 
 
-@torch.no_grad()
-def predict(model, images, batch_size: int = 8, device="auto", temperature: float = 1.0) -> Prediction:
+def predict(model, images, batch_size: int = 8, device="auto", temperature: float = 1.0,
+            precision: str | None = None) -> Prediction:
     """Class probabilities and argmax masks for raw images.
 
-    ``images``: one ``uint8`` array (H, W, 3), a list of them (sizes may differ only
-    if ``batch_size=1``), or an already normalised tensor (N, 3, H, W).
+    ``images``: one ``uint8`` array (H, W, 3), a list of them (of any sizes: images of one size
+    are batched together), or an already normalised tensor (N, 3, H, W). The model's own mean
+    and std are applied; it runs in eval mode and gets its mode back (see :class:`Inference`).
     """
-    device = resolve_device(device)
-    model = model.to(device).eval()
     if isinstance(images, torch.Tensor):
-        batch = images.float()
+        tensors = list(images.float()) if images.dim() == 4 else [images.float()]
     else:
-        arrays = [images] if isinstance(images, np.ndarray) and images.ndim == 3 else list(images)
-        mean, std = getattr(model, "mean", (0.485, 0.456, 0.406)), getattr(model, "std", (0.229, 0.224, 0.225))
-        transform = SegTransform(mean=mean, std=std)
-        batch = torch.stack([transform(np.asarray(a), np.zeros(np.asarray(a).shape[:2], np.int64))[0]
-                             for a in arrays])
-    probs = []
-    for chunk in batch.split(batch_size):
-        logits = model(chunk.to(device)).float()
-        probs.append(torch.softmax(logits / temperature, dim=1).cpu())
-    probs = torch.cat(probs)
-    return Prediction(probs=probs, masks=probs.argmax(1))
+        tensors = [images] if isinstance(images, np.ndarray) and images.ndim == 3 else list(images)
+    probs: list[torch.Tensor | None] = [None] * len(tensors)
+    with Inference(model, device=resolve_device(device), precision=precision) as run:
+        tensors = [to_tensor(t, run.mean, run.std) for t in tensors]
+        by_size: dict[tuple, list[int]] = {}
+        for i, t in enumerate(tensors):
+            by_size.setdefault(tuple(t.shape), []).append(i)
+        for indices in by_size.values():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start:start + batch_size]
+                logits = run(torch.stack([tensors[i] for i in chunk]))
+                for i, p in zip(chunk, torch.softmax(logits / temperature, dim=1).cpu(), strict=True):
+                    probs[i] = p
+    probs = [p.clone() for p in probs]  # ordinary tensors, free to change outside inference mode
+    if len(by_size) == 1:
+        stacked = torch.stack(probs)
+        return Prediction(probs=stacked, masks=stacked.argmax(1))
+    return Prediction(probs=probs, masks=[p.argmax(0) for p in probs])
 
 
 # ---------------------------------------------------------------------- learning-rate finder
@@ -634,12 +807,13 @@ def lr_find(model, data: SegmentationDataset, start_lr: float = 1e-6, end_lr: fl
             batch_size: int = 16, loss="ce", device="auto", image_size=None) -> dict:
     """Leslie Smith's range test: the loss while the learning rate grows exponentially.
 
-    The model's weights are restored afterwards. Returns ``lrs``, ``losses``
-    (smoothed) and ``suggestion``: the rate where the loss falls fastest.
+    Each step is fit()'s own :meth:`Trainer.train_step` (autocast, clipping, the non-finite
+    guard). The test ends at a non-finite loss or when the smoothed loss passes 4x its best;
+    the suggestion, the rate where the loss falls fastest, is looked for only up to the lowest
+    loss, never where it diverges. The model's weights and mode are restored afterwards.
+    Returns ``lrs``, ``losses`` (smoothed, all finite) and ``suggestion``.
     """
-    import copy
-
-    saved = copy.deepcopy(model.state_dict())
+    saved, was_training = copy.deepcopy(model.state_dict()), model.training
     trainer = Trainer(model, data, epochs=1, batch_size=batch_size, lr=start_lr, loss=loss, device=device,
                       image_size=image_size, progress=False, scheduler="constant", warmup_steps=0)
     factor = (end_lr / start_lr) ** (1 / max(1, steps - 1))
@@ -654,21 +828,24 @@ def lr_find(model, data: SegmentationDataset, start_lr: float = 1e-6, end_lr: fl
                 batches = iter(trainer.train_loader)
                 images, masks = next(batches)
             lr = start_lr * factor**i
-            for group in trainer.optimizer.param_groups:
-                group["lr"] = lr
-            loss_value = trainer.loss_fn(trainer.model(images), masks)
-            trainer.optimizer.zero_grad(set_to_none=True)
-            loss_value.backward()
-            trainer.optimizer.step()
-            value = float(loss_value.detach())
+            try:
+                value = float(trainer.train_step(images, masks, lr))
+            except _NonFiniteLoss:
+                break  # not applied, not recorded
             smooth = 0.8 * smooth + 0.2 * value if i else value
             lrs.append(lr)
             losses.append(smooth)
             best = min(best, smooth)
-            if not math.isfinite(value) or smooth > 4 * best:
+            if smooth > 4 * best:
                 break
     finally:
+        trainer.close()
         model.load_state_dict(saved)
-    slopes = np.gradient(np.array(losses), np.log(np.array(lrs))) if len(losses) > 2 else np.array([0.0])
-    suggestion = lrs[int(np.argmin(slopes))] if len(losses) > 2 else start_lr
+        model.train(was_training)
+    upto = int(np.argmin(losses)) + 1 if losses else 0  # up to the lowest loss: never the diverging tail
+    if upto > 2:
+        slopes = np.gradient(np.array(losses[:upto]), np.log(np.array(lrs[:upto])))
+        suggestion = lrs[int(np.argmin(slopes))]
+    else:
+        suggestion = lrs[0] if lrs else start_lr
     return {"lrs": lrs, "losses": losses, "suggestion": suggestion}
