@@ -522,12 +522,13 @@ class Trainer:
         with Inference(self.unwrapped, precision=self.precision) as run:
             for images, masks in self.eval_loader:
                 logits = run(images)
-                masks = masks.to(run.device)
-                valid = (masks != self.data.ignore_index).sum()
-                if valid > 0:
-                    ce = F.cross_entropy(logits, masks, ignore_index=self.data.ignore_index, reduction="sum")
-                    loss_sum += torch.stack([ce.double(), valid.double()])
-                meter.update(logits, masks)
+                with torch.inference_mode(False):  # metric buffers stay ordinary tensors
+                    masks = masks.to(run.device)
+                    valid = (masks != self.data.ignore_index).sum()
+                    if valid > 0:
+                        ce = F.cross_entropy(logits, masks, ignore_index=self.data.ignore_index, reduction="sum")
+                        loss_sum += torch.stack([ce.double(), valid.double()])
+                    meter.update(logits, masks)
         confusion = meter.confusion if meter.confusion is not None else torch.zeros(
             self.data.num_classes, self.data.num_classes, dtype=torch.long, device=self.device)
         confusion = self.accelerator.reduce(confusion.to(self.device), "sum")
@@ -739,12 +740,13 @@ def evaluate(model, data: SegmentationDataset, split: str | None = None, batch_s
         for images, masks in loader:
             logits = run(images)  # (B, K, H, W)
             _check_classes(logits.shape[1], data)
-            for p, t in zip(logits.argmax(1).cpu(), masks, strict=True):
-                cm = confusion_matrix(p, t, data.num_classes, data.ignore_index)
-                total += cm
-                s = scores_from_confusion(cm)
-                per_image.append({"index": index, "miou": s.miou, "pixel_accuracy": s.pixel_accuracy})
-                index += 1
+            with torch.inference_mode(False):  # metric buffers stay ordinary tensors
+                for p, t in zip(logits.argmax(1).cpu(), masks, strict=True):
+                    cm = confusion_matrix(p, t, data.num_classes, data.ignore_index)
+                    total += cm
+                    s = scores_from_confusion(cm)
+                    per_image.append({"index": index, "miou": s.miou, "pixel_accuracy": s.pixel_accuracy})
+                    index += 1
     per_image.sort(key=lambda r: (math.isnan(r["miou"]), r["miou"]))
     pixels = total.sum(1).tolist()
     return EvalReport(scores_from_confusion(total), list(data.class_names), pixels, per_image)

@@ -5,7 +5,9 @@
 materialises the attention matrix, so the maps cannot be read while it is on:
 this module switches fused attention off on each attention module for the
 duration of the call and restores it after (``result.fused_was_on`` says
-whether it had been on).
+whether it had been on). The model runs through :class:`segnb.infer.Inference`:
+while ``fit()`` trains it, the switch and the hooks land on a copy of its
+weights, never on the model being trained.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from segnb.infer import Inference
 
 __all__ = ["AttentionMaps", "attention_maps", "find_vit", "rollout", "upsample_map"]
 
@@ -126,7 +130,6 @@ def upsample_map(values: np.ndarray, size: tuple[int, int], mode: str = "bilinea
     return F.interpolate(t, size=tuple(size), mode=mode, **options)[0, 0].numpy()
 
 
-@torch.no_grad()
 def attention_maps(model: nn.Module, image, input_size: int | tuple[int, int] | None = None) -> AttentionMaps:
     """Attention per layer and head for one image.
 
@@ -138,8 +141,17 @@ def attention_maps(model: nn.Module, image, input_size: int | tuple[int, int] | 
     """
     from timm.utils import AttentionExtract
 
-    vit = find_vit(model)
-    x = _as_batch(image, getattr(model, "mean", None), getattr(model, "std", None))
+    find_vit(model)  # a clear error before anything runs
+    with Inference(model) as run:
+        vit = find_vit(run.module)  # the model, or the copy of its weights while it trains
+        attn, size, patch, fused = _extract(AttentionExtract, vit, run.batch(image), input_size)
+    prefix = getattr(vit, "num_prefix_tokens", 1)
+    grid = (size[0] // patch, size[1] // patch)
+    return AttentionMaps(attn, grid, prefix, patch, size, any(fused))
+
+
+def _extract(attention_extract, vit: nn.Module, x: torch.Tensor, input_size):
+    """One forward pass of ``vit`` with fused attention off and hooks on; both undone after."""
     patch = vit.patch_embed.patch_size
     patch = patch[0] if isinstance(patch, tuple) else patch
     if input_size is not None:
@@ -150,14 +162,13 @@ def attention_maps(model: nn.Module, image, input_size: int | tuple[int, int] | 
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     modules = [b.attn for b in vit.blocks]
     fused = [getattr(m, "fused_attn", False) for m in modules]
-    was_training = vit.training
     extractor = None
     try:
         for m in modules:  # visibly off: the fused kernel never forms the attention matrix
             m.fused_attn = False
         names = [f"blocks.{i}.attn.attn_drop" for i in range(len(modules))]
-        extractor = AttentionExtract(vit, names=names, method="hook")
-        found = extractor(x.to(next(vit.parameters()).device))
+        extractor = attention_extract(vit, names=names, method="hook")
+        found = extractor(x)
         attn = np.stack([found[n][0].float().cpu().numpy() for n in names])  # (L, heads, T, T)
     finally:
         for m, flag in zip(modules, fused, strict=True):
@@ -165,17 +176,4 @@ def attention_maps(model: nn.Module, image, input_size: int | tuple[int, int] | 
         if extractor is not None and extractor.hooks is not None:
             for handle in extractor.hooks._handles:
                 handle.remove()
-        vit.train(was_training)
-    prefix = getattr(vit, "num_prefix_tokens", 1)
-    grid = (size[0] // patch, size[1] // patch)
-    return AttentionMaps(attn, grid, prefix, patch, size, any(fused))
-
-
-def _as_batch(image, mean=None, std=None) -> torch.Tensor:
-    if isinstance(image, torch.Tensor):
-        return image[None] if image.dim() == 3 else image
-    array = np.asarray(image)
-    x = torch.from_numpy(array).permute(2, 0, 1).float()[None] / 255.0
-    mean = torch.tensor(mean or (0.485, 0.456, 0.406)).view(1, 3, 1, 1)
-    std = torch.tensor(std or (0.229, 0.224, 0.225)).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return attn, size, patch, fused

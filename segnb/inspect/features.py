@@ -4,6 +4,9 @@ Grad-CAM for segmentation (Vinogradova et al., 2020): the score is the sum of
 one class's logits over a region (the predicted mask of that class by
 default), its gradient with respect to a stage's activations is averaged per
 channel, and the ReLU of the weighted channel sum is the map.
+
+Both run the model through :class:`segnb.infer.Inference` (its preprocessing, eval mode, the
+training precision; a copy of the weights, hooks included, while ``fit()`` trains it).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from segnb.inspect.attention import _as_batch
+from segnb.infer import Inference
 
 __all__ = ["stage_features", "grad_cam"]
 
@@ -32,15 +35,14 @@ def _run_encoder(encoder: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     return [f for f in features if f.dim() == 4 and f.data_ptr() != x.data_ptr()]  # smp's stage 0 is x
 
 
-@torch.no_grad()
 def stage_features(model: nn.Module, image, top: int = 4) -> list[dict]:
     """For each encoder stage: its stride, the channel-mean map and the ``top`` strongest channels."""
-    x = _as_batch(image, getattr(model, "mean", None), getattr(model, "std", None))
-    model.eval()
+    _encoder(model)
+    with Inference(model) as run:
+        x = run.batch(image)
+        features = [f[0].float().cpu().clone() for f in _run_encoder(_encoder(run.module), x)]
     stages = []
-    x = x.to(next(model.parameters()).device)
-    for feature in _run_encoder(_encoder(model), x):
-        f = feature[0].float().cpu()  # (C, h, w)
+    for f in features:  # (C, h, w)
         energy = f.abs().mean(dim=(1, 2))
         order = torch.argsort(energy, descending=True)[:top]
         stages.append({
@@ -60,15 +62,16 @@ def grad_cam(model: nn.Module, image, target_class: int, stage: int = -1,
     ``region`` (H, W) bool restricts the score to those pixels; by default the
     pixels predicted as ``target_class`` (all pixels if there are none).
     """
-    x = _as_batch(image, getattr(model, "mean", None), getattr(model, "std", None))
-    x = x.to(next(model.parameters()).device)
-    encoder = _encoder(model)
-    captured: dict[str, torch.Tensor] = {}
-    handle = encoder.register_forward_hook(lambda module, inputs, output: captured.update(out=output))
-    was_training = model.training
-    model.eval()
-    try:
-        logits = model(x)  # (1, K, H, W)
+    _encoder(model)
+    with Inference(model, grad=True) as run:  # gradients on, on the model or its copy while it trains
+        x = run.batch(image)
+        captured: dict[str, torch.Tensor] = {}
+        handle = _encoder(run.module).register_forward_hook(
+            lambda module, inputs, output: captured.update(out=output))
+        try:
+            logits = run(x)  # (1, K, H, W)
+        finally:
+            handle.remove()
         out = captured["out"]
         features = [f for f in (out[0] if isinstance(out, tuple) else out) if f.dim() == 4]
         activation = features[stage]
@@ -82,11 +85,8 @@ def grad_cam(model: nn.Module, image, target_class: int, stage: int = -1,
             region_t = torch.as_tensor(region, dtype=torch.bool, device=logits.device)
         score = logits[0, target_class][region_t].sum()
         (grad,) = torch.autograd.grad(score, activation)
-    finally:
-        handle.remove()
-        model.train(was_training)
-    weights = grad[0].mean(dim=(1, 2))  # (C,)
-    cam = F.relu((weights[:, None, None] * activation[0].detach()).sum(0))
+    weights = grad[0].float().mean(dim=(1, 2))  # (C,)
+    cam = F.relu((weights[:, None, None] * activation[0].detach().float()).sum(0))
     cam = F.interpolate(cam[None, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
     top = cam.max()
     return (cam / top if top > 0 else cam).cpu().numpy()

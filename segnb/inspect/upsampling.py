@@ -124,31 +124,32 @@ def checkerboard_score(array2d, stride: int = 2) -> float:
     return float(power[mask].sum() / total)
 
 
-@torch.no_grad()
 def decoder_activations(model: nn.Module, image) -> list[dict]:
     """The output of every upsampling operator in a teaching model's decoder, for one image.
 
     Returns per operator: its kind, the channel-mean map and its checkerboard score.
     Works on untrained models too, where transposed-convolution artifacts already show.
+    The model runs through :class:`segnb.infer.Inference`; while ``fit()`` trains it, the
+    hooks go on a copy of its weights.
     """
-    from segnb.inspect.attention import _as_batch
+    from segnb.infer import Inference
 
-    ops = [m for m in model.modules() if type(m).__name__ == "Upsample2x"]
-    if not ops:
+    if not [m for m in model.modules() if type(m).__name__ == "Upsample2x"]:
         raise ValueError(f"This model has no swappable upsampling operators ({', '.join(UPSAMPLE_KINDS)}); "
                          "build a teaching model (fcn8s, segnet, unet-classic, setr-pup).")
     captured = []
-    handles = [op.register_forward_hook(lambda m, i, o: captured.append((m.kind, o))) for op in ops]
-    model.eval()
-    try:
-        model(_as_batch(image, getattr(model, "mean", None), getattr(model, "std", None)).to(
-            next(model.parameters()).device))
-    finally:
-        for h in handles:
-            h.remove()
+    with Inference(model) as run:
+        ops = [m for m in run.module.modules() if type(m).__name__ == "Upsample2x"]
+        handles = [op.register_forward_hook(lambda m, i, o: captured.append((m.kind, o[0].float().mean(0).cpu())))
+                   for op in ops]
+        try:
+            run(run.batch(image))
+        finally:
+            for h in handles:
+                h.remove()
     result = []
-    for kind, out in captured:
-        mean = out[0].float().mean(0).cpu().numpy()
-        result.append({"kind": kind, "shape": tuple(out.shape[-2:]), "mean": mean,
+    for kind, mean in captured:
+        mean = mean.clone().numpy()
+        result.append({"kind": kind, "shape": tuple(mean.shape), "mean": mean,
                        "checkerboard": checkerboard_score(mean)})
     return result

@@ -311,8 +311,7 @@ class TrainPanel(W.VBox):
         with self._lock:
             self._draw_curves(trainer.history.epochs)
         image, mask = self.sample_pair
-        pred = predict(trainer.unwrapped, image, device=trainer.device).masks[0].numpy()
-        trainer.model.train()
+        pred = predict(trainer.unwrapped, image, device=trainer.device).masks[0].numpy()  # gives the mode back
         palette = self.state.data.palette
         self.sample.value = png(np.concatenate([overlay(image, mask, palette, 0.6), overlay(image, pred, palette, 0.6),
                                                 colorize(pred, palette)], axis=1))
@@ -327,4 +326,8 @@ class TrainPanel(W.VBox):
         self.state.history = trainer.history
         last = trainer.history.last("miou")
         score = "" if last is None else f", validation mIoU {last:.3f}"
-        self._status_line(f"{trainer.history.stopped} after {trainer.history.steps} steps{score}")
+        stopped = trainer.history.stopped
+        if stopped.startswith("failed"):  # never "completed" after an error
+            self._status_line(f"{stopped} (at step {trainer.history.steps}; the model keeps that step's weights)")
+            return
+        self._status_line(f"{stopped} after {trainer.history.steps} steps{score}")
