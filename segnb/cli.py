@@ -70,6 +70,7 @@ def _train(args, demo: bool = False) -> int:
     import torch
 
     from segnb.data import load_dataset
+    from segnb.errors import SegnbError
     from segnb.models import build_model, save_model
     from segnb.train import evaluate, fit, resolve_device
 
@@ -87,13 +88,24 @@ def _train(args, demo: bool = False) -> int:
           f"({len(data[data.train_split])} train / {len(data[data.eval_split])} {data.eval_split} images); "
           f"device {device}, {torch.get_num_threads()} threads", file=sys.stderr)
     out = Path(args.out)
-    history = fit(model, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
-                  device=device, precision=args.precision, image_size=args.image_size,
-                  max_minutes=args.max_minutes, checkpoint_dir=out / "checkpoints", seed=args.seed or 0,
-                  callbacks=[_EpochPrinter(start)], progress=not args.json and sys.stderr.isatty())
+    try:
+        history = fit(model, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
+                      device=device, precision=args.precision, image_size=args.image_size,
+                      max_minutes=args.max_minutes, checkpoint_dir=out / "checkpoints", seed=args.seed or 0,
+                      callbacks=[_EpochPrinter(start)], progress=not args.json and sys.stderr.isatty())
+    except KeyboardInterrupt:  # a second Ctrl+C: stop at once
+        print(f"segnb: interrupted; the last checkpoint is in {out / 'checkpoints'}", file=sys.stderr)
+        return 130
+    except SegnbError:
+        raise  # a clear message already: main() prints it
+    except Exception as err:  # a failure never ends in a traceback or a zero exit
+        print(f"segnb: training failed: {type(err).__name__}: {err}\nThe last checkpoint (if an epoch "
+              f"completed) is in {out / 'checkpoints'}.", file=sys.stderr)
+        return 1
+    interrupted = history.stopped.startswith("interrupted")
     if not history.epochs:
         print(f"segnb: training ended before the first epoch: {history.stopped}", file=sys.stderr)
-        return 1
+        return 130 if interrupted else 1
     folder = save_model(model, out / "model")
     report = evaluate(model, data, image_size=args.image_size, device=device)
     result = {
@@ -103,9 +115,10 @@ def _train(args, demo: bool = False) -> int:
         "model": str(folder), "checkpoints": str(out / "checkpoints"),
         "seconds": round(time.monotonic() - start, 1),
     }
+    code = 130 if interrupted else 0  # like any program stopped by Ctrl+C; the model is saved all the same
     if args.json:
         print(json.dumps(result))
-        return 0
+        return code
     print(f"\nper-class IoU on the {data.eval_split} split ({history.stopped}):")
     shares = data.frequencies(data.eval_split)
     for row, share in zip(report.table(), shares, strict=True):
@@ -115,7 +128,7 @@ def _train(args, demo: bool = False) -> int:
     print(f"  {'mIoU':<9} {report.miou:6.3f}   pixel accuracy {report.scores.pixel_accuracy:.3f}")
     print(f"\nmodel saved to {folder} ({result['seconds']:.0f} s in all). "
           "Next: .venv/bin/segnb lab  (JupyterLab at notebooks/)")
-    return 0
+    return code
 
 
 def _eval(args) -> int:

@@ -84,7 +84,10 @@ def grad_cam(model: nn.Module, image, target_class: int, stage: int = -1,
         else:
             region_t = torch.as_tensor(region, dtype=torch.bool, device=logits.device)
         score = logits[0, target_class][region_t].sum()
-        (grad,) = torch.autograd.grad(score, activation)
+        (grad,) = torch.autograd.grad(score, activation, allow_unused=True)
+    if grad is None:
+        raise ValueError(f"The decoder of this model does not use encoder stage {stage}; choose another "
+                         f"stage (0 to {len(features) - 1}).")
     weights = grad[0].float().mean(dim=(1, 2))  # (C,)
     cam = F.relu((weights[:, None, None] * activation[0].detach().float()).sum(0))
     cam = F.interpolate(cam[None, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]

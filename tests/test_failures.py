@@ -1,0 +1,502 @@
+"""Issue 14, training and inference: never silently wrong, never a failure that looks like success."""
+
+import json
+import math
+import os
+import shutil
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from segnb import inspect as ins
+from segnb.callbacks import Callback
+from segnb.checkpoint import load_checkpoint, restore_rng_state, rng_state
+from segnb.cli import main
+from segnb.data import SegTransform, load_shapes
+from segnb.errors import CheckpointError, DatasetError, SegnbError
+from segnb.infer import Inference, normalisation, to_tensor
+from segnb.models import build_model, load_model
+from segnb.train import Trainer, evaluate, fit, lr_find, predict
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_shapes(n=24, size=32, seed=1)
+
+
+def _model(data, arch="fcn8s", seed=0):
+    torch.manual_seed(seed)
+    return build_model(arch, "vgg-tiny", class_names=data.class_names)
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class Boom(Callback):
+    """Raises at one step, as a buggy callback would; keeps the trainer for the test to look at."""
+
+    def __init__(self, step=2):
+        self.step, self.trainer, self.weights = step, None, None
+
+    def on_fit_start(self, trainer):
+        self.trainer = trainer
+
+    def on_step_end(self, trainer):
+        if trainer.step == self.step - 1:
+            self.weights = _state(trainer.unwrapped)
+        if trainer.step == self.step:
+            raise RuntimeError("boom")
+
+
+# ---------------------------------------------------------------- item 1: evaluation refuses a class mismatch
+
+
+def test_evaluate_refuses_a_model_for_other_classes(data):
+    twelve = build_model("fcn8s", "vgg-tiny", num_classes=12)
+    with pytest.raises(SegnbError, match=r"predicts 12 classes but the dataset 'shapes' has 7") as info:
+        evaluate(twelve, data)
+    assert "class_names=data.class_names" in str(info.value)
+
+    class Bare(torch.nn.Module):  # no num_classes attribute: the logits say it
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 9, 1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    with pytest.raises(SegnbError, match="predicts 9 classes"):
+        evaluate(Bare(), data)
+
+
+# ---------------------------------------------------------------- item 6: a failure says "failed" everywhere
+
+
+def test_a_callback_error_fails_the_run_and_propagates_with_the_model_safe(data, tmp_path):
+    model, boom = _model(data), Boom(step=5)
+    with pytest.raises(RuntimeError, match="boom") as info:
+        fit(model, data, epochs=3, batch_size=8, checkpoint_dir=tmp_path, callbacks=[boom], progress=False)
+    history = boom.trainer.history
+    assert history.stopped == "failed: boom" and history.steps == 5 and len(history.epochs) == 1
+    assert any("training failed at step 5" in note for note in info.value.__notes__)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert load_checkpoint(tmp_path)[0]["epoch"] == 1  # the last checkpoint is intact
+    history = fit(model, data, epochs=1, batch_size=8, progress=False)  # and the model is free again
+    assert history.stopped == "completed"
+
+
+def test_a_bad_mask_mid_epoch_fails_the_run_and_leaves_batch_norm_as_it_was(data):
+    bad = load_shapes(n=24, size=32, seed=1)
+    split = bad["train"]
+    real = split._load
+
+    def load(index):
+        image, mask = real(index)
+        return image, (np.full_like(mask, 42) if index == len(split) - 1 else mask)  # not in the first batch
+
+    split._load = load
+    model, seen = _model(bad, "unet-classic"), {}
+
+    class Watch(Callback):
+        def on_fit_start(self, trainer):
+            seen["trainer"] = trainer
+
+        def on_step_end(self, trainer):
+            seen["buffers"] = [b.clone() for b in trainer.unwrapped.buffers()]
+
+    with pytest.raises(DatasetError, match="42"):
+        fit(model, bad, epochs=1, batch_size=4, callbacks=[Watch()], progress=False)
+    assert seen["trainer"].history.stopped.startswith("failed: ") and "42" in seen["trainer"].history.stopped
+    for before, after in zip(seen.get("buffers", []), model.buffers(), strict=True):
+        assert torch.equal(before, after)
+
+
+def test_a_full_disk_mid_run_fails_the_run(data, tmp_path, monkeypatch):
+    import segnb.checkpoint
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(segnb.checkpoint, "save_model", disk_full)
+    boom = Boom(step=10**6)  # never raises: only keeps the trainer
+    with pytest.raises(OSError, match="No space left"):
+        fit(_model(data), data, epochs=2, batch_size=8, checkpoint_dir=tmp_path, callbacks=[boom], progress=False)
+    assert boom.trainer.history.stopped == "failed: [Errno 28] No space left on device"
+
+
+def test_background_failure_shows_in_the_handle(data):
+    handle = fit(_model(data), data, epochs=3, batch_size=8, callbacks=[Boom(step=2)], background=True,
+                 progress=False)
+    deadline = time.monotonic() + 60
+    while not handle.done and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert handle.done and handle.failed and handle.status == "failed: boom"
+    assert handle.history.stopped == "failed: boom" and "failed: boom" in repr(handle)
+    assert handle.stop().stopped == "failed: boom"
+    with pytest.raises(RuntimeError, match="boom"):
+        handle.wait()
+
+
+def test_train_panel_says_failed_not_completed():
+    from segnb.ui.common import SharedState
+    from segnb.ui.panels import TrainPanel
+
+    state = SharedState()
+    state.data = load_shapes(n=24, size=32, seed=1)
+    state.model = _model(state.data)
+    panel = TrainPanel(state, callbacks=[Boom(step=2)])
+    panel.epochs.value = 2
+    panel.start_button.click()
+    with pytest.raises(RuntimeError, match="boom"):
+        panel.handle.wait(60)
+    assert panel.status.value.startswith("failed: boom") and "completed" not in panel.status.value
+    assert panel.start_button.disabled is False
+
+
+def test_cli_train_failure_exits_non_zero_with_one_line(tmp_path, capsys, monkeypatch):
+    import segnb.checkpoint
+    import segnb.data
+
+    monkeypatch.setattr(segnb.data, "load_dataset", lambda source, **o: load_shapes(n=24, size=32, seed=0))
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(segnb.checkpoint, "save_model", disk_full)
+    assert main(["train", "--epochs", "1", "--out", str(tmp_path / "run"), "--json"]) == 1
+    captured = capsys.readouterr()
+    assert "training failed: OSError: [Errno 28] No space left on device" in captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+# ---------------------------------------------------------------- item 7: problems found before the first epoch
+
+
+class CountSteps(Callback):
+    def __init__(self):
+        self.steps = 0
+
+    def on_step_end(self, trainer):
+        self.steps += 1
+
+
+def test_an_output_folder_that_cannot_be_written_is_found_before_the_first_step(data, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    counter = CountSteps()
+    with pytest.raises(CheckpointError, match="cannot be written"):
+        fit(_model(data), data, epochs=2, batch_size=8, checkpoint_dir=blocker / "run", callbacks=[counter],
+            progress=False)
+    assert counter.steps == 0
+
+    import pathlib
+
+    def read_only(self, payload):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", read_only)  # tests run as root: chmod would not stop us
+    with pytest.raises(CheckpointError, match="Permission denied"):
+        fit(_model(data), data, epochs=2, batch_size=8, checkpoint_dir=tmp_path / "ro", callbacks=[counter],
+            progress=False)
+    assert counter.steps == 0
+
+
+def test_a_full_output_folder_is_found_before_the_first_step(data, tmp_path, monkeypatch):
+    import segnb.checkpoint
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(segnb.checkpoint.shutil, "disk_usage", lambda path: usage._replace(free=1 << 20))
+    counter = CountSteps()
+    with pytest.raises(CheckpointError, match=r"has 1 MiB free.*need about"):
+        fit(_model(data), data, epochs=2, batch_size=8, checkpoint_dir=tmp_path, callbacks=[counter],
+            progress=False)
+    assert counter.steps == 0
+
+
+def test_the_first_batch_is_checked_before_training(data):
+    model = _model(data)
+    model.std = (0.0, 0.0, 0.0)  # a broken normalisation: every input becomes inf or nan
+    with pytest.raises(SegnbError, match="NaN or infinite"):
+        fit(model, data, epochs=1, batch_size=8, progress=False)
+
+    class FiveClasses(torch.nn.Module):  # says nothing about its classes; its output does
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 5, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    with pytest.raises(SegnbError, match="outputs 5 classes but the dataset has 7"):
+        fit(FiveClasses(), data, epochs=1, batch_size=8, progress=False)
+
+
+def test_resume_into_a_copied_run_folder(data, tmp_path):
+    options = dict(batch_size=8, progress=False, seed=1)
+    fit(_model(data), data, epochs=1, checkpoint_dir=tmp_path / "a", **options)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # copies the folders the links point to
+    assert (tmp_path / "b" / "last").is_dir() and not (tmp_path / "b" / "last").is_symlink()
+    history = fit(_model(data), data, epochs=2, checkpoint_dir=tmp_path / "b", resume=tmp_path / "b", **options)
+    assert history.stopped == "completed" and [r["epoch"] for r in history.epochs] == [1, 2]
+    assert (tmp_path / "b" / "last").is_symlink() and load_checkpoint(tmp_path / "b")[0]["epoch"] == 2
+    assert not list((tmp_path / "b").glob(".*.link-*"))
+    load_model(tmp_path / "b" / "last")
+
+
+def test_orphans_of_killed_writes_are_cleaned_at_the_next_start(data, tmp_path):
+    fit(_model(data), data, epochs=1, batch_size=8, checkpoint_dir=tmp_path, progress=False)
+    live = {(tmp_path / t).resolve() for t in ("last", "best")}
+    for name in (".last-00000099-abc123", ".best-00000099-def456"):  # what kill -9 mid-write leaves
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"x" * 1000)
+    os.symlink(".last-gone", tmp_path / ".last.link-abc123")
+    fit(_model(data), data, epochs=2, batch_size=8, checkpoint_dir=tmp_path, resume=tmp_path, progress=False)
+    hidden = {p.name for p in tmp_path.iterdir() if p.name.startswith(".")}
+    assert hidden == {(tmp_path / t).resolve().name for t in ("last", "best")}
+    assert not any(path.exists() for path in live - {(tmp_path / t).resolve() for t in ("last", "best")})
+
+
+# ---------------------------------------------------------------- item 8: non-finite loss
+
+
+class NaNAtCall(torch.nn.Module):
+    def __init__(self, call):
+        super().__init__()
+        self.call, self.calls = call, 0
+
+    def forward(self, logits, target):
+        self.calls += 1
+        loss = torch.nn.functional.cross_entropy(logits.float(), target, ignore_index=255)
+        return loss * float("nan") if self.calls >= self.call else loss
+
+
+class Explode(Callback):
+    """The weights run away (as with a too-high learning rate) before the loss turns NaN."""
+
+    def on_step_end(self, trainer):
+        if trainer.step == 1:
+            with torch.no_grad():
+                for p in trainer.unwrapped.parameters():
+                    p.mul_(1e30)
+
+
+def test_non_finite_loss_without_checkpoints_goes_back_to_the_weights_in_memory(data):
+    model = _model(data)
+    start = _state(model)
+    history = fit(model, data, epochs=2, batch_size=8, loss=NaNAtCall(2), callbacks=[Explode()], progress=False)
+    assert history.stopped.startswith("non-finite loss (nan) at step 1 (epoch 1)")
+    assert "put back to its weights from before training started" in history.stopped
+    assert "No checkpoint was written (no checkpoint_dir)" in history.stopped and "/last" not in history.stopped
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, start[key]), key
+    assert max(float(p.detach().abs().max()) for p in model.parameters()) < 1e3
+
+
+def test_non_finite_loss_names_only_checkpoints_that_exist(data, tmp_path):
+    history = fit(_model(data), data, epochs=2, batch_size=8, loss=NaNAtCall(2), checkpoint_dir=tmp_path,
+                  progress=False)
+    assert "No checkpoint was written yet" in history.stopped and str(tmp_path) not in history.stopped
+    assert not (tmp_path / "last").exists()
+
+
+# ---------------------------------------------------------------- item 9: one fit per model at a time
+
+
+class Pause(Callback):
+    """Holds the training thread at a step boundary until the test lets it go."""
+
+    def __init__(self, at=2):
+        self.at, self.reached, self.go = at, threading.Event(), threading.Event()
+
+    def on_step_end(self, trainer):
+        if trainer.step == self.at:
+            self.reached.set()
+            self.go.wait(60)
+
+
+def test_a_second_fit_on_a_model_being_trained_is_refused(data):
+    model, pause = _model(data), Pause()
+    handle = fit(model, data, epochs=3, batch_size=8, callbacks=[pause], background=True, progress=False)
+    try:
+        assert pause.reached.wait(60)
+        with pytest.raises(SegnbError, match="already being trained"):
+            fit(model, data, epochs=1, batch_size=8, progress=False)
+        with pytest.raises(SegnbError, match="already being trained"):
+            lr_find(model, data, steps=3, batch_size=8)
+    finally:
+        pause.go.set()
+        handle.stop()
+    assert handle.history.stopped == "stopped by the user"
+    assert fit(model, data, epochs=1, batch_size=8, progress=False).stopped == "completed"
+
+
+# ---------------------------------------------------------------- one home for inference
+
+
+def test_preprocessing_is_the_datasets_own(data):
+    model = _model(data)
+    image, mask = data["train"][0]
+    mean, std = normalisation(model)
+    assert (mean, std) == (model.mean, model.std)
+    expected, _ = SegTransform(mean=mean, std=std)(image, mask)
+    assert torch.allclose(to_tensor(image, mean, std), expected)
+
+
+def test_predict_restores_each_modules_mode_and_takes_images_of_any_size(data):
+    model = _model(data, "unet-classic")
+    model.train()
+    frozen = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    frozen.eval()  # a frozen batch norm, as in fine-tuning
+    modes = {name: m.training for name, m in model.named_modules()}
+    images = [np.zeros((32, 32, 3), np.uint8), np.full((21, 27, 3), 200, np.uint8), np.zeros((32, 32, 3), np.uint8)]
+    out = predict(model, images, batch_size=2)
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    assert [tuple(p.shape) for p in out.probs] == [(7, 32, 32), (7, 21, 27), (7, 32, 32)]
+    assert [tuple(m.shape) for m in out.masks] == [(32, 32), (21, 27), (32, 32)]
+    alone = predict(model, images[1])
+    assert torch.allclose(alone.probs[0], out.probs[1], atol=1e-6)
+    out.probs[0] *= 2  # ordinary tensors, not inference-mode ones
+
+
+def test_inference_uses_the_training_precision(data):
+    model = _model(data)
+    fit(model, data, epochs=1, batch_size=8, precision="bf16", progress=False)
+    with Inference(model) as run:
+        assert run.precision == "bf16"
+        assert run(run.batch(data["train"][0][0])).dtype == torch.float32
+    assert Inference(model, precision="fp32").precision == "fp32"
+
+
+def test_looking_at_a_model_while_it_trains_never_touches_the_training_model(data):
+    model, pause = _model(data, "unet-classic"), Pause()
+    handle = fit(model, data, epochs=3, batch_size=4, callbacks=[pause], background=True, progress=False)
+    try:
+        assert pause.reached.wait(60)
+        before = _state(model)
+        image = data["validation"][0][0]
+        assert all(m.training for m in model.modules())
+        probs = predict(model, image).probs[0]
+        cam = ins.grad_cam(model, image, target_class=1, stage=-2)
+        stages = ins.stage_features(model, image)
+        decoder = ins.decoder_activations(model, image)
+        report = evaluate(model, data)
+        assert all(m.training for m in model.modules())  # no batch-norm mode switch
+        assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())  # no hooks
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, before[key]), key
+        with Inference(model) as run:
+            assert run.module is not model  # a copy of the weights, taken between two steps
+            for key, value in run.module.state_dict().items():
+                assert torch.equal(value, before[key]), key
+        assert probs.shape == (7, 32, 32) and cam.shape == (32, 32) and stages and decoder
+        assert 0 <= report.miou <= 1
+    finally:
+        pause.go.set()
+        handle.stop()
+    assert handle.history.stopped == "stopped by the user"
+
+
+def test_attention_maps_while_a_vit_trains_leave_its_attention_alone(data):
+    torch.manual_seed(0)
+    model = build_model("setr-pup", "test_vit", class_names=data.class_names)
+    vit = ins.find_vit(model)
+    for block in vit.blocks:
+        block.attn.fused_attn = True
+    pause = Pause(at=1)
+    handle = fit(model, data, epochs=1, batch_size=8, callbacks=[pause], background=True, progress=False)
+    try:
+        assert pause.reached.wait(120)
+        seen = []
+        for block in vit.blocks:  # records every module that runs (copies of this hook included)
+            block.attn.register_forward_pre_hook(lambda m, i: seen.append(m))
+        maps = ins.attention_maps(model, data["train"][0][0])
+        originals = {id(block.attn) for block in vit.blocks}
+        assert len(seen) == len(vit.blocks) and not originals & {id(m) for m in seen}  # ran on a copy
+        assert all(block.attn.fused_attn for block in vit.blocks)
+        assert maps.fused_was_on and np.allclose(maps.attn.sum(-1), 1.0, atol=1e-4)
+    finally:
+        for block in vit.blocks:
+            block.attn._forward_pre_hooks.clear()
+        pause.go.set()
+        handle.wait(120)
+
+
+def test_lr_find_shares_the_training_step_and_never_suggests_from_the_nan_region(data, monkeypatch):
+    calls = []
+    real = Trainer.train_step
+
+    def counted(self, images, masks, lr):
+        calls.append(lr)
+        return real(self, images, masks, lr)
+
+    monkeypatch.setattr(Trainer, "train_step", counted)
+    model = _model(data)
+    before = _state(model)
+    result = lr_find(model, data, start_lr=1e-6, end_lr=1.0, steps=20, batch_size=8, loss=NaNAtCall(10))
+    assert len(calls) == 10  # the tenth step's loss was NaN: the test ended there
+    assert len(result["losses"]) == 9 and all(math.isfinite(v) for v in result["losses"])
+    assert result["suggestion"] in result["lrs"][:9]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+# ---------------------------------------------------------------- smaller defects
+
+
+def test_interrupted_cli_train_exits_130_and_its_step_counts_agree(tmp_path, capsys, monkeypatch):
+    import segnb.data
+    import segnb.models
+
+    monkeypatch.setattr(segnb.data, "load_dataset", lambda source, **o: load_shapes(n=24, size=32, seed=0))
+    real_build = segnb.models.build_model
+
+    def build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        forward, calls = model.forward, []
+
+        def interrupting(x):
+            if model.training:
+                calls.append(1)
+                if len(calls) == 8:  # Ctrl+C arrives in the middle of step 8 (epoch 2 of 5 steps each)
+                    os.kill(os.getpid(), signal.SIGINT)
+            return forward(x)
+
+        model.forward = interrupting
+        return model
+
+    monkeypatch.setattr(segnb.models, "build_model", build)
+    code = main(["train", "--epochs", "3", "--batch-size", "4", "--out", str(tmp_path / "run"), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 130
+    assert result["stopped"] == "interrupted at step 8" and result["steps"] == 8 and result["epochs"] == 1
+
+
+def test_resume_with_another_optimizer_says_so(data, tmp_path):
+    fit(_model(data), data, epochs=1, batch_size=8, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match="written with optimizer 'adamw'.*uses 'sgd'"):
+        fit(_model(data), data, epochs=2, batch_size=8, optimizer="sgd", resume=tmp_path, progress=False)
+    assert fit(_model(data), data, epochs=2, batch_size=8, resume=tmp_path, progress=False).stopped == "completed"
+
+
+def test_unknown_scheduler_is_a_clear_error(data):
+    with pytest.raises(SegnbError, match="Unknown scheduler 'cosin': use one of cosine, constant"):
+        fit(_model(data), data, scheduler="cosin", progress=False)
+
+
+def test_resume_restores_the_cuda_random_state(monkeypatch):
+    fake = torch.arange(16, dtype=torch.uint8)
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [fake])
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((state, device)))
+    saved = rng_state()
+    assert torch.equal(saved["rng.cuda.0"], fake)
+    saved["rng.cuda.1"] = fake + 1  # written on two GPUs, resumed on one
+    restore_rng_state(saved)
+    assert len(restored) == 1 and torch.equal(restored[0][0], fake) and restored[0][1] == 0
