@@ -50,7 +50,7 @@ from segnb.metrics import ConfusionMeter, Scores, confusion_matrix, scores_from_
 
 __all__ = [
     "History", "Trainer", "TrainingHandle", "fit", "evaluate", "predict", "lr_find",
-    "resolve_device", "resolve_precision", "EvalReport", "Prediction",
+    "resolve_device", "resolve_precision", "EvalReport", "Prediction", "check_classes",
 ]
 
 
@@ -730,7 +730,7 @@ def evaluate(model, data: SegmentationDataset, split: str | None = None, batch_s
     dataset would leave out every pixel predicted as classes 7-11, so a mismatch is refused.
     """
     split = split or data.eval_split
-    _check_classes(getattr(model, "num_classes", None), data)
+    check_classes(model, data)
     total = torch.zeros(data.num_classes, data.num_classes, dtype=torch.long)
     per_image, index = [], 0
     with Inference(model, device=resolve_device(device), precision=precision) as run:
@@ -739,7 +739,7 @@ def evaluate(model, data: SegmentationDataset, split: str | None = None, batch_s
         loader = DataLoader(data.torch_split(split, transform), batch_size=batch_size, shuffle=False)
         for images, masks in loader:
             logits = run(images)  # (B, K, H, W)
-            _check_classes(logits.shape[1], data)
+            check_classes(logits.shape[1], data)
             with torch.inference_mode(False):  # metric buffers stay ordinary tensors
                 for p, t in zip(logits.argmax(1).cpu(), masks, strict=True):
                     cm = confusion_matrix(p, t, data.num_classes, data.ignore_index)
@@ -752,7 +752,9 @@ def evaluate(model, data: SegmentationDataset, split: str | None = None, batch_s
     return EvalReport(scores_from_confusion(total), list(data.class_names), pixels, per_image)
 
 
-def _check_classes(model_classes: int | None, data: SegmentationDataset) -> None:
+def check_classes(model, data: SegmentationDataset) -> None:
+    """Refuse to score ``model`` (or a class count, e.g. of its logits) on a dataset with other classes."""
+    model_classes = model if isinstance(model, int) else getattr(model, "num_classes", None)
     if model_classes is not None and model_classes != data.num_classes:
         raise SegnbError(
             f"The model predicts {model_classes} classes but the dataset {data.source!r} has {data.num_classes}: "

@@ -74,6 +74,13 @@ def test_evaluate_refuses_a_model_for_other_classes(data):
         evaluate(Bare(), data)
 
 
+def test_the_classical_table_refuses_a_model_for_other_classes(data):
+    from segnb.classical import compare
+
+    with pytest.raises(SegnbError, match="predicts 12 classes"):
+        compare(data, methods=("kmeans",), images=1, model=build_model("fcn8s", "vgg-tiny", num_classes=12))
+
+
 # ---------------------------------------------------------------- item 6: a failure says "failed" everywhere
 
 
@@ -335,6 +342,26 @@ def test_a_second_fit_on_a_model_being_trained_is_refused(data):
     assert fit(model, data, epochs=1, batch_size=8, progress=False).stopped == "completed"
 
 
+def test_start_in_a_second_panel_is_refused_while_the_first_trains():
+    from segnb.ui.common import SharedState
+    from segnb.ui.panels import TrainPanel
+
+    state, pause = SharedState(), Pause()
+    state.data = load_shapes(n=24, size=32, seed=1)
+    state.model = _model(state.data)
+    first, second = TrainPanel(state, callbacks=[pause]), TrainPanel(state)
+    first.start_button.click()
+    try:
+        assert pause.reached.wait(60)
+        second.start_button.click()
+        assert "already being trained" in second.errors.value
+        assert second.start_button.disabled is False and second.handle is None
+    finally:
+        pause.go.set()
+        first.handle.stop()
+    assert "stopped by the user" in first.status.value
+
+
 # ---------------------------------------------------------------- one home for inference
 
 
@@ -428,19 +455,19 @@ def test_attention_maps_while_a_vit_trains_leave_its_attention_alone(data):
 
 def test_lr_find_shares_the_training_step_and_never_suggests_from_the_nan_region(data, monkeypatch):
     calls = []
-    real = Trainer.train_step
+    real = getattr(Trainer, "train_step", None)
 
     def counted(self, images, masks, lr):
         calls.append(lr)
         return real(self, images, masks, lr)
 
-    monkeypatch.setattr(Trainer, "train_step", counted)
+    monkeypatch.setattr(Trainer, "train_step", counted, raising=False)
     model = _model(data)
     before = _state(model)
     result = lr_find(model, data, start_lr=1e-6, end_lr=1.0, steps=20, batch_size=8, loss=NaNAtCall(10))
-    assert len(calls) == 10  # the tenth step's loss was NaN: the test ended there
     assert len(result["losses"]) == 9 and all(math.isfinite(v) for v in result["losses"])
     assert result["suggestion"] in result["lrs"][:9]
+    assert len(calls) == 10  # fit's own step, ten times: the tenth loss was NaN and the test ended there
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
 

@@ -281,11 +281,16 @@ class TrainPanel(W.VBox):
         self.progress.value, self.progress.max = 0, 1
         self.start_button.disabled, self.stop_button.disabled = True, False
         self._status_line("starting ...")
-        self.handle = fit(model, data, epochs=self.epochs.value, batch_size=self.batch_size.value,
-                          lr=self.lr.value, loss=self.loss.value, max_minutes=self.max_minutes.value,
-                          progress=ProgressCallback(_PanelRenderer(self)),
-                          callbacks=[_PanelCallback(self), *self.extra_callbacks],
-                          background=True, seed=self.state.seed)
+        try:
+            self.handle = fit(model, data, epochs=self.epochs.value, batch_size=self.batch_size.value,
+                              lr=self.lr.value, loss=self.loss.value, max_minutes=self.max_minutes.value,
+                              progress=ProgressCallback(_PanelRenderer(self)),
+                              callbacks=[_PanelCallback(self), *self.extra_callbacks],
+                              background=True, seed=self.state.seed)
+        except Exception:  # e.g. the model trains in another panel: say so, and Start works again
+            self.start_button.disabled, self.stop_button.disabled = False, True
+            self._status_line("not started")
+            raise
         return self.handle
 
     def stop(self):
