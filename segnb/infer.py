@@ -97,7 +97,7 @@ class Inference:
         model: a segnb model, or any module mapping (B, 3, H, W) to logits (B, K, H, W).
         device: where to run; default: where the model's weights are.
         precision: ``fp32``, ``bf16``, ``fp16`` or ``auto``; default: the precision the
-            model was last trained at in this session, else ``auto`` (fp32 on the CPU).
+            model is (or was last) trained at in this session, else ``fp32``.
         grad: keep autograd on (Grad-CAM needs gradients); otherwise ``inference_mode``.
 
     ``run.module`` is the module that really runs: the model itself, or, while another
@@ -118,7 +118,7 @@ class Inference:
             self.module = self.module.to(resolve_device(device))
         self.device = _device_of(self.module)
         if precision is None:
-            precision = trainer.precision if trainer is not None else _PRECISION.get(model, "auto")
+            precision = trainer.precision if trainer is not None else _PRECISION.get(model, "fp32")
         if precision == "fp16" and self.device.type != "cuda":
             precision = "fp32"  # trained on a GPU in fp16, looked at on the CPU
         self.precision = resolve_precision(precision, self.device)

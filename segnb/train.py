@@ -270,10 +270,6 @@ class Trainer:
         from segnb.errors import CheckpointError
 
         meta, tensors = load_checkpoint(path)
-        try:  # the weights straight into this model: no second model is built
-            self.unwrapped.load_state_dict(load_file(str(Path(meta["folder"]) / "model.safetensors")))
-        except (RuntimeError, OSError, SafetensorError) as err:
-            raise CheckpointError(f"{meta['folder']} does not fit this model or is damaged: {err}") from None
         saved_groups = meta["optimizer_state"]["param_groups"]
         if [set(g) - {"params"} for g in saved_groups] != [set(g) - {"params"} for g in self.optimizer.param_groups]:
             saved = meta.get("optimizer_name", "another optimizer")
@@ -281,6 +277,10 @@ class Trainer:
                 f"{meta['folder']} was written with optimizer {saved!r}, and this run uses "
                 f"{self.optimizer_name!r}: its state does not fit. Resume with optimizer={saved!r}, "
                 "or start a fresh run (no resume) to switch optimizers.")
+        try:  # the weights straight into this model: no second model is built
+            self.unwrapped.load_state_dict(load_file(str(Path(meta["folder"]) / "model.safetensors")))
+        except (RuntimeError, OSError, SafetensorError) as err:
+            raise CheckpointError(f"{meta['folder']} does not fit this model or is damaged: {err}") from None
         self.optimizer.load_state_dict(meta["optimizer_state"])
         if meta.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(meta["scaler"])

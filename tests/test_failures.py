@@ -505,8 +505,12 @@ def test_interrupted_cli_train_exits_130_and_its_step_counts_agree(tmp_path, cap
 
 def test_resume_with_another_optimizer_says_so(data, tmp_path):
     fit(_model(data), data, epochs=1, batch_size=8, checkpoint_dir=tmp_path, progress=False)
+    model = _model(data, seed=5)
+    before = _state(model)
     with pytest.raises(CheckpointError, match="written with optimizer 'adamw'.*uses 'sgd'"):
-        fit(_model(data), data, epochs=2, batch_size=8, optimizer="sgd", resume=tmp_path, progress=False)
+        fit(model, data, epochs=2, batch_size=8, optimizer="sgd", resume=tmp_path, progress=False)
+    for key, value in model.state_dict().items():  # refused before anything was loaded into it
+        assert torch.equal(value, before[key]), key
     assert fit(_model(data), data, epochs=2, batch_size=8, resume=tmp_path, progress=False).stopped == "completed"
 
 
