@@ -131,7 +131,11 @@ class Trainer:
     """The state of one training run; :func:`fit` builds one and calls :meth:`run`.
 
     Callbacks read ``model``, ``optimizer``, ``history``, ``epoch``, ``step``,
-    ``total_steps``, ``last_loss``, ``scores``, ``device``, ``precision``.
+    ``total_steps``, ``last_loss``, ``scores``, ``device``, ``precision``, and
+    ``failure`` (the exception, once training failed).
+
+    While it lives and has not ended, it holds its model: a second run on the same model
+    is refused, and :class:`segnb.infer.Inference` looks at :meth:`snapshot` copies.
     """
 
     def __init__(self, model, data: SegmentationDataset, epochs: int = 10, batch_size: int = 16,
@@ -296,14 +300,14 @@ class Trainer:
     def run(self) -> History:
         """Train from ``start_epoch`` to ``epochs``; returns the history, or raises after a failure."""
         infer.claim(self._claimed, self)  # still ours? (two runs built at the same moment)
-        self.thread = threading.current_thread()
+        self.active, self.thread = True, threading.current_thread()
         if not self.resumed:  # a resumed run continues the random stream saved in its checkpoint
             torch.manual_seed(self.seed)
         start = time.monotonic()
         self._deadline = start + self.max_minutes * 60 if self.max_minutes else None
         previous_handler = self._install_sigint()
-        self._keep_good_weights()  # what a non-finite loss goes back to
         try:
+            self._keep_good_weights()  # what a non-finite loss goes back to
             self._check_first_batch()
             self.notify("on_fit_start")
             for epoch in range(self.start_epoch, self.epochs):
