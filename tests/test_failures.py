@@ -311,6 +311,32 @@ def test_non_finite_loss_names_only_checkpoints_that_exist(data, tmp_path):
     assert not (tmp_path / "last").exists()
 
 
+def test_the_out_of_memory_probe_uses_the_training_step_and_leaves_batch_norm_alone(data):
+    model = _model(data, "unet-classic")
+    seen = {}
+
+    class SmallGPU(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            self.num_classes, self.mean, self.std = inner.num_classes, inner.mean, inner.std
+
+        def forward(self, x):
+            if self.training and len(x) > 3:
+                seen["buffers"] = [b.clone() for b in self.inner.buffers()]  # as they were before the step
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            if self.training:
+                seen["autocast"] = torch.is_autocast_enabled("cpu")
+            return self.inner(x)
+
+    with pytest.warns(UserWarning, match="batch_size=2 fits"):
+        history = fit(SmallGPU(model), data, epochs=1, batch_size=8, precision="bf16", progress=False)
+    assert history.stopped.startswith("CUDA out of memory at batch_size=8")
+    assert seen["autocast"]  # the probe ran the training step's forward, under its autocast
+    for before, after in zip(seen["buffers"], model.buffers(), strict=True):
+        assert torch.equal(before, after)  # the probe's forward passes moved no statistics
+
+
 # ---------------------------------------------------------------- item 9: one fit per model at a time
 
 
