@@ -185,7 +185,7 @@ def test_cached_batches_cover_the_split_once_per_epoch(small):
     seen = [torch.cat([(x[:, 0] * 255).round().flatten(1)[:, :64] for x, _ in r]) for r in ranks]
     assert len(seen[0]) == len(seen[1]) == -(-len(decoded) // 2)  # padded to equal shares
     rows = {tuple(row.tolist()) for row in torch.cat(seen)}
-    assert rows == {tuple(row.tolist()) for row in first}, "together the ranks see every image
+    assert rows == {tuple(row.tolist()) for row in first}, "together the ranks see every image"
 
 
 def test_export_folder_round_trips_through_load_dataset(tmp_path, small):
