@@ -27,6 +27,18 @@ def _to_unit(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images
 
 
+def scale_shift_grid(scale_x: torch.Tensor, scale_y: torch.Tensor, shift_x: torch.Tensor,
+                     shift_y: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``F.affine_grid`` for diagonal matrices ``[[sx, 0, tx], [0, sy, ty]]`` (align_corners=False),
+    built per axis: the same grid at a fraction of the cost on the CPU. Returns ``(B, H, W, 2)``."""
+    device, dtype = scale_x.device, scale_x.dtype
+    u = (torch.arange(width, device=device, dtype=dtype) * 2 + 1) / width - 1  # pixel centres in [-1, 1]
+    v = (torch.arange(height, device=device, dtype=dtype) * 2 + 1) / height - 1
+    grid_x = scale_x[:, None, None] * u[None, None, :] + shift_x[:, None, None]  # (B, 1, W)
+    grid_y = scale_y[:, None, None] * v[None, :, None] + shift_y[:, None, None]  # (B, H, 1)
+    return torch.stack(torch.broadcast_tensors(grid_x, grid_y), dim=-1)
+
+
 def augment_batch(images: torch.Tensor, masks: torch.Tensor, *, hflip: bool = True,
                   scale: tuple[float, float] | None = None, ignore_index: int = 255,
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,33 +53,29 @@ def augment_batch(images: torch.Tensor, masks: torch.Tensor, *, hflip: bool = Tr
         masks: ``(B, H, W)`` int64 class indices (``ignore_index`` for void).
         generator: a generator on the images' device, for reproducible draws.
     """
-    x = _to_unit(images)  # (B, 3, H, W)
-    batch, device = x.shape[0], x.device
+    batch, device = images.shape[0], images.device
 
     def uniform(lo: float, hi: float) -> torch.Tensor:
         return torch.rand(batch, device=device, generator=generator) * (hi - lo) + lo
 
     flip = (uniform(0.0, 1.0) < 0.5) if hflip else torch.zeros(batch, dtype=torch.bool, device=device)
-    if scale is None:  # a flip alone is a copy: no resampling
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if scale is None:  # a flip alone is a copy, done on the uint8 bytes: no resampling
+        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
         masks = torch.where(flip[:, None, None], masks.flip(-1), masks)
-        return x, masks
+        return _to_unit(images), masks
 
+    x = _to_unit(images)  # (B, 3, H, W)
+    height, width = x.shape[-2:]
     inverse = 1.0 / uniform(*scale)  # the source window's size, in units of the image
     room = (1.0 - inverse).abs()  # how far the window's centre may move
     shift_x, shift_y = uniform(-1.0, 1.0) * room, uniform(-1.0, 1.0) * room
     sign = 1.0 - 2.0 * flip.float()  # -1 mirrors x
-    theta = torch.zeros(batch, 2, 3, device=device)  # output (u, v) -> source (x, y), normalised
-    theta[:, 0, 0] = inverse * sign
-    theta[:, 0, 2] = shift_x
-    theta[:, 1, 1] = inverse
-    theta[:, 1, 2] = shift_y
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
+    grid = scale_shift_grid(inverse * sign, inverse, shift_x, shift_y, height, width)  # (B, H, W, 2)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     # Masks shifted by one so that 0 means "outside the image" after zero padding.
     shifted = (masks + 1).to(torch.float32)[:, None]  # (B, 1, H, W), exact below 2**24
     sampled = F.grid_sample(shifted, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    masks = sampled[:, 0].round().long() - 1
+    masks = sampled[:, 0].long() - 1  # nearest sampling returns the stored integers exactly
     masks = masks.masked_fill(masks < 0, ignore_index)
     return x, masks
 

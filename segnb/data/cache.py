@@ -108,8 +108,9 @@ class _Decode(TorchDataset):
         x = torch.from_numpy(np.require(image, requirements="W")).permute(2, 0, 1)  # (3, H, W) uint8
         y = _store_mask(mask, self.ignore_index, self.dtype)  # (H, W)
         if self.size is not None and tuple(x.shape[1:]) != tuple(self.size):
-            x = F.interpolate(x[None].float(), size=self.size, mode="bilinear", antialias=True,
-                              align_corners=False)[0].round_().clamp_(0, 255).to(torch.uint8)
+            # torch's uint8 channels-last path: ~25x faster than float, within 1 grey level of it.
+            x = F.interpolate(x[None].contiguous(memory_format=torch.channels_last), size=self.size,
+                              mode="bilinear", antialias=True, align_corners=False)[0]
             y = F.interpolate(y[None, None].float(), size=self.size, mode="nearest-exact")[0, 0].to(self.dtype)
         return x.contiguous(), y.contiguous()
 
