@@ -148,9 +148,9 @@ class Trainer:
         self.accelerator = _accelerator(self.device)
         self.device = self.accelerator.device
         self.is_main_process = self.accelerator.is_main_process
-        self.schedule = SCHEDULES[scheduler] if isinstance(scheduler, str) else scheduler
         if isinstance(scheduler, str) and scheduler not in SCHEDULES:
             raise SegnbError(f"scheduler must be one of {list(SCHEDULES)} or a function (step, total, lr, warmup) -> lr.")
+        self.schedule = SCHEDULES[scheduler] if isinstance(scheduler, str) else scheduler
 
         weights = None
         if loss == "weighted_ce":
@@ -521,6 +521,7 @@ def fit(model, data: SegmentationDataset, epochs: int = 10, batch_size: int = 16
     Returns:
         The :class:`History` (``history.stopped`` says why it ended), or a handle with ``background=True``.
     """
+    model.trained_on = data.provenance()  # save_model records it; segnb eval defaults to it
     trainer = Trainer(model, data, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
                       optimizer=optimizer, scheduler=scheduler, precision=precision, device=device,
                       callbacks=callbacks, **options)
