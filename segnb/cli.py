@@ -52,10 +52,12 @@ def _loss(text: str) -> str:
 
 def _parse_options(pairs: list[str]) -> dict:
     """``key=value`` pairs; values are read as JSON when they parse (numbers, true, lists)."""
+    from segnb.errors import SegnbError
+
     options = {}
     for pair in pairs:
         if "=" not in pair:
-            raise SystemExit(f"segnb: option {pair!r} must look like key=value (e.g. reduce_labels=true).")
+            raise SegnbError(f"option {pair!r} must look like key=value (e.g. reduce_labels=true).")
         key, value = pair.split("=", 1)
         try:
             options[key] = json.loads(value)
@@ -329,8 +331,15 @@ def _studio(args) -> int:
         return _serve(command, env)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (what is wrong, where to look), not the whole usage."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="segnb", description="Semantic segmentation for research and teaching."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
