@@ -101,6 +101,10 @@ def load_model(path, device: str | torch.device = "cpu") -> SegModel:
         spec = meta["spec"]
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{meta_path} is damaged or not a segnb model file ({err}).") from None
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{weights_path} is truncated or damaged ({err}); use another checkpoint.") from None
     expected = meta.get("weights_sha256")  # absent in files saved before checksums: still loaded
     if expected is not None and sha256(weights_path) != expected:
         raise CheckpointError(
@@ -108,10 +112,6 @@ def load_model(path, device: str | torch.device = "cpu") -> SegModel:
             "damaged after saving (a bit flip, a partial copy). Copy the model folder again, or use "
             "another checkpoint."
         )
-    try:
-        state = load_file(str(weights_path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{weights_path} is truncated or damaged ({err}); use another checkpoint.") from None
     model = build_model(spec["arch"], spec["encoder"], class_names=meta["class_names"], pretrained=False,
                         upsample=spec.get("upsample"), **spec.get("options", {}))
     try:
