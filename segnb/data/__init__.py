@@ -69,23 +69,19 @@ def load_dataset(source, **options) -> SegmentationDataset:
     if text == "shapes":
         labels = {k: options.pop(k) for k in ("class_names", "num_classes", "ignore_index") if k in options}
         data = _call(load_shapes, None, options)
-        data = data.with_labels(**labels) if labels else data
-        data.options = {**options, **labels}
-        return data
+        return data.with_labels(**labels) if labels else data  # with_labels records them
     path = Path(text).expanduser()
     if path.is_dir():
         loader = load_hub if _is_hub_layout(path) else load_folder
         data = _call(loader, path, options)
-        data.source, data.options = str(path.resolve()), dict(options)
+        data.source = str(path.resolve())  # so a saved model finds it again from any folder
         return data
     if path.exists():
         raise DatasetError(f"{path} is a file; give the folder that holds the images and masks.")
     if text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1:
         raise DatasetError(f"No folder at {path}. Check the path (relative to {Path.cwd()}).")
     if is_hub_id(text):
-        data = _call(load_hub, text, options)
-        data.options = dict(options)
-        return data
+        return _call(load_hub, text, options)
     raise DatasetError(
         f"Unknown dataset source {text!r}. Use 'shapes' (built-in, offline), a Hugging Face id like "
         f"{', '.join(repr(k) for k in KNOWN_HUB_DATASETS)}, or a local folder path."

@@ -238,6 +238,19 @@ class TorchSplit(TorchDataset):
         return self.transform(image, mask)
 
 
+def given_options(function, values: dict, skip: tuple[str, ...] = ("root", "source")) -> dict:
+    """The keyword arguments of ``function`` that differ from their defaults (to rebuild a dataset)."""
+    import inspect
+
+    given = {}
+    for name, parameter in inspect.signature(function).parameters.items():
+        if name in skip or name not in values:
+            continue
+        if parameter.default is inspect.Parameter.empty or values[name] != parameter.default:
+            given[name] = values[name]
+    return given
+
+
 class _FrozenList(list):
     """A list that refuses changes in place (class names are fixed once a dataset is loaded)."""
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segnb.data.base import SegmentationDataset, Split
+from segnb.data.base import SegmentationDataset, Split, given_options
 from segnb.data.decode import (
     apply_lut,
     decode_mask,
@@ -171,6 +171,7 @@ def load_folder(
     training pairs is split off, and ``data.notes`` says so. JPEG masks are snapped to their
     class values with a warning, or refused where that cannot be right (``lossy_masks``).
     """
+    options = given_options(load_folder, locals())
     check_label_options(num_classes, ignore_index, class_names)
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -238,6 +239,7 @@ def load_folder(
         source=str(root),
         info={"layout": {k: [str(a), str(b)] for k, (a, b) in layout.items()}, "binary_mask": binary},
         notes=notes,
+        options=options,
     )
 
 

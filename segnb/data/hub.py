@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segnb.data.base import SegmentationDataset, Split
+from segnb.data.base import SegmentationDataset, Split, given_options
 from segnb.data.decode import apply_lut, decode_mask, read_class_names, read_image, remap_labels
 from segnb.data.guess import check_label_options, is_lossy_cell, settle_labels
 from segnb.errors import DatasetError, HubUnavailableError
@@ -414,6 +414,7 @@ def load_hub(
 
     from segnb.data.decode import parse_color_map
 
+    options = given_options(load_hub, locals())
     if on_bad_image not in ("raise", "skip"):
         raise DatasetError(f"on_bad_image must be 'raise' or 'skip', got {on_bad_image!r}.")
     check_label_options(num_classes, ignore_index, class_names)
@@ -494,6 +495,7 @@ def load_hub(
         info={"image_column": image_column, "mask_column": mask_column, "reduce_labels": reduce_labels,
               "binary_mask": binary, "in_memory": label == "in-memory dataset"},
         notes=notes,
+        options=options,
     )
 
 

@@ -20,7 +20,7 @@ import functools
 import numpy as np
 from scipy import ndimage
 
-from segnb.data.base import SegmentationDataset, Split
+from segnb.data.base import SegmentationDataset, Split, given_options
 from segnb.errors import DatasetError
 
 __all__ = ["SHAPES_CLASSES", "render_scene", "load_shapes"]
@@ -145,6 +145,7 @@ def load_shapes(
     Image ``i`` depends only on ``(seed, i)``, so a larger ``n`` keeps the
     first images unchanged.
     """
+    options = given_options(load_shapes, locals())
     for name, value in (("n", n), ("size", size), ("seed", seed), ("void_border", void_border)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise DatasetError(f"shapes: {name} must be a whole number, got {value!r}.")
@@ -171,4 +172,5 @@ def load_shapes(
         palette=SHAPES_PALETTE,
         source="shapes",
         info={"built_in": True, "seed": seed, "image_size": size, "void_border": void_border},
+        options=options,
     )
