@@ -17,6 +17,16 @@ os.environ["HF_HOME"] = str(TEST_HF_HOME)
 for _name in ("HF_DATASETS_CACHE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
     os.environ.pop(_name, None)
 
+# Hypothesis keeps its example database and caches in ./.hypothesis: a temporary folder instead,
+# so a test run leaves the working tree as it found it.
+TEST_HYPOTHESIS_HOME = Path(tempfile.mkdtemp(prefix="segnb-tests-hypothesis-"))
+try:
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    set_hypothesis_home_dir(TEST_HYPOTHESIS_HOME)
+except ImportError:  # pragma: no cover - hypothesis is a test dependency
+    pass
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _temporary_hf_cache():
@@ -28,6 +38,7 @@ def _temporary_hf_cache():
         assert Path(where).is_relative_to(TEST_HF_HOME), f"a test cache outside {TEST_HF_HOME}: {where}"
     yield TEST_HF_HOME
     shutil.rmtree(TEST_HF_HOME, ignore_errors=True)
+    shutil.rmtree(TEST_HYPOTHESIS_HOME, ignore_errors=True)
 
 
 def shared_data(name: str) -> Path:
