@@ -701,3 +701,12 @@ def test_the_cached_copy_says_which_copy(monkeypatch, tmp_path):
                                          r"\(downloaded \d{4}-\d\d-\d\d.*, 6 rows\)"):
         data = load_dataset("segments/sidewalk-semantic")
     assert any(revision in n and "6 rows" in n for n in data.notes)
+
+
+def test_pixel_counts_from_the_histogram_still_refuse_values_outside_the_classes(tmp_path):
+    masks = _blobs(np.random.default_rng(6), [0, 255], 4)
+    _folder(tmp_path, masks, ".jpg")
+    with pytest.warns(UserWarning, match="snapped"):
+        data = load_dataset(tmp_path, val_fraction=0, class_names=["only"], binary=True)
+    with pytest.raises(DatasetError, match=r"values \[1\] outside the 1 classes"):
+        data.pixel_counts()

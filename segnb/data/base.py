@@ -433,6 +433,14 @@ class SegmentationDataset:
             hist = self[split].raw_histogram  # pixels per stored value, scanned at load time
             mapped = self[split].map_values(np.arange(len(hist)))
             keep = (mapped >= 0) & (mapped < self.num_classes) & (mapped != self.ignore_index)
+            outside = (hist > 0) & ~keep & (mapped != self.ignore_index)
+            if outside.any():
+                raise DatasetError(
+                    f"{self.source}: {split} masks hold values {np.unique(mapped[outside])[:10].tolist()} "
+                    f"outside the {self.num_classes} classes 0..{self.num_classes - 1} and not the ignore "
+                    f"index {self.ignore_index}. Fix: pass num_classes= (or class_names=) that covers "
+                    "them, ignore_index= for a void label, or reduce_labels=True if 0 means void."
+                )
             self._counts[split] = np.bincount(
                 mapped[keep], weights=hist[keep], minlength=self.num_classes
             )[: self.num_classes].astype(np.int64)
