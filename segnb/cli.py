@@ -253,15 +253,15 @@ def _serve(command: list[str], env: dict) -> int:
     child = subprocess.Popen(command, env=env)
 
     def forward(signum, frame):
-        child.send_signal(signal.SIGTERM if signum != signal.SIGINT else signal.SIGINT)
+        child.terminate()  # SIGTERM: Jupyter and Voila shut down cleanly
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         while True:
             try:
                 return child.wait()
-            except KeyboardInterrupt:  # Ctrl-C: Jupyter asks to confirm; a second one ends it
-                child.send_signal(signal.SIGINT)
+            except KeyboardInterrupt:  # Ctrl-C ends the server, as before
+                child.terminate()
     finally:
         if child.poll() is None:
             child.terminate()
