@@ -260,3 +260,13 @@ def test_reliability_table_names_existing_tests():
     for file, test in names:
         source = (ROOT / file).read_text()
         assert re.search(rf"def {test}\b", source), f"{file}::{test} is named in RELIABILITY.md but does not exist"
+
+
+def test_wrong_model_options_are_clear_errors():
+    """Today's main: a raw TypeError for num_classes=2.5 and for an unknown teaching-model option."""
+    from segnb.errors import ModelConfigError
+
+    with pytest.raises(ModelConfigError, match="num_classes must be a whole number"):
+        build_model("unet-classic", "vgg-tiny", num_classes=2.5)
+    with pytest.raises(ModelConfigError, match="fcn8s with vgg-tiny: .*'foo'.*architecture options"):
+        build_model("fcn8s", "vgg-tiny", num_classes=3, foo=1)
