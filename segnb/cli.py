@@ -95,13 +95,13 @@ class _EpochPrinter(Callback):
 
     def __init__(self, start: float, held_out: bool = True):
         self.start = start
-        self.val = "val" if held_out else "loss on training images (no validation split):"
+        self.val = "val loss" if held_out else "loss on the training images (no validation split)"
 
     def on_epoch_end(self, trainer):
         import time
 
         record = trainer.history.epochs[-1]
-        print(f"epoch {record['epoch']}: train loss {record['train_loss']:.3f}  {self.val} loss "
+        print(f"epoch {record['epoch']}: train loss {record['train_loss']:.3f}  {self.val} "
               f"{record['val_loss']:.3f}  mIoU {record['miou']:.3f}  {record['images_per_s']:.0f} images/s  "
               f"[{time.monotonic() - self.start:.0f} s]", file=sys.stderr, flush=True)
 

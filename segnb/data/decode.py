@@ -66,7 +66,7 @@ def read_image(obj, label: str = "image") -> np.ndarray:
         image = _shrink(image, label, Image.Resampling.BILINEAR)
         if image.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
             image = image.convert("RGB")
-        return np.asarray(image)
+        return np.array(image)  # writable (torch warns on a read-only array)
     return np.asarray(image)
 
 
