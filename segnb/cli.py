@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 from pathlib import Path
 
@@ -11,13 +13,51 @@ from segnb.callbacks import Callback
 
 __all__ = ["main"]
 
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
+def _device(text: str) -> str:
+    if not DEVICE.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
+    return text
+
+
+def _loss(text: str) -> str:
+    from segnb.losses import LOSSES
+
+    if text not in LOSSES:
+        raise argparse.ArgumentTypeError(f"unknown loss {text!r}; choose one of {', '.join(LOSSES)}")
+    return text
+
 
 def _parse_options(pairs: list[str]) -> dict:
     """``key=value`` pairs; values are read as JSON when they parse (numbers, true, lists)."""
+    from segnb.errors import SegnbError
+
     options = {}
     for pair in pairs:
         if "=" not in pair:
-            raise SystemExit(f"segnb: option {pair!r} must look like key=value (e.g. reduce_labels=true).")
+            raise SegnbError(f"option {pair!r} must look like key=value (e.g. reduce_labels=true).")
         key, value = pair.split("=", 1)
         try:
             options[key] = json.loads(value)
@@ -37,6 +77,8 @@ def _datasets_show(args) -> int:
     print(f"dataset   {summary['source']}")
     print("splits    " + ", ".join(f"{k}: {v}" for k, v in summary["splits"].items()))
     print(f"classes   {summary['num_classes']} (ignore index {summary['ignore_index']})")
+    for note in data.notes:  # every guess the loader made, with the option that overrides it
+        print(f"note      {note}")
     width = max(len(n) for n in data.class_names)
     counts = data.pixel_counts()
     print(f"\n{'class':<{width}}  {'pixels':>12}  {'share':>7}  (split {data.train_split})")
@@ -51,14 +93,15 @@ class _EpochPrinter(Callback):
 
     order = 60
 
-    def __init__(self, start: float):
+    def __init__(self, start: float, held_out: bool = True):
         self.start = start
+        self.val = "val loss" if held_out else "loss on the training images (no validation split)"
 
     def on_epoch_end(self, trainer):
         import time
 
         record = trainer.history.epochs[-1]
-        print(f"epoch {record['epoch']}: train loss {record['train_loss']:.3f}  val loss "
+        print(f"epoch {record['epoch']}: train loss {record['train_loss']:.3f}  {self.val} "
               f"{record['val_loss']:.3f}  mIoU {record['miou']:.3f}  {record['images_per_s']:.0f} images/s  "
               f"[{time.monotonic() - self.start:.0f} s]", file=sys.stderr, flush=True)
 
@@ -78,10 +121,12 @@ def _train(args, demo: bool = False) -> int:
     data_options = _parse_options(args.data_option)
     if args.dataset == "shapes" and args.seed is not None:
         data_options.setdefault("seed", args.seed)
+    if args.ignore_index is not None:  # a loader option, so every split and every guess uses it
+        data_options["ignore_index"] = args.ignore_index
     data = load_dataset(args.dataset, **data_options)
-    if args.ignore_index is not None:
-        data.ignore_index = args.ignore_index
+    _print_notes(data)
     model = build_model(args.arch, args.encoder, class_names=data.class_names, pretrained=args.pretrained)
+    _check_image_size(args.image_size, model)
     device = resolve_device(args.device)
     print(f"segnb {'demo' if demo else 'train'}: {args.arch} on {args.encoder}, "
           f"{sum(p.numel() for p in model.parameters()):,} parameters; {data.source} "
@@ -90,9 +135,11 @@ def _train(args, demo: bool = False) -> int:
     out = Path(args.out)
     try:
         history = fit(model, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
+                      scheduler=args.scheduler,
                       device=device, precision=args.precision, image_size=args.image_size,
                       max_minutes=args.max_minutes, checkpoint_dir=out / "checkpoints", seed=args.seed or 0,
-                      callbacks=[_EpochPrinter(start)], progress=not args.json and sys.stderr.isatty())
+                      callbacks=[_EpochPrinter(start, data.has_validation)],
+                      progress=not args.json and sys.stderr.isatty())
     except KeyboardInterrupt:  # a second Ctrl+C: stop at once
         print(f"segnb: interrupted; the last checkpoint is in {out / 'checkpoints'}", file=sys.stderr)
         return 130
@@ -106,7 +153,7 @@ def _train(args, demo: bool = False) -> int:
     if not history.epochs:
         print(f"segnb: training ended before the first epoch: {history.stopped}", file=sys.stderr)
         return 130 if interrupted else 1
-    folder = save_model(model, out / "model")
+    folder = save_model(model, out / "model", data=data)
     report = evaluate(model, data, image_size=args.image_size, device=device)
     result = {
         "stopped": history.stopped, "epochs": len(history.epochs), "steps": history.steps,
@@ -114,12 +161,16 @@ def _train(args, demo: bool = False) -> int:
         "iou": dict(zip(data.class_names, report.scores.iou, strict=True)),
         "model": str(folder), "checkpoints": str(out / "checkpoints"),
         "seconds": round(time.monotonic() - start, 1),
+        "scored_on": data.eval_split if data.has_validation else f"{data.eval_split} (training images)",
+        "notes": list(data.notes),
     }
     code = 130 if interrupted else 0  # like any program stopped by Ctrl+C; the model is saved all the same
     if args.json:
         print(json.dumps(result))
         return code
-    print(f"\nper-class IoU on the {data.eval_split} split ({history.stopped}):")
+    where = f"the {data.eval_split} split" if data.has_validation else \
+        f"the TRAINING images ({data.eval_split}; there is no validation split)"
+    print(f"\nper-class IoU on {where} ({history.stopped}):")
     shares = data.frequencies(data.eval_split)
     for row, share in zip(report.table(), shares, strict=True):
         iou = row["iou"]
@@ -133,58 +184,175 @@ def _train(args, demo: bool = False) -> int:
 
 def _eval(args) -> int:
     from segnb.data import load_dataset
+    from segnb.errors import SegnbError
     from segnb.models import load_model
+    from segnb.models.io import read_model_info
     from segnb.train import evaluate
 
+    info = read_model_info(args.model)
+    options = _parse_options(args.data_option)
+    source = args.dataset
+    if source is None:  # the dataset the model was trained on, as its model.json records it
+        source = info.get("data_source")
+        if source is None:
+            raise SegnbError(
+                f"{args.model}/model.json does not say which dataset the model was trained on (saved "
+                "before segnb recorded it, or from an in-memory dataset). Pass --dataset."
+            )
+        options = {**info.get("data_options", {}), **options}
+        print(f"segnb eval: dataset {source} {options or ''} (from {args.model}/model.json)",
+              file=sys.stderr)
     model = load_model(args.model)
-    data = load_dataset(args.dataset, **_parse_options(args.data_option))
-    report = evaluate(model, data, split=args.split, image_size=args.image_size, device=args.device)
+    data = load_dataset(source, **options)
+    _print_notes(data)
+    if model.num_classes != data.num_classes:
+        raise SegnbError(
+            f"the model has {model.num_classes} classes but {data.source} has {data.num_classes}: "
+            "scores would count only the pixels both know. Evaluate on the dataset it was trained "
+            "on (leave out --dataset), or pass --data-option num_classes=... / class_names=..."
+        )
+    if args.split is not None and args.split not in data.splits:
+        raise SegnbError(f"no split {args.split!r} in {data.source}; its splits are {data.split_names}.")
+    _check_image_size(args.image_size, model)
+    split = args.split or data.eval_split
+    if split == data.train_split and not data.has_validation:
+        print(f"segnb eval: {data.source} has no validation split; these scores are on TRAINING images.",
+              file=sys.stderr)
+    report = evaluate(model, data, split=split, image_size=args.image_size, device=args.device)
     if args.json:
-        print(json.dumps(report.as_dict()))
+        print(json.dumps({**report.as_dict(), "dataset": data.source, "split": split,
+                          "notes": list(data.notes)}))
     else:
+        print(f"{data.source}, split {split}")
         print(report.format())
     return 0
 
 
-def _lab(args) -> int:
-    import secrets
+def _print_notes(data) -> None:
+    for note in data.notes:
+        print(f"segnb: note: {note}", file=sys.stderr)
+
+
+def _check_image_size(image_size, model) -> None:
+    """Refuse an image smaller than the model's total stride: nothing would be left to segment."""
+    from segnb.errors import SegnbError
+
+    if image_size is None:
+        return
+    smallest = max(int(getattr(model, "pad_multiple", 1) or 1), int(getattr(model, "min_size", 0) or 0))
+    if image_size < smallest:
+        raise SegnbError(
+            f"--image-size {image_size} is below this model's minimum of {smallest} px (its encoder "
+            f"downsamples by {smallest}); use --image-size {smallest} or more."
+        )
+
+
+def _root_refusal(args, name: str) -> int | None:
+    """Jupyter refuses to run as root; say so before starting, and what to do."""
+    import os
+
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and not args.allow_root:
+        print(f"segnb {name}: running as root, which Jupyter refuses. Run it as a normal user, or "
+              f"in a container where root is expected: segnb {name} --allow-root", file=sys.stderr)
+        return 2
+    return None
+
+
+def _serve(command: list[str], env: dict) -> int:
+    """Run a server child; SIGTERM, SIGHUP and Ctrl-C end the child too, never leave it listening."""
+    import signal
     import subprocess
 
+    child = subprocess.Popen(command, env=env)
+
+    def forward(signum, frame):
+        child.terminate()  # SIGTERM: Jupyter and Voila shut down cleanly
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:  # Ctrl-C ends the server, as before
+                child.terminate()
+    finally:
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _token(args) -> str:
+    """--token, else SEGNB_TOKEN, else a fresh random one. Never put on a command line (ps shows it)."""
+    import os
+    import secrets
+
+    return args.token or os.environ.get("SEGNB_TOKEN") or secrets.token_urlsafe(16)
+
+
+def _lab(args) -> int:
+    import os
+
+    refused = _root_refusal(args, "lab")
+    if refused is not None:
+        return refused
     notebooks = Path(args.notebooks).resolve()
-    token = args.token or secrets.token_urlsafe(16)
+    token = _token(args)
     command = [
         sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={notebooks}",
         f"--ServerApp.ip={args.ip}", f"--ServerApp.port={args.port}",
-        f"--IdentityProvider.token={token}", "--no-browser" if args.no_browser else "--ServerApp.open_browser=True",
+        "--no-browser" if args.no_browser else "--ServerApp.open_browser=True",
     ]
+    if args.allow_root:
+        command.append("--ServerApp.allow_root=True")
+    env = {**os.environ, "JUPYTER_TOKEN": token}  # the environment, not the command line
+    env.pop("JUPYTER_TOKEN_FILE", None)
     print(f"JupyterLab on http://{args.ip}:{args.port}/lab?token={token}")
     if args.ip == "127.0.0.1":
         print("Listening on this machine only. To expose it deliberately: segnb lab --ip 0.0.0.0 "
               "(anyone who can reach the port and has the token can run code).")
-    return subprocess.call(command)
+    return _serve(command, env)
 
 
 def _studio(args) -> int:
     """The Studio as a standalone page (Voila): no code cells, for students."""
+    import json as json_module
     import os
-    import secrets
-    import subprocess
+    import tempfile
     from importlib import resources
 
     notebook = resources.files("segnb.ui").joinpath("studio.ipynb")
-    token = args.token or secrets.token_urlsafe(16)
-    env = {**os.environ, "SEGNB_PRESENTATION": "1" if args.presentation else "0"}
-    command = [sys.executable, "-m", "voila", str(notebook), f"--Voila.ip={args.ip}", f"--port={args.port}",
-               f"--token={token}", "--no-browser"]
-    print(f"segnb studio on http://{args.ip}:{args.port}/?token={token}")
-    if args.ip == "127.0.0.1":
-        print("Listening on this machine only. To expose it deliberately: segnb studio --ip 0.0.0.0 "
-              "(anyone who can reach the port and has the token can use it).")
-    return subprocess.call(command, env=env)
+    token = _token(args)
+    with tempfile.TemporaryDirectory(prefix="segnb-studio-") as config:  # 0700: this user only
+        # Voila reads its token from a config file here, not from the command line.
+        path = Path(config) / "voila.json"
+        path.touch(mode=0o600)
+        path.write_text(json_module.dumps({"Voila": {"token": token}}))
+        env = {**os.environ, "SEGNB_PRESENTATION": "1" if args.presentation else "0",
+               "JUPYTER_CONFIG_PATH": os.pathsep.join(
+                   [config, *filter(None, [os.environ.get("JUPYTER_CONFIG_PATH")])])}
+        command = [sys.executable, "-m", "voila", str(notebook), f"--Voila.ip={args.ip}",
+                   f"--port={args.port}", "--no-browser"]
+        print(f"segnb studio on http://{args.ip}:{args.port}/?token={token}")
+        if args.ip == "127.0.0.1":
+            print("Listening on this machine only. To expose it deliberately: segnb studio --ip 0.0.0.0 "
+                  "(anyone who can reach the port and has the token can use it).")
+        return _serve(command, env)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (what is wrong, where to look), not the whole usage."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="segnb", description="Semantic segmentation for research and teaching."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -208,16 +376,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--encoder", default="vgg-tiny")
         p.add_argument("--pretrained", default=False, type=lambda v: {"true": True, "false": False}.get(v.lower(), v),
                        help="false, true, auto, or a .safetensors path")
-        p.add_argument("--epochs", type=int, default=3 if demo else 10)
-        p.add_argument("--batch-size", type=int, default=16)
-        p.add_argument("--lr", type=float, default=1e-2 if demo else 1e-3)
-        p.add_argument("--loss", default="weighted_ce" if demo else "ce",
+        p.add_argument("--epochs", type=_positive_int, default=3 if demo else 10)
+        p.add_argument("--batch-size", type=_positive_int, default=16)
+        p.add_argument("--lr", type=_positive_float, default=1e-2 if demo else 1e-3)
+        p.add_argument("--loss", type=_loss, default="weighted_ce" if demo else "ce",
                        help="ce, weighted_ce (class weights from pixel frequencies), dice, focal, lovasz, ce+dice")
-        p.add_argument("--image-size", type=int, default=None)
-        p.add_argument("--ignore-index", type=int, default=None)
-        p.add_argument("--precision", default="auto")
-        p.add_argument("--max-minutes", type=float, default=1.5 if demo else None, help="wall-clock budget")
-        p.add_argument("--device", default="auto")
+        p.add_argument("--image-size", type=_positive_int, default=None,
+                       help="train and score at this size (at least the model's stride)")
+        p.add_argument("--ignore-index", type=int, default=None,
+                       help="the mask value that means void (passed to the dataset loader)")
+        p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+        p.add_argument("--max-minutes", type=_positive_float, default=1.5 if demo else None,
+                       help="wall-clock budget in minutes (above 0; leave out for none)")
+        p.add_argument("--device", type=_device, default="auto")
+        p.add_argument("--scheduler", default="cosine", choices=["cosine", "constant"])
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--out", default="runs/demo" if demo else "runs/train")
         p.add_argument("--json", action="store_true", help="print the final metrics and paths as one JSON object")
@@ -231,11 +403,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluation = commands.add_parser("eval", help="evaluate a saved model: per-class IoU, confusion")
     evaluation.add_argument("--model", required=True, help="a folder written by save_model or train")
-    evaluation.add_argument("--dataset", default="shapes")
+    evaluation.add_argument("--dataset", default=None,
+                            help="default: the dataset the model was trained on (from its model.json)")
     evaluation.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE")
-    evaluation.add_argument("--split", default=None)
-    evaluation.add_argument("--image-size", type=int, default=None)
-    evaluation.add_argument("--device", default="auto")
+    evaluation.add_argument("--split", default=None, help="default: the validation split")
+    evaluation.add_argument("--image-size", type=_positive_int, default=None)
+    evaluation.add_argument("--device", type=_device, default="auto")
     evaluation.add_argument("--json", action="store_true")
     evaluation.set_defaults(run=_eval)
 
@@ -243,14 +416,15 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--notebooks", default="notebooks")
     lab.add_argument("--ip", default="127.0.0.1")
     lab.add_argument("--port", type=int, default=8888)
-    lab.add_argument("--token", default=None, help="default: a fresh random token")
+    lab.add_argument("--token", default=None, help="default: $SEGNB_TOKEN, else a fresh random token")
     lab.add_argument("--no-browser", action="store_true")
+    lab.add_argument("--allow-root", action="store_true", help="run as root (in a container)")
     lab.set_defaults(run=_lab)
 
     studio = commands.add_parser("studio", help="the Studio as a standalone page (Voila, 127.0.0.1, token)")
     studio.add_argument("--ip", default="127.0.0.1")
     studio.add_argument("--port", type=int, default=8866)
-    studio.add_argument("--token", default=None, help="default: a fresh random token")
+    studio.add_argument("--token", default=None, help="default: $SEGNB_TOKEN, else a fresh random token")
     studio.add_argument("--presentation", action="store_true", help="large fonts and pictures for a projector")
     studio.set_defaults(run=_studio)
     return parser

@@ -679,6 +679,7 @@ def fit(model, data: SegmentationDataset, epochs: int = 10, batch_size: int = 16
         Any error during training, after ``history.stopped`` was set to ``"failed: <error>"``; the
         model keeps the weights of the last completed step and the last checkpoint is intact.
     """
+    model.trained_on = data.provenance()  # save_model records it; segnb eval defaults to it
     trainer = Trainer(model, data, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
                       optimizer=optimizer, scheduler=scheduler, precision=precision, device=device,
                       callbacks=callbacks, **options)

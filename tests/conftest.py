@@ -1,11 +1,44 @@
 import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Every test, and every kernel or server a test starts, uses a Hugging Face cache of its own:
+# set before `datasets` or `huggingface_hub` is imported (they read it once, at import).
+# The user's real ~/.cache/huggingface is never written (scripts/test checks it).
+TEST_HF_HOME = Path(tempfile.mkdtemp(prefix="segnb-tests-hf-"))
+os.environ["HF_HOME"] = str(TEST_HF_HOME)
+for _name in ("HF_DATASETS_CACHE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+    os.environ.pop(_name, None)
+
+# Hypothesis keeps its example database and caches in ./.hypothesis: a temporary folder instead,
+# so a test run leaves the working tree as it found it.
+TEST_HYPOTHESIS_HOME = Path(tempfile.mkdtemp(prefix="segnb-tests-hypothesis-"))
+try:
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    set_hypothesis_home_dir(TEST_HYPOTHESIS_HOME)
+except ImportError:  # pragma: no cover - hypothesis is a test dependency
+    pass
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _temporary_hf_cache():
+    """Fail at once if a library read its cache location before this conftest set it."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    for where in (datasets.config.HF_DATASETS_CACHE, huggingface_hub.constants.HF_HUB_CACHE):
+        assert Path(where).is_relative_to(TEST_HF_HOME), f"a test cache outside {TEST_HF_HOME}: {where}"
+    yield TEST_HF_HOME
+    shutil.rmtree(TEST_HF_HOME, ignore_errors=True)
+    shutil.rmtree(TEST_HYPOTHESIS_HOME, ignore_errors=True)
 
 
 def shared_data(name: str) -> Path:

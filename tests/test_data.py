@@ -2,6 +2,7 @@ import json
 import socket
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,10 +196,39 @@ def test_corrupt_row_is_named_or_skipped():
     data = load_dataset(broken, val_fraction=0, num_classes=2)
     with pytest.raises(DatasetError, match="train row 1.*on_bad_image='skip'"):
         data["train"][1]
-    skipping = load_dataset(broken, val_fraction=0, num_classes=2, on_bad_image="skip")
-    with pytest.warns(UserWarning, match="skipping train row 1"):
-        image, _ = skipping["train"][1]
+    with pytest.warns(UserWarning, match=r"skipping 1 unreadable row\(s\) of train: \[1\]"):
+        skipping = load_dataset(broken, val_fraction=0, num_classes=2, on_bad_image="skip")
+    image, _ = skipping["train"][0]
     assert image.shape == (4, 4, 3)
+    assert len(skipping["train"]) == 1 and skipping["train"].skipped == [1]
+
+
+def test_skipping_bad_rows_never_recurses_repeats_or_grows():
+    """Today's main: RecursionError on a split of only bad rows, the next row returned twice,
+    and the list of skipped rows growing every epoch."""
+    import datasets
+
+    good = [Image.fromarray(np.full((4, 4, 3), i, np.uint8)) for i in range(4)]
+    masks = [Image.fromarray(np.full((4, 4), i % 2, np.uint8)) for i in range(4)]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Image()})
+    rows = datasets.Dataset.from_dict({"image": good, "label": masks}, features=features)
+    rows = rows.cast_column("image", datasets.Image(decode=False)).to_list()
+    rows[1]["image"] = {"bytes": b"broken", "path": None}
+    decode_off = datasets.Features({"image": datasets.Image(decode=False), "label": datasets.Image()})
+    with pytest.warns(UserWarning, match="skipping 1 unreadable"):
+        data = load_dataset(datasets.Dataset.from_list(rows, features=decode_off), val_fraction=0,
+                            num_classes=2, on_bad_image="skip")
+    split = data["train"]
+    seen = [int(split[i][0][0, 0, 0]) for i in range(len(split))]
+    assert seen == [0, 2, 3]  # each good row once, the bad one never
+    for _ in range(3):  # three epochs
+        for _ in data.loader("train", batch_size=2):
+            pass
+    assert split.skipped == [1]
+    only_bad = [{**r, "image": {"bytes": b"broken", "path": None}} for r in rows]
+    with pytest.raises(DatasetError, match="every one of its 4 rows is unreadable"):
+        load_dataset(datasets.Dataset.from_list(only_bad, features=decode_off), val_fraction=0,
+                     num_classes=2, on_bad_image="skip")
 
 
 # ---------------------------------------------------------------- offline hub
@@ -464,3 +494,219 @@ def test_offline_hub_id_uses_the_cached_copy(monkeypatch, tmp_path):
     assert time.monotonic() - start < 10
     assert data.class_names[1] == "flat-road" and data.info["mask_column"] == "label"
     assert len(data["train"]) + len(data["validation"]) == 6
+
+
+# ---------------------------------------------------------------- label settings, guesses, notes
+
+
+def _folder(root, masks, suffix=".png", split=None, size=None, images=True):
+    """images/ + masks/ (or split/images + split/masks) from a list of mask arrays."""
+    base = root / split if split else root
+    (base / "images").mkdir(parents=True, exist_ok=True)
+    (base / "masks").mkdir(parents=True, exist_ok=True)
+    for i, mask in enumerate(masks):
+        h, w = mask.shape
+        if images:
+            Image.fromarray(np.full((h, w, 3), 100, np.uint8)).save(base / "images" / f"{i:03d}.png")
+        if suffix in (".jpg", ".jpeg"):
+            Image.fromarray(mask.astype(np.uint8)).save(base / "masks" / f"{i:03d}{suffix}", quality=75)
+        else:
+            stored = mask.astype(np.uint8 if mask.max() < 256 else np.uint16)
+            Image.fromarray(stored).save(base / "masks" / f"{i:03d}{suffix}")
+    return root
+
+
+def _blobs(rng, values, n, size=48):
+    masks = []
+    yy, xx = np.mgrid[:size, :size]
+    for _ in range(n):
+        mask = np.full((size, size), values[0], np.int64)
+        for _ in range(4):
+            y, x = rng.integers(0, size, 2)
+            mask[(yy - y) ** 2 + (xx - x) ** 2 < rng.integers(6, 14) ** 2] = rng.choice(values[1:])
+        masks.append(mask)
+    return masks
+
+
+def test_label_settings_cannot_change_half_way():
+    """Today's main let `data.ignore_index = N` pass while the splits kept 255."""
+    data = load_shapes(n=6, size=32)
+    for name, value in (("ignore_index", 3), ("class_names", ["a"]), ("num_classes", 3)):
+        with pytest.raises(AttributeError, match=rf"with_labels\({name}="):
+            setattr(data, name, value)
+    with pytest.raises(AttributeError, match="with_labels"):
+        data.class_names.append("extra")
+    assert data.ignore_index == 255 and data.num_classes == 7
+
+
+def test_with_labels_returns_a_new_dataset_every_split_and_cache_agree():
+    data = load_shapes(n=6, size=32, void_border=1)
+    before = data.pixel_counts().copy()
+    assert (np.concatenate([data["train"][i][1].ravel() for i in range(5)]) == 255).any()
+    sky_void = data.with_labels(ignore_index=0, class_names=[f"c{i}" for i in range(7)])
+    assert data.ignore_index == 255 and np.array_equal(data.pixel_counts(), before)  # unchanged
+    assert sky_void.ignore_index == 0
+    for split in sky_void.splits.values():
+        assert split.ignore_index == 0
+        _, mask = split[0]
+        assert not (mask == 255).any()  # old void stays void, under the new index
+    assert sky_void.pixel_counts()[0] == 0 and sky_void.pixel_counts()[1:].sum() > 0
+    assert sky_void.options["ignore_index"] == 0
+
+
+def test_with_labels_ignore_index_drops_a_trailing_void_class(tmp_path):
+    """Masks 0, 1, 2 with 3 = void: a guessed 4th class becomes void, not class_3 with IoU 0."""
+    rng = np.random.default_rng(0)
+    masks = [np.where(rng.random((16, 16)) < 0.1, 3, rng.integers(0, 3, (16, 16))).astype(np.uint8)
+             for _ in range(4)]
+    guessed = load_dataset(_folder(tmp_path, masks))
+    assert guessed.num_classes == 4
+    fixed = guessed.with_labels(ignore_index=3)
+    assert fixed.num_classes == 3 and fixed.ignore_index == 3
+    _, mask = fixed["train"][0]
+    assert set(np.unique(mask)) <= {0, 1, 2, 3}
+    loaded = load_dataset(tmp_path, ignore_index=3)  # the loader option agrees
+    assert loaded.num_classes == 3
+    with pytest.raises(DatasetError, match="middle"):
+        guessed.with_labels(ignore_index=1)
+
+
+def test_jpeg_binary_masks_are_snapped_with_a_warning_that_counts_pixels(tmp_path):
+    """Today's main: 0/255 JPEG masks became 255 classes with the foreground ignored as void."""
+    masks = _blobs(np.random.default_rng(1), [0, 255], 6)
+    with pytest.warns(UserWarning, match=r"JPEG.*snapped to the nearest of \[0, 255\]; [\d,]+ of [\d,]+ training pixels"):
+        data = load_dataset(_folder(tmp_path, masks, ".jpg"), val_fraction=0)
+    assert data.class_names == ["background", "foreground"]
+    for i in range(len(masks)):
+        _, mask = data["train"][i]
+        assert set(np.unique(mask)) <= {0, 1}
+        assert (mask == (masks[i] == 255)).mean() > 0.97
+    assert any("JPEG" in n and "PNG" in n for n in data.notes)
+
+
+def test_jpeg_masks_with_close_class_values_are_refused(tmp_path):
+    """Today's main: JPEG masks of classes 0-5 became 9 classes with 7-9% of pixels wrong."""
+    masks = _blobs(np.random.default_rng(2), [0, 1, 2, 3, 4, 5], 6)
+    _folder(tmp_path, masks, ".jpg")
+    with pytest.raises(DatasetError, match="JPEG.*Save the masks as PNG"):
+        load_dataset(tmp_path, val_fraction=0)
+    kept = load_dataset(tmp_path, val_fraction=0, lossy_masks="keep")
+    assert any("lossy_masks='keep'" in n for n in kept.notes)
+
+
+def test_binary_is_decided_from_all_masks_not_the_first_eight(tmp_path):
+    """Today's main: VOC-style masks whose first 8 held only 0/255 had void merged into class 1."""
+    rng = np.random.default_rng(3)
+    masks = _blobs(rng, [0, 255], 8) + _blobs(rng, [0, 1, 2, 3, 255], 4)
+    data = load_dataset(_folder(tmp_path, masks), val_fraction=0)
+    assert data.info["binary_mask"] is False and data.num_classes == 4 and data.ignore_index == 255
+    _, first = data["train"][0]
+    assert set(np.unique(first)) <= {0, 255}  # 255 stayed void
+    assert any("255 is read as void" in n and "ignore_index=" in n for n in data.notes)
+    assert any("4 classes guessed" in n and "num_classes=" in n for n in data.notes)
+    counts = data.pixel_counts()  # from the histogram read once at load time
+    direct = sum(np.bincount(m[m != 255].ravel(), minlength=4) for m in masks)
+    assert np.array_equal(counts, direct)
+
+
+def test_16_bit_masks_with_65535_void(tmp_path):
+    """Today's main: a 16-bit mask with 65535 as void became 65,536 classes."""
+    rng = np.random.default_rng(4)
+    masks = []
+    for _ in range(4):
+        mask = rng.integers(0, 3, (16, 16)).astype(np.uint16)
+        mask[:3] = 65535
+        masks.append(mask)
+    data = load_dataset(_folder(tmp_path, masks), val_fraction=0)
+    assert data.num_classes == 3
+    _, mask = data["train"][0]
+    assert (mask[:3] == data.ignore_index).all()
+    assert any("65535" in n and "void" in n for n in data.notes)
+
+
+def test_missing_validation_split_is_split_off_with_a_note(tmp_path):
+    """Today's main: train/{images,masks} + val/images without masks validated on training images."""
+    rng = np.random.default_rng(5)
+    _folder(tmp_path, [rng.integers(0, 3, (16, 16)).astype(np.uint8) for _ in range(10)], split="train")
+    (tmp_path / "val" / "images").mkdir(parents=True)
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "val" / "images" / "x.png")
+    data = load_dataset(tmp_path)
+    assert data.has_validation and data.eval_split == "validation"
+    assert len(data["validation"]) == 2 and len(data["train"]) == 8
+    train_files = {p for p, _ in data["train"].pairs}
+    assert not train_files & {p for p, _ in data["validation"].pairs}
+    assert any("split off as validation" in n and "seed=0" in n for n in data.notes)
+    again = load_dataset(tmp_path)
+    assert [p for p, _ in again["validation"].pairs] == [p for p, _ in data["validation"].pairs]
+
+
+def test_one_image_folder_says_loudly_there_is_no_validation(tmp_path):
+    _folder(tmp_path, [np.eye(16, dtype=np.uint8)])
+    with pytest.warns(UserWarning, match="NO VALIDATION SPLIT"):
+        data = load_dataset(tmp_path)
+    assert not data.has_validation and data.describe()["validation"] is None
+    assert any("training images" in n for n in data.notes)
+
+
+def test_a_text_file_as_the_first_mask_is_named(tmp_path):
+    """Today's main raised a raw PIL.UnidentifiedImageError."""
+    _folder(tmp_path, [np.eye(8, dtype=np.uint8)] * 2)
+    (tmp_path / "masks" / "000.png").write_text("this is not an image")
+    with pytest.raises(DatasetError, match=r"000\.png: cannot read this mask file"):
+        load_dataset(tmp_path, val_fraction=0)
+
+
+def test_wrong_kinds_of_options_are_refused_clearly(tmp_path):
+    _folder(tmp_path, [np.eye(8, dtype=np.uint8)] * 2)
+    with pytest.raises(DatasetError, match="num_classes must be a whole number"):
+        load_dataset(tmp_path, num_classes=2.5)
+    with pytest.raises(DatasetError, match="no option 'foo'.*options are"):
+        load_dataset("shapes", foo=1)
+    with pytest.raises(DatasetError, match="n >= 2"):
+        load_dataset("shapes", n=0)
+
+
+def test_a_local_hub_copy_never_lands_in_the_cache_under_a_hub_id(tmp_path, monkeypatch):
+    """Today's main cached a folder named scene_parse_150 under that name; offline, the hub id
+    then returned the test's 6 noise images with only a 'using the cached copy' warning."""
+    import datasets
+
+    copy = scene_parse_150(tmp_path / "scene_parse_150")
+    cache = Path(datasets.config.HF_DATASETS_CACHE)
+    before = sorted(p.name for p in cache.iterdir()) if cache.is_dir() else []
+    data = load_dataset(copy)
+    assert len(data["train"]) == 6
+    after = sorted(p.name for p in cache.iterdir()) if cache.is_dir() else []
+    assert after == before
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    with pytest.raises(HubUnavailableError, match="no cached copy"):
+        load_dataset("scene_parse_150")
+    # A copy someone put in datasets' cache under that name from a local folder is not used.
+    datasets.load_dataset(str(copy), cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(HubUnavailableError, match="was not used: nothing shows it came from the hub"):
+        load_dataset("scene_parse_150", cache_dir=str(tmp_path / "cache"))
+
+
+def test_the_cached_copy_says_which_copy(monkeypatch, tmp_path):
+    import huggingface_hub.constants as hub_constants
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "datasets--segments--sidewalk-semantic"
+    sidewalk_semantic(repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    with pytest.warns(UserWarning, match=rf"cached copy of 'segments/sidewalk-semantic' at .*{revision} "
+                                         r"\(downloaded \d{4}-\d\d-\d\d.*, 6 rows\)"):
+        data = load_dataset("segments/sidewalk-semantic")
+    assert any(revision in n and "6 rows" in n for n in data.notes)
+
+
+def test_pixel_counts_from_the_histogram_still_refuse_values_outside_the_classes(tmp_path):
+    masks = _blobs(np.random.default_rng(6), [0, 255], 4)
+    _folder(tmp_path, masks, ".jpg")
+    with pytest.warns(UserWarning, match="snapped"):
+        data = load_dataset(tmp_path, val_fraction=0, class_names=["only"], binary=True)
+    with pytest.raises(DatasetError, match=r"values \[1\] outside the 1 classes"):
+        data.pixel_counts()

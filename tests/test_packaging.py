@@ -34,8 +34,15 @@ def test_no_upper_bound_on_torch():
 
 
 def test_wheel_ships_the_widget_front_end(tmp_path):
+    import shutil
+
+    # Built from a copy: setuptools writes build/ and *.egg-info next to the sources, and a test
+    # run must leave the working tree as it found it (scripts/test checks).
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "runs", "artifacts"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
          "-q", "-w", str(tmp_path)],
         check=True,
     )

@@ -176,17 +176,81 @@ def test_truncated_training_checkpoint_gives_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("command", ["lab", "studio"])
 def test_servers_listen_on_loopback_with_a_token_by_default(command, monkeypatch, capsys):
+    import os
     import subprocess
 
     seen = {}
-    monkeypatch.setattr(subprocess, "call", lambda args, **kw: seen.setdefault("args", args) and 0)
+
+    class Child:
+        def __init__(self, args, env=None, **kwargs):
+            seen["args"], seen["env"] = args, env
+
+        def wait(self, timeout=None):
+            return 0
+
+        poll = wait
+
+    monkeypatch.setattr(subprocess, "Popen", Child)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.delenv("SEGNB_TOKEN", raising=False)
     assert main([command]) == 0
     args = " ".join(seen["args"])
     assert "ip=127.0.0.1" in args
-    token = re.search(r"token=(\S+)", args).group(1)
-    assert len(token) >= 16
     out = capsys.readouterr().out
-    assert "--ip 0.0.0.0" in out and token in out  # says how to expose it deliberately
+    token = re.search(r"token=(\S+)", out).group(1)
+    assert len(token) >= 16 and token not in args  # not on the command line: ps would show it
+    assert "--ip 0.0.0.0" in out  # says how to expose it deliberately
+
+
+def test_a_bit_flipped_model_file_is_refused_by_its_checksum(tmp_path):
+    """Today's main loaded a model.safetensors with one flipped bit without complaint."""
+    import json
+
+    from segnb.models import load_model, save_model
+
+    model = build_model("unet-classic", "vgg-tiny", num_classes=3)
+    folder = save_model(model, tmp_path / "m")
+    meta = json.loads((folder / "model.json").read_text())
+    assert len(meta["weights_sha256"]) == 64
+    load_model(folder)  # intact: loads
+    weights = bytearray((folder / "model.safetensors").read_bytes())
+    weights[-5] ^= 0x01  # one bit in the last tensor's data: still a valid safetensors file
+    (folder / "model.safetensors").write_bytes(bytes(weights))
+    with pytest.raises(CheckpointError, match="does not match the checksum"):
+        load_model(folder)
+    # Files saved before checksums existed still load.
+    del meta["weights_sha256"]
+    (folder / "model.json").write_text(json.dumps(meta))
+    load_model(folder)
+
+
+def test_state_snapshot_sees_a_changed_hf_cache_and_working_tree(tmp_path):
+    """scripts/test compares this snapshot before and after the suite, and fails on a change."""
+    import os
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    cache = tmp_path / "home" / ".cache" / "huggingface"
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    env.pop("HF_HOME_TO_WATCH", None)
+
+    def snapshot():
+        return subprocess.run(["bash", str(ROOT / "scripts" / "snapshot-state"), str(repo)], env=env,
+                              capture_output=True, text=True, check=True).stdout
+
+    first = snapshot()
+    assert snapshot() == first
+    (cache / "datasets" / "scene_parse_150").mkdir(parents=True)
+    second = snapshot()
+    assert second != first and "scene_parse_150" in second
+    (repo / "notebooks" / "sidewalk-copy").mkdir(parents=True)
+    (repo / "notebooks" / "sidewalk-copy" / "README.md").write_text("x")
+    third = snapshot()
+    assert third != second and "sidewalk-copy" in third
+    script = (ROOT / "scripts" / "test").read_text()
+    assert script.count("scripts/snapshot-state") == 2 and 'exit 1' in script
 
 
 def test_reliability_table_names_existing_tests():
@@ -196,3 +260,13 @@ def test_reliability_table_names_existing_tests():
     for file, test in names:
         source = (ROOT / file).read_text()
         assert re.search(rf"def {test}\b", source), f"{file}::{test} is named in RELIABILITY.md but does not exist"
+
+
+def test_wrong_model_options_are_clear_errors():
+    """Today's main: a raw TypeError for num_classes=2.5 and for an unknown teaching-model option."""
+    from segnb.errors import ModelConfigError
+
+    with pytest.raises(ModelConfigError, match="num_classes must be a whole number"):
+        build_model("unet-classic", "vgg-tiny", num_classes=2.5)
+    with pytest.raises(ModelConfigError, match="fcn8s with vgg-tiny: .*'foo'.*architecture options"):
+        build_model("fcn8s", "vgg-tiny", num_classes=3, foo=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 from segnb.data.base import SegmentationDataset, SegTransform, Split, TorchSplit, default_palette
@@ -59,24 +60,43 @@ def load_dataset(source, **options) -> SegmentationDataset:
     except ImportError:  # pragma: no cover - datasets is a dependency
         in_memory = False
     if in_memory:
-        return load_hub(source, **options)
+        return _call(load_hub, source, options)
     if not isinstance(source, (str, Path)):
         raise DatasetError(
             f"load_dataset() takes a name, a path or a datasets.Dataset, not {type(source).__name__}."
         )
     text = str(source)
     if text == "shapes":
-        return load_shapes(**options)
+        labels = {k: options.pop(k) for k in ("class_names", "num_classes", "ignore_index") if k in options}
+        data = _call(load_shapes, None, options)
+        return data.with_labels(**labels) if labels else data  # with_labels records them
     path = Path(text).expanduser()
     if path.is_dir():
-        return load_hub(path, **options) if _is_hub_layout(path) else load_folder(path, **options)
+        loader = load_hub if _is_hub_layout(path) else load_folder
+        data = _call(loader, path, options)
+        data.source = str(path.resolve())  # so a saved model finds it again from any folder
+        return data
     if path.exists():
         raise DatasetError(f"{path} is a file; give the folder that holds the images and masks.")
     if text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1:
         raise DatasetError(f"No folder at {path}. Check the path (relative to {Path.cwd()}).")
     if is_hub_id(text):
-        return load_hub(text, **options)
+        return _call(load_hub, text, options)
     raise DatasetError(
         f"Unknown dataset source {text!r}. Use 'shapes' (built-in, offline), a Hugging Face id like "
         f"{', '.join(repr(k) for k in KNOWN_HUB_DATASETS)}, or a local folder path."
     )
+
+
+def _call(loader, source, options: dict):
+    """``loader(source, **options)``, refusing options it does not take with the list it does."""
+    parameters = inspect.signature(loader).parameters
+    known = [n for n, p in parameters.items() if p.kind == p.KEYWORD_ONLY or (
+        p.kind == p.POSITIONAL_OR_KEYWORD and n not in ("source", "root"))]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise DatasetError(
+            f"{loader.__name__}() has no option {', '.join(map(repr, unknown))}; its options are: "
+            f"{', '.join(known)}."
+        )
+    return loader(**options) if source is None else loader(source, **options)

@@ -10,6 +10,7 @@ to implement :meth:`Split._load`; checks and transforms live here once.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -94,6 +95,15 @@ class Split:
         self._length = length
         self.num_classes: int | None = None
         self.ignore_index = 255
+        self.void_values: tuple[int, ...] = ()  # stored values that also mean void (-> ignore_index)
+        self.raw_histogram: np.ndarray | None = None  # pixels per stored value, once scanned
+
+    def map_values(self, values: np.ndarray) -> np.ndarray:
+        """Stored mask values -> class indices (elementwise; the loaders add their remapping)."""
+        values = np.asarray(values, dtype=np.int64)
+        if self.void_values:
+            values = np.where(np.isin(values, self.void_values), self.ignore_index, values)
+        return values
 
     def __len__(self) -> int:
         return self._length
@@ -126,6 +136,8 @@ class Split:
                 "size: re-export the mask, or check that the pair belongs together."
             )
         mask = mask.astype(np.int64, copy=False)
+        if self.void_values:
+            mask = np.where(np.isin(mask, self.void_values), self.ignore_index, mask)
         if self.num_classes is not None:
             self._check_values(mask, index)
         return image, mask
@@ -226,6 +238,37 @@ class TorchSplit(TorchDataset):
         return self.transform(image, mask)
 
 
+def given_options(function, values: dict, skip: tuple[str, ...] = ("root", "source")) -> dict:
+    """The keyword arguments of ``function`` that differ from their defaults (to rebuild a dataset)."""
+    import inspect
+
+    given = {}
+    for name, parameter in inspect.signature(function).parameters.items():
+        if name in skip or name not in values:
+            continue
+        if parameter.default is inspect.Parameter.empty or values[name] != parameter.default:
+            given[name] = values[name]
+    return given
+
+
+class _FrozenList(list):
+    """A list that refuses changes in place (class names are fixed once a dataset is loaded)."""
+
+    def _refuse(self, *args, **kwargs):
+        raise AttributeError(_LABEL_MESSAGE.format(name="class_names"))
+
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+
+
+_LABEL_FIELDS = ("class_names", "ignore_index")
+_LABEL_MESSAGE = (
+    "data.{name} cannot be changed after loading: the splits, their checks and the cached pixel "
+    "counts were built with it, so a change half-way would train and score the wrong labels. Use "
+    "data = data.with_labels({name}=...) for a new dataset, or load_dataset(source, {name}=...)."
+)
+
+
 @dataclass
 class SegmentationDataset:
     """Splits, class names, palette and pixel statistics of one segmentation dataset.
@@ -233,6 +276,11 @@ class SegmentationDataset:
     Build it with :func:`segnb.load_dataset`. Index it by split name
     (``data["train"][0]`` is a raw ``(image, mask)`` pair) or ask for a
     ready :meth:`loader`.
+
+    The label settings (``class_names``, ``num_classes``, ``ignore_index``) are fixed once
+    built; :meth:`with_labels` returns a new dataset with other settings. ``notes`` lists, in
+    plain sentences, every guess the loader made and the option that overrides it.
+    ``options`` are the loader options that rebuild the dataset from ``source``.
     """
 
     splits: dict[str, Split]
@@ -241,11 +289,24 @@ class SegmentationDataset:
     palette: np.ndarray | None = None
     source: str = ""
     info: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    options: dict = field(default_factory=dict)
     _counts: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def __setattr__(self, name, value):
+        if name in _LABEL_FIELDS and self.__dict__.get("_ready"):
+            raise AttributeError(_LABEL_MESSAGE.format(name=name))
+        super().__setattr__(name, value)
 
     def __post_init__(self):
         if not self.splits or all(len(s) == 0 for s in self.splits.values()):
             raise DatasetError(f"{self.source or 'dataset'}: no samples were found in any split.")
+        if isinstance(self.ignore_index, bool) or not isinstance(self.ignore_index, (int, np.integer)):
+            raise DatasetError(f"ignore_index must be a whole number, got {self.ignore_index!r}.")
+        self.ignore_index = int(self.ignore_index)
+        self.class_names = _FrozenList(str(n) for n in self.class_names)
+        if not self.class_names:
+            raise DatasetError(f"{self.source or 'dataset'}: no classes (class_names is empty).")
         if self.palette is None:
             self.palette = default_palette(self.num_classes)
         self.palette = np.asarray(self.palette, dtype=np.uint8)[: self.num_classes]
@@ -255,10 +316,92 @@ class SegmentationDataset:
         for split in self.splits.values():
             split.num_classes = self.num_classes
             split.ignore_index = self.ignore_index
+        self.__dict__["_ready"] = True
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @num_classes.setter
+    def num_classes(self, value):
+        raise AttributeError(_LABEL_MESSAGE.format(name="num_classes"))
+
+    @property
+    def has_validation(self) -> bool:
+        """False when no split holds held-out labelled images: scores are then on training images."""
+        return self.eval_split != self.train_split
+
+    def with_labels(
+        self,
+        *,
+        class_names: Sequence[str] | None = None,
+        num_classes: int | None = None,
+        ignore_index: int | None = None,
+    ) -> SegmentationDataset:
+        """A new dataset with other label settings; this one is left unchanged.
+
+        Every split and every cache of the new dataset uses the new settings. Pixels that
+        were void stay void under a new ``ignore_index``; pixels holding the new
+        ``ignore_index`` become void. When the new ``ignore_index`` is the last class (a
+        void label stored as the top value), that class is dropped.
+        """
+        names = list(self.class_names)
+        if num_classes is not None:
+            if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+                raise DatasetError(f"num_classes must be a whole number >= 1, got {num_classes!r}.")
+        if ignore_index is not None and (
+            isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer))
+        ):
+            raise DatasetError(f"ignore_index must be a whole number, got {ignore_index!r}.")
+        new_ignore = self.ignore_index if ignore_index is None else int(ignore_index)
+        notes = list(self.notes)
+        if class_names is not None:
+            names = [str(n) for n in class_names]
+        elif new_ignore != self.ignore_index and 0 <= new_ignore < len(names):
+            if new_ignore == len(names) - 1 and num_classes is None:
+                notes.append(
+                    f"ignore_index={new_ignore} was the last class ({names[-1]!r}); it is now void "
+                    f"and the dataset has {len(names) - 1} classes."
+                )
+                names = names[:-1]
+            elif num_classes is None:
+                raise DatasetError(
+                    f"ignore_index={new_ignore} is class {names[new_ignore]!r}, in the middle of the "
+                    f"{len(names)} classes. Pass class_names= (or num_classes=) as well, or load the "
+                    f"dataset with load_dataset(source, ignore_index={new_ignore})."
+                )
+        if num_classes is not None and num_classes != len(names):
+            if class_names is not None:
+                raise DatasetError(f"num_classes={num_classes} but {len(names)} class names were given.")
+            names = (names + [f"class_{i}" for i in range(len(names), num_classes)])[:num_classes]
+        splits = {}
+        for key, split in self.splits.items():
+            new = copy.copy(split)
+            if new_ignore != self.ignore_index:
+                new.void_values = tuple(sorted({*split.void_values, self.ignore_index} - {new_ignore}))
+            new.ignore_index, new.num_classes = new_ignore, len(names)
+            splits[key] = new
+        options = dict(self.options)
+        options.update({k: v for k, v in (("class_names", class_names), ("num_classes", num_classes),
+                                          ("ignore_index", ignore_index)) if v is not None})
+        if class_names is not None:
+            options["class_names"] = list(names)
+        return SegmentationDataset(
+            splits=splits, class_names=names, ignore_index=new_ignore, palette=self.palette,
+            source=self.source, info=dict(self.info), notes=notes, options=options,
+        )
+
+    def provenance(self) -> dict | None:
+        """``{"data_source": ..., "data_options": ...}`` that rebuild this dataset, or None."""
+        if not self.source or self.info.get("in_memory"):
+            return None
+        try:
+            import json
+
+            json.dumps(self.options)
+        except (TypeError, ValueError):
+            return None
+        return {"data_source": self.source, "data_options": dict(self.options)}
 
     @property
     def split_names(self) -> list[str]:
@@ -286,6 +429,21 @@ class SegmentationDataset:
     def pixel_counts(self, split: str | None = None) -> np.ndarray:
         """Pixels of each class in a split (void excluded), computed once and cached."""
         split = split or self.train_split
+        if split not in self._counts and self[split].raw_histogram is not None:
+            hist = self[split].raw_histogram  # pixels per stored value, scanned at load time
+            mapped = self[split].map_values(np.arange(len(hist)))
+            keep = (mapped >= 0) & (mapped < self.num_classes) & (mapped != self.ignore_index)
+            outside = (hist > 0) & ~keep & (mapped != self.ignore_index)
+            if outside.any():
+                raise DatasetError(
+                    f"{self.source}: {split} masks hold values {np.unique(mapped[outside])[:10].tolist()} "
+                    f"outside the {self.num_classes} classes 0..{self.num_classes - 1} and not the ignore "
+                    f"index {self.ignore_index}. Fix: pass num_classes= (or class_names=) that covers "
+                    "them, ignore_index= for a void label, or reduce_labels=True if 0 means void."
+                )
+            self._counts[split] = np.bincount(
+                mapped[keep], weights=hist[keep], minlength=self.num_classes
+            )[: self.num_classes].astype(np.int64)
         if split not in self._counts:
             counts = np.zeros(self.num_classes, dtype=np.int64)
             for index in range(len(self[split])):
@@ -351,7 +509,9 @@ class SegmentationDataset:
             "num_classes": self.num_classes,
             "class_names": list(self.class_names),
             "ignore_index": self.ignore_index,
+            "validation": self.eval_split if self.has_validation else None,
             **self.info,
+            "notes": list(self.notes),
         }
         if frequencies:
             summary["pixel_frequencies"] = {

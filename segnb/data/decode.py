@@ -12,7 +12,7 @@ from PIL import Image, UnidentifiedImageError
 
 from segnb.errors import DatasetError
 
-__all__ = ["MAX_SIDE", "read_image", "decode_mask", "read_class_names", "parse_color_map"]
+__all__ = ["MAX_SIDE", "apply_lut", "read_image", "decode_mask", "read_class_names", "parse_color_map"]
 
 MAX_SIDE = 8000
 Image.MAX_IMAGE_PIXELS = None  # we downscale huge images ourselves, with a warning
@@ -66,7 +66,7 @@ def read_image(obj, label: str = "image") -> np.ndarray:
         image = _shrink(image, label, Image.Resampling.BILINEAR)
         if image.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
             image = image.convert("RGB")
-        return np.asarray(image)
+        return np.array(image)  # writable (torch warns on a read-only array)
     return np.asarray(image)
 
 
@@ -161,6 +161,15 @@ def remap_labels(mask: np.ndarray, reduce_labels: bool, binary: bool, ignore_ind
         mask = np.where(mask == 0, ignore_index, mask - 1)
         mask[void] = ignore_index
     return mask
+
+
+def apply_lut(mask: np.ndarray, lut: np.ndarray | None) -> np.ndarray:
+    """Stored values through a lookup table (values past its end are kept)."""
+    if lut is None:
+        return mask
+    mask = np.asarray(mask, dtype=np.int64)
+    inside = (mask >= 0) & (mask < len(lut))
+    return np.where(inside, lut[np.clip(mask, 0, len(lut) - 1)], mask)
 
 
 def looks_binary(masks: list[np.ndarray]) -> bool:

@@ -19,15 +19,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segnb.data.base import SegmentationDataset, Split
+from segnb.data.base import SegmentationDataset, Split, given_options
 from segnb.data.decode import (
+    apply_lut,
     decode_mask,
-    looks_binary,
     parse_color_map,
     read_class_names,
     read_image,
     remap_labels,
 )
+from segnb.data.guess import LOSSY_SUFFIXES, check_label_options, settle_labels
 from segnb.errors import DatasetError
 
 __all__ = ["load_folder", "find_layout"]
@@ -130,6 +131,11 @@ class _FileSplit(Split):
         self.pairs, self.root = pairs, root
         self.reduce_labels, self.binary, self.color_map = reduce_labels, binary, color_map
         self.ignore_index = ignore_index
+        self.lut = None  # snaps lossy (JPEG) mask values to the class values
+
+    def map_values(self, values):
+        values = remap_labels(apply_lut(values, self.lut), self.reduce_labels, self.binary, self.ignore_index)
+        return super().map_values(values)
 
     def label(self, index: int) -> str:
         image, mask = self.pairs[index]
@@ -141,7 +147,7 @@ class _FileSplit(Split):
     def _load(self, index: int):
         image_path, mask_path = self.pairs[index]
         image = read_image(image_path, str(image_path))
-        mask = decode_mask(mask_path, str(mask_path), self.color_map)
+        mask = apply_lut(decode_mask(mask_path, str(mask_path), self.color_map), self.lut)
         return image, remap_labels(mask, self.reduce_labels, self.binary, self.ignore_index)
 
 
@@ -157,8 +163,16 @@ def load_folder(
     val_fraction: float = 0.2,
     seed: int = 0,
     allow_unpaired: bool = False,
+    lossy_masks: str = "auto",
 ) -> SegmentationDataset:
-    """Load a local folder of images and masks (see the module docstring for layouts)."""
+    """Load a local folder of images and masks (see the module docstring for layouts).
+
+    Without a validation split (no ``val/`` with masks), a seeded ``val_fraction`` of the
+    training pairs is split off, and ``data.notes`` says so. JPEG masks are snapped to their
+    class values with a warning, or refused where that cannot be right (``lossy_masks``).
+    """
+    options = given_options(load_folder, locals())
+    check_label_options(num_classes, ignore_index, class_names)
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder.")
@@ -167,33 +181,51 @@ def load_folder(
     layout = find_layout(root)
     cmap = parse_color_map(color_map if color_map is not None else _class_dict(root))
     pairs = {split: _pair(images, masks, allow_unpaired) for split, (images, masks) in layout.items()}
+    notes: list[str] = []
     if list(pairs) == [""]:
-        everything = pairs.pop("")
+        pairs["train"] = pairs.pop("")
+    held_out = [s for s in pairs if s != "train"]
+    if "train" in pairs and not held_out:
+        everything = pairs["train"]
         order = np.random.default_rng(seed).permutation(len(everything))
         n_val = round(len(everything) * val_fraction) if len(everything) > 1 else 0
         n_val = min(max(n_val, 1 if val_fraction > 0 and len(everything) > 1 else 0), len(everything) - 1)
         pairs["train"] = [everything[i] for i in sorted(order[n_val:])]
         if n_val:
             pairs["validation"] = [everything[i] for i in sorted(order[:n_val])]
+            notes.append(
+                f"No validation split with masks was found: {n_val} of the {len(everything)} training "
+                f"pairs ({val_fraction:.0%}, seed={seed}) were split off as validation. Pass "
+                "val_fraction= or seed= to change it, or add val/images + val/masks."
+            )
+        else:
+            notes.append(
+                f"NO VALIDATION SPLIT: no val/ folder with masks, and {len(everything)} training "
+                f"pair(s) with val_fraction={val_fraction} leave none to hold out. Every score is on "
+                "the training images. Add val/images + val/masks, or more images."
+            )
+            if val_fraction > 0:  # asked for a validation split and got none: say it loudly
+                warnings.warn(f"{root}: {notes[-1]}", stacklevel=2)
     splits = {name: _FileSplit(name, p, root, reduce_labels, False, cmap, ignore_index) for name, p in pairs.items()}
     probe = splits.get("train") or next(iter(splits.values()))
 
-    first_mask = Image.open(probe.pairs[0][1])
+    first_mask = _open_mask(probe.pairs[0][1])
     palette = None
     if first_mask.mode == "P" and first_mask.getpalette():
         palette = np.array(first_mask.getpalette()[: 3 * 256], np.uint8).reshape(-1, 3)
-    if binary is None:
-        sample = [probe.raw_mask(i) for i in range(min(8, len(probe)))]
-        binary = first_mask.mode != "P" and not cmap and class_names is None and looks_binary(sample)
-    for split in splits.values():
-        split.binary = binary
+    lossy = any(m.suffix.lower() in LOSSY_SUFFIXES for p in pairs.values() for _, m in p)
+    known_names = class_names or read_class_names(root) or _class_dict_names(root)
+    _, binary, num_classes, guessed = settle_labels(
+        probe, splits, class_names=known_names, num_classes=num_classes, ignore_index=ignore_index,
+        binary=binary, reduce_labels=reduce_labels, lossy=lossy, lossy_masks=lossy_masks,
+        palette_masks=first_mask.mode == "P", color_map=cmap,
+    )
+    notes += guessed
 
-    class_names = class_names or read_class_names(root) or _class_dict_names(root)
+    class_names = known_names
     if class_names is None and cmap:
         class_names = [f"class_{i}" for i in range(max(v for v in cmap.values() if v != ignore_index) + 1)]
     if class_names is None:
-        if num_classes is None:
-            num_classes = _infer_num_classes(probe, ignore_index)
         class_names = ["background", "foreground"] if binary and num_classes == 2 else [
             f"class_{i}" for i in range(num_classes)
         ]
@@ -206,7 +238,19 @@ def load_folder(
         palette=palette,
         source=str(root),
         info={"layout": {k: [str(a), str(b)] for k, (a, b) in layout.items()}, "binary_mask": binary},
+        notes=notes,
+        options=options,
     )
+
+
+def _open_mask(path: Path) -> Image.Image:
+    try:
+        return Image.open(path)
+    except (OSError, SyntaxError, ValueError) as err:  # PIL.UnidentifiedImageError is an OSError
+        raise DatasetError(
+            f"{path}: cannot read this mask file ({type(err).__name__}: {err}). Replace or remove "
+            "it; it may be truncated or not an image."
+        ) from None
 
 
 def _class_dict(root: Path):
@@ -220,13 +264,3 @@ def _class_dict_names(root: Path) -> list[str] | None:
         return None
     return [line.split(",")[0].strip() for line in path.read_text().splitlines()[1:] if line.strip()]
 
-
-def _infer_num_classes(split: _FileSplit, ignore_index: int) -> int:
-    top = 0
-    step = max(1, len(split) // 200)
-    for index in range(0, len(split), step):
-        mask = remap_labels(split.raw_mask(index), split.reduce_labels, split.binary, ignore_index)
-        valid = mask[mask != ignore_index]
-        if valid.size:
-            top = max(top, int(valid.max()))
-    return top + 1

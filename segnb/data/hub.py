@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from segnb.data.base import SegmentationDataset, Split
-from segnb.data.decode import decode_mask, looks_binary, read_class_names, read_image, remap_labels
+from segnb.data.base import SegmentationDataset, Split, given_options
+from segnb.data.decode import apply_lut, decode_mask, read_class_names, read_image, remap_labels
+from segnb.data.guess import check_label_options, is_lossy_cell, settle_labels
 from segnb.errors import DatasetError, HubUnavailableError
 from segnb.hub import DEFAULT_TIMEOUT, probe_repo
 
@@ -86,35 +87,69 @@ def detect_columns(features, image_column: str | None = None, mask_column: str |
 class _HubSplit(Split):
     def __init__(self, name, table, image_column, mask_column, reduce_labels, binary,
                  color_map, ignore_index, on_bad_image):
-        super().__init__(name, len(table))
         # Decode lazily: we read raw cells and decode them ourselves, so a corrupt row is named.
         self.table = table.cast_column(image_column, _no_decode(table.features[image_column]))
         self.table = self.table.cast_column(mask_column, _no_decode(table.features[mask_column]))
         self.image_column, self.mask_column = image_column, mask_column
         self.reduce_labels, self.binary = reduce_labels, binary
         self.color_map, self.on_bad_image = color_map, on_bad_image
+        self.lut = None  # snaps lossy (JPEG) mask values to the class values
+        self.rows = list(range(len(table)))  # the table rows this split serves
+        self.skipped: list[int] = []  # unreadable rows, found once at load time
+        super().__init__(name, len(table))
         self.ignore_index = ignore_index
-        self.skipped: list[int] = []
+        if on_bad_image == "skip":
+            self._drop_bad_rows()
+
+    def _drop_bad_rows(self) -> None:
+        """Read every row once; leave out the unreadable ones, named in one warning."""
+        errors = {}
+        for row in self.rows:
+            try:
+                self._decode(row)
+            except DatasetError as err:
+                errors[row] = err
+        if not errors:
+            return
+        self.skipped = sorted(errors)
+        self.rows = [r for r in self.rows if r not in errors]
+        self._length = len(self.rows)
+        first = next(iter(errors.values()))
+        if not self.rows:
+            raise DatasetError(
+                f"{self.name}: every one of its {len(errors)} rows is unreadable ({first}). "
+                "on_bad_image='skip' needs at least one good row; check the image and mask columns."
+            )
+        warnings.warn(
+            f"skipping {len(errors)} unreadable row(s) of {self.name}: {self.skipped[:20]} ({first}). "
+            f"The split has {len(self.rows)} rows.", stacklevel=4,
+        )
 
     def label(self, index: int) -> str:
-        return f"{self.name} row {index}"
+        return f"{self.name} row {self.rows[index] if index < len(self.rows) else index}"
+
+    def map_values(self, values):
+        values = remap_labels(apply_lut(values, self.lut), self.reduce_labels, self.binary, self.ignore_index)
+        return super().map_values(values)
+
+    def _decode(self, row: int):
+        cells = self.table[row]
+        where = f"{self.name} row {row}"
+        image = read_image(cells[self.image_column], f"{where} ({self.image_column})")
+        mask = decode_mask(cells[self.mask_column], f"{where} ({self.mask_column})", self.color_map)
+        return image, mask
 
     def raw_mask(self, index: int) -> np.ndarray:
-        row = self.table[index]
-        return decode_mask(row[self.mask_column], f"{self.label(index)} ({self.mask_column})", self.color_map)
+        row = self.rows[index]
+        return decode_mask(self.table[row][self.mask_column], f"{self.name} row {row} ({self.mask_column})",
+                           self.color_map)
 
     def _load(self, index: int):
-        row = self.table[index]
         try:
-            image = read_image(row[self.image_column], f"{self.label(index)} ({self.image_column})")
-            mask = decode_mask(row[self.mask_column], f"{self.label(index)} ({self.mask_column})", self.color_map)
+            image, mask = self._decode(self.rows[index])
         except DatasetError as err:
-            if self.on_bad_image != "skip":
-                raise DatasetError(f"{err} To skip unreadable rows, pass on_bad_image='skip'.") from None
-            warnings.warn(f"skipping {self.label(index)}: {err}", stacklevel=3)
-            self.skipped.append(index)
-            return self._load((index + 1) % len(self))
-        return image, remap_labels(mask, self.reduce_labels, self.binary, self.ignore_index)
+            raise DatasetError(f"{err} To skip unreadable rows, pass on_bad_image='skip'.") from None
+        return image, remap_labels(apply_lut(mask, self.lut), self.reduce_labels, self.binary, self.ignore_index)
 
 
 def _no_decode(feature):
@@ -186,25 +221,125 @@ def _alternatives(source: str) -> str:
     )
 
 
-def _from_cache(source: str, revision, options):
-    """A cached copy: the repository snapshot in the hub cache, else datasets' prepared cache."""
+def _read_errors():
+    """What reading a dataset can raise for bad or missing files (not programming errors)."""
+    import datasets.exceptions
+
+    return (OSError, ValueError, TypeError, KeyError, datasets.exceptions.DatasetsError)
+
+
+def _read_local_copy(root: Path):
+    """A local folder in hub layout, read into memory through a temporary cache.
+
+    ``datasets.load_dataset(folder)`` would cache it in the Hugging Face cache under the
+    folder's name, where a folder called ``scene_parse_150`` would later pass for the hub
+    dataset of that name. Here nothing outlives the call but the in-memory tables.
+    """
+    import tempfile
+
+    import datasets
+
+    with tempfile.TemporaryDirectory(prefix="segnb-hub-copy-") as tmp:
+        try:
+            return datasets.load_dataset(str(root), cache_dir=tmp, keep_in_memory=True)
+        except _read_errors() as err:
+            raise DatasetError(f"{root}: could not read it as a hub-layout dataset ({err}).") from None
+
+
+MARKER = "segnb-source.json"
+
+
+def _rows(dataset) -> int:
+    return sum(len(t) for t in dataset.values()) if hasattr(dataset, "values") else len(dataset)
+
+
+def _mark_prepared_cache(dataset, source: str, revision) -> None:
+    """Record next to datasets' prepared cache that it came from the hub id ``source``."""
+    import datetime
+    import json
+
+    tables = dataset.values() if hasattr(dataset, "values") else [dataset]
+    folders = {Path(f["filename"]).parent for t in tables for f in t.cache_files}
+    for folder in folders:
+        stamp = {"hub_id": source, "revision": revision,
+                 "loaded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        try:
+            (folder / MARKER).write_text(json.dumps(stamp))
+        except OSError:  # a read-only cache: the copy then cannot be vouched for offline
+            pass
+
+
+def _prepared_copy_origin(dataset, source: str) -> tuple[bool, str, str]:
+    """``(came from the hub id, folder, date)`` for a dataset read from datasets' prepared cache."""
+    import json
+
+    tables = dataset.values() if hasattr(dataset, "values") else [dataset]
+    folders = sorted({Path(f["filename"]).parent for t in tables for f in t.cache_files})
+    if not folders:
+        return False, "(in memory)", "unknown date"
+    folder = folders[0]
+    marker = folder / MARKER
+    if marker.is_file():
+        stamp = json.loads(marker.read_text())
+        return stamp.get("hub_id") == source, str(folder), stamp.get("loaded", "unknown date")
+    info = folder / "dataset_info.json"
+    checksums = json.loads(info.read_text()).get("download_checksums") or {} if info.is_file() else {}
+    from_hub = bool(checksums) and all(f"datasets/{source}@" in key or f"datasets/{source}/" in key
+                                       for key in checksums)
+    date = _date(info if info.is_file() else folder)
+    return from_hub, str(folder), date
+
+
+def _date(path: Path) -> str:
+    import datetime
+
+    stamp = datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc)
+    return stamp.isoformat(timespec="seconds")
+
+
+def _from_cache(source: str, revision, cache_dir):
+    """A cached copy that came from the hub id ``source``: ``(dataset, class names, note)``.
+
+    First the repository snapshot in the hub cache (huggingface_hub files it under the id),
+    then datasets' prepared cache, used only when it is known to come from that id. Returns
+    ``(None, None, why)`` when there is none.
+    """
     import datasets
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
         with _hub_offline():
-            snapshot = Path(snapshot_download(source, repo_type="dataset", revision=revision, local_files_only=True))
-        return datasets.load_dataset(str(snapshot), cache_dir=options.get("cache_dir")), read_class_names(snapshot)
-    except Exception:  # not in the hub cache; try the prepared arrow cache
-        pass
+            snapshot = Path(snapshot_download(source, repo_type="dataset", revision=revision,
+                                              local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError):
+        snapshot = None
+    if snapshot is not None:
+        dataset = _read_local_copy(snapshot)
+        note = (f"Hub unreachable: using the cached copy of '{source}' at {snapshot} "
+                f"(downloaded {_date(snapshot)}, {_rows(dataset):,} rows).")
+        return dataset, read_class_names(snapshot), note
+    prepared = Path(cache_dir or datasets.config.HF_DATASETS_CACHE) / source.replace("/", "___")
+    if not prepared.is_dir():
+        return None, None, "no cached copy was found"
     try:
         with _hub_offline():
-            return datasets.load_dataset(source, **options), None
-    except Exception:
-        return None, None
+            dataset = datasets.load_dataset(source, revision=revision, cache_dir=cache_dir)
+    except _read_errors() as err:
+        return None, None, f"the cached copy at {prepared} could not be read ({err})"
+    from_hub, folder, date = _prepared_copy_origin(dataset, source)
+    if not from_hub:
+        return None, None, (
+            f"a cached dataset named '{source}' at {folder} was not used: nothing shows it came from "
+            "the hub (it may be a local folder of the same name)"
+        )
+    note = (f"Hub unreachable: using the cached copy of '{source}' at {folder} "
+            f"(loaded {date}, {_rows(dataset):,} rows).")
+    return dataset, None, note
 
 
 def _open_hub(source: str, revision, cache_dir, timeout, trust_remote_code):
+    """``(dataset, class names from files, note about a cached copy or None)``."""
     import datasets
 
     status = probe_repo(source, "dataset", timeout=timeout)
@@ -227,24 +362,26 @@ def _open_hub(source: str, revision, cache_dir, timeout, trust_remote_code):
         warnings.warn(f"trust_remote_code=True: running code from the hub repository '{source}'.", stacklevel=3)
         options["trust_remote_code"] = True
     if not status.reachable:
-        dataset, id2label = _from_cache(source, revision, options)
+        dataset, id2label, note = _from_cache(source, revision, cache_dir)
         if dataset is None:
             raise HubUnavailableError(
-                f"Cannot load '{source}': the Hugging Face Hub is unreachable ({status.detail}) and no "
-                f"cached copy was found. {_alternatives(source)}"
+                f"Cannot load '{source}': the Hugging Face Hub is unreachable ({status.detail}) and "
+                f"{note}. {_alternatives(source)}"
             )
-        warnings.warn(f"Hub unreachable ({status.detail}); using the cached copy of '{source}'.", stacklevel=3)
-        return dataset, id2label
+        warnings.warn(note, stacklevel=3)
+        return dataset, id2label, note
     dataset = datasets.load_dataset(source, **options)
+    _mark_prepared_cache(dataset, source, revision)
     id2label = None
-    try:
-        from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
+    try:
         path = hf_hub_download(source, "id2label.json", repo_type="dataset", revision=revision)
         id2label = read_class_names(Path(path).parent)
-    except Exception:  # the file is optional; names then come from features or the card
+    except (EntryNotFoundError, LocalEntryNotFoundError):  # optional: names then come from features or the card
         id2label = None
-    return dataset, id2label
+    return dataset, id2label, None
 
 
 def load_hub(
@@ -266,28 +403,35 @@ def load_hub(
     timeout: float = DEFAULT_TIMEOUT,
     trust_remote_code: bool = False,
     on_bad_image: str = "raise",
+    lossy_masks: str = "auto",
 ) -> SegmentationDataset:
-    """A hub id, a local directory in hub layout, or a ``datasets.Dataset``/``DatasetDict``."""
+    """A hub id, a local directory in hub layout, or a ``datasets.Dataset``/``DatasetDict``.
+
+    A local directory is read into memory through a temporary cache, so it never lands in
+    the Hugging Face cache (where its folder name could pass for a hub id).
+    """
     import datasets
 
     from segnb.data.decode import parse_color_map
 
+    options = given_options(load_hub, locals())
     if on_bad_image not in ("raise", "skip"):
-        raise ValueError(f"on_bad_image must be 'raise' or 'skip', got {on_bad_image!r}.")
+        raise DatasetError(f"on_bad_image must be 'raise' or 'skip', got {on_bad_image!r}.")
+    check_label_options(num_classes, ignore_index, class_names)
     names_from_files = None
+    notes: list[str] = []
     if isinstance(source, (datasets.Dataset, datasets.DatasetDict)):
         dataset, label = source, "in-memory dataset"
     elif Path(str(source)).is_dir():
         root = Path(source)
         label = str(root)
-        try:
-            dataset = datasets.load_dataset(str(root), cache_dir=cache_dir)
-        except Exception as err:
-            raise DatasetError(f"{root}: could not read it as a hub-layout dataset ({err}).") from None
+        dataset = _read_local_copy(root)
         names_from_files = read_class_names(root) or _class_names_from_card(root / "README.md")
     else:
         label = str(source)
-        dataset, names_from_files = _open_hub(label, revision, cache_dir, timeout, trust_remote_code)
+        dataset, names_from_files, cache_note = _open_hub(label, revision, cache_dir, timeout, trust_remote_code)
+        if cache_note:
+            notes.append(cache_note)
 
     if isinstance(dataset, datasets.Dataset):
         dataset = datasets.DatasetDict({"train": dataset})
@@ -297,9 +441,25 @@ def load_hub(
     image_column, mask_column = detect_columns(first.features, image_column, mask_column)
     # Keep splits that have masks (the test split of many datasets has none).
     dataset = datasets.DatasetDict({k: v for k, v in dataset.items() if mask_column in v.column_names})
-    if list(dataset) == ["train"] and val_fraction > 0 and len(dataset["train"]) > 1:
-        parts = dataset["train"].train_test_split(test_size=val_fraction, seed=seed)
+    if not dataset:
+        raise DatasetError(f"{label}: no split has the mask column {mask_column!r}.")
+    if len(dataset) == 1 and val_fraction > 0 and len(next(iter(dataset.values()))) > 1:
+        only, table = next(iter(dataset.items()))
+        parts = table.train_test_split(test_size=val_fraction, seed=seed)
         dataset = datasets.DatasetDict({"train": parts["train"], "validation": parts["test"]})
+        notes.append(
+            f"Only one split with masks ({only!r}, {len(table)} rows): {len(parts['test'])} rows "
+            f"({val_fraction:.0%}, seed={seed}) were split off as validation. Pass val_fraction= or "
+            "seed= to change it."
+        )
+    elif len(dataset) == 1:
+        only = next(iter(dataset))
+        notes.append(
+            f"NO VALIDATION SPLIT: only {only!r} has masks and val_fraction={val_fraction} holds "
+            "none out, so every score is on the training rows. Pass val_fraction=0.2."
+        )
+        if val_fraction > 0:  # asked for a validation split and got none: say it loudly
+            warnings.warn(f"{label}: {notes[-1]}", stacklevel=2)
 
     feature = first.features[mask_column]
     if class_names is None and type(feature).__name__ == "ClassLabel":
@@ -311,16 +471,18 @@ def load_hub(
                         ignore_index, on_bad_image)
         for name, table in dataset.items()
     }
-    probe = next(iter(splits.values()))
-    sample = [probe.raw_mask(i) for i in range(min(8, len(probe)))]
-    if binary is None:
-        binary = class_names is None and num_classes is None and not reduce_labels and looks_binary(sample)
-    for s in splits.values():
-        s.binary = binary
+    probe = splits.get("train") or next(iter(splits.values()))
+    first_cell = probe.table[0][mask_column] if len(probe) else None
+    _, binary, num_classes, guessed = settle_labels(
+        probe, splits, class_names=class_names, num_classes=num_classes, ignore_index=ignore_index,
+        binary=binary, reduce_labels=reduce_labels, lossy=is_lossy_cell(first_cell),
+        lossy_masks=lossy_masks, palette_masks=False, color_map=cmap,
+    )
+    notes += guessed
     if class_names is None:
-        if num_classes is None:
-            num_classes = _infer_num_classes(probe, binary, reduce_labels, ignore_index)
-        class_names = ["background", "foreground"] if binary else [f"class_{i}" for i in range(num_classes)]
+        class_names = ["background", "foreground"] if binary and num_classes == 2 else [
+            f"class_{i}" for i in range(num_classes)
+        ]
     if num_classes is not None and num_classes != len(class_names):
         raise DatasetError(
             f"num_classes={num_classes} but {len(class_names)} class names were found; give one of them."
@@ -331,20 +493,10 @@ def load_hub(
         ignore_index=ignore_index,
         source=label,
         info={"image_column": image_column, "mask_column": mask_column, "reduce_labels": reduce_labels,
-              "binary_mask": binary},
+              "binary_mask": binary, "in_memory": label == "in-memory dataset"},
+        notes=notes,
+        options=options,
     )
-
-
-def _infer_num_classes(split: _HubSplit, binary: bool, reduce_labels: bool, ignore_index: int) -> int:
-    """Largest class value over up to 200 masks, plus one (pass num_classes= to be exact)."""
-    top = 0
-    step = max(1, len(split) // 200)
-    for index in range(0, len(split), step):
-        mask = remap_labels(split.raw_mask(index), reduce_labels, binary, ignore_index)
-        valid = mask[mask != ignore_index]
-        if valid.size:
-            top = max(top, int(valid.max()))
-    return top + 1
 
 
 def is_hub_id(source: str) -> bool:

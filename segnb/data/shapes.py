@@ -20,7 +20,8 @@ import functools
 import numpy as np
 from scipy import ndimage
 
-from segnb.data.base import SegmentationDataset, Split
+from segnb.data.base import SegmentationDataset, Split, given_options
+from segnb.errors import DatasetError
 
 __all__ = ["SHAPES_CLASSES", "render_scene", "load_shapes"]
 
@@ -144,10 +145,16 @@ def load_shapes(
     Image ``i`` depends only on ``(seed, i)``, so a larger ``n`` keeps the
     first images unchanged.
     """
+    options = given_options(load_shapes, locals())
+    for name, value in (("n", n), ("size", size), ("seed", seed), ("void_border", void_border)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise DatasetError(f"shapes: {name} must be a whole number, got {value!r}.")
     if n < 2:
-        raise ValueError(f"shapes needs n >= 2 images (one for training, one for validation), got n={n}.")
+        raise DatasetError(f"shapes needs n >= 2 images (one for training, one for validation), got n={n}.")
     if size < 16:
-        raise ValueError(f"shapes needs size >= 16 px, got size={size}.")
+        raise DatasetError(f"shapes needs size >= 16 px, got size={size}.")
+    if not 0 < val_fraction < 1:
+        raise DatasetError(f"shapes: val_fraction must be between 0 and 1, got {val_fraction!r}.")
     images = np.empty((n, size, size, 3), np.uint8)
     masks = np.empty((n, size, size), np.uint8)
     for i in range(n):
@@ -165,4 +172,5 @@ def load_shapes(
         palette=SHAPES_PALETTE,
         source="shapes",
         info={"built_in": True, "seed": seed, "image_size": size, "void_border": void_border},
+        options=options,
     )

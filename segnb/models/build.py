@@ -300,12 +300,15 @@ def _build_teaching(arch, encoder, num_classes, upsample, use_pretrained, timm_o
         return net, enc.patch, 0, None
     encoder_class = VGGEncoder if is_vgg(encoder) else TimmEncoder
     enc = encoder_class(encoder, use_pretrained, **timm_options)
-    if arch == "segnet":
-        net = SegNet(enc, num_classes, upsample=upsample or "max_unpool", **options)
-    elif arch == "unet-classic":
-        net = UNet(enc, num_classes, upsample=upsample or "transposed4", **options)
-    else:
-        net = FCN(enc, num_classes, variant=int(arch[3:-1]), upsample=upsample or "transposed4", **options)
+    try:
+        if arch == "segnet":
+            net = SegNet(enc, num_classes, upsample=upsample or "max_unpool", **options)
+        elif arch == "unet-classic":
+            net = UNet(enc, num_classes, upsample=upsample or "transposed4", **options)
+        else:
+            net = FCN(enc, num_classes, variant=int(arch[3:-1]), upsample=upsample or "transposed4", **options)
+    except TypeError as err:  # an option the teaching model does not take
+        raise ModelConfigError(f"{arch} with {encoder}: {err}. Check the architecture options.") from None
     return net, max(enc.reductions), 0, None
 
 
@@ -345,6 +348,8 @@ def build_model(
     if class_names is None:
         if num_classes is None:
             raise ModelConfigError("Give num_classes= (or class_names=): the number of output classes.")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+            raise ModelConfigError(f"num_classes must be a whole number, got {num_classes!r}.")
         class_names = [f"class_{i}" for i in range(num_classes)]
     elif num_classes is not None and num_classes != len(class_names):
         raise ModelConfigError(f"num_classes={num_classes} but {len(class_names)} class names were given.")

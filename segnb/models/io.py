@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -12,7 +13,7 @@ import torch
 from segnb.errors import CheckpointError
 from segnb.models.build import SegModel, build_model
 
-__all__ = ["save_model", "load_model", "atomic_write"]
+__all__ = ["save_model", "load_model", "read_model_info", "atomic_write"]
 
 FORMAT = "segnb-model/1"
 
@@ -34,22 +35,56 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
-def save_model(model: SegModel, path, extra: dict | None = None) -> Path:
-    """Save to a folder ``path`` holding ``model.safetensors`` and ``model.json``."""
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_model(model: SegModel, path, extra: dict | None = None, data=None) -> Path:
+    """Save to a folder ``path`` holding ``model.safetensors`` and ``model.json``.
+
+    The JSON holds the sha256 of the weights (checked on load) and, when known, the dataset
+    the model was trained on (``data_source``, ``data_options``): from ``data`` or from
+    ``model.trained_on``, which :func:`segnb.fit` sets. ``segnb eval`` uses it as its default.
+    """
     from safetensors.torch import save_file
 
     folder = Path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    trained_on = data.provenance() if data is not None else getattr(model, "trained_on", None)
     meta = {
         "format": FORMAT,
         "spec": model.spec,
         "class_names": model.class_names,
         "normalisation": {"mean": list(model.mean), "std": list(model.std)},
+        **(trained_on or {}),
         **(extra or {}),
     }
-    atomic_write(folder / "model.safetensors", lambda p: save_file(state, str(p)))
+
+    def write_weights(tmp: Path) -> None:
+        save_file(state, str(tmp))
+        meta["weights_sha256"] = sha256(tmp)
+
+    atomic_write(folder / "model.safetensors", write_weights)
     atomic_write(folder / "model.json", lambda p: p.write_text(json.dumps(meta, indent=2)))
     return folder
+
+
+def read_model_info(path) -> dict:
+    """The JSON written next to a saved model (spec, classes, dataset, checksum)."""
+    meta_path = Path(path) / "model.json"
+    if not meta_path.is_file():
+        raise CheckpointError(f"{Path(path)}: expected model.json and model.safetensors (saved by segnb.save_model).")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{meta_path} is damaged or not a segnb model file ({err}).") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{meta_path} is damaged or not a segnb model file (not a JSON object).")
+    return meta
 
 
 def load_model(path, device: str | torch.device = "cpu") -> SegModel:
@@ -64,16 +99,25 @@ def load_model(path, device: str | torch.device = "cpu") -> SegModel:
     try:
         meta = json.loads(meta_path.read_text())
         spec = meta["spec"]
-    except (json.JSONDecodeError, KeyError) as err:
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{meta_path} is damaged or not a segnb model file ({err}).") from None
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{weights_path} is truncated or damaged ({err}); use another checkpoint.") from None
+    expected = meta.get("weights_sha256")  # absent in files saved before checksums: still loaded
+    if expected is not None and sha256(weights_path) != expected:
+        raise CheckpointError(
+            f"{weights_path} does not match the checksum in {meta_path}: the weights were changed or "
+            "damaged after saving (a bit flip, a partial copy). Copy the model folder again, or use "
+            "another checkpoint."
+        )
     model = build_model(spec["arch"], spec["encoder"], class_names=meta["class_names"], pretrained=False,
                         upsample=spec.get("upsample"), **spec.get("options", {}))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"{weights_path} does not match the model in {meta_path}: {err}") from None
+    if meta.get("data_source"):
+        model.trained_on = {"data_source": meta["data_source"], "data_options": meta.get("data_options", {})}
     return model.to(device)
