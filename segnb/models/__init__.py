@@ -1,11 +1,15 @@
 """Models: smp architectures on timm backbones and readable teaching models."""
 
+# Each architecture file registers itself (segnb/models/registry.py); importing it is enough.
+from segnb.models import fcn, segnet, setr, smp, unet  # noqa: F401  (registrations)
 from segnb.models.build import SegModel, build_model, list_architectures
 from segnb.models.describe import describe_model, list_encoders, receptive_field
 from segnb.models.io import load_model, save_model
+from segnb.models.registry import ARCHITECTURES, register_architecture
 from segnb.models.upsample import UPSAMPLE_KINDS, make_upsample
 
 __all__ = [
+    "ARCHITECTURES",
     "UPSAMPLE_KINDS",
     "SegModel",
     "build_model",
@@ -15,5 +19,6 @@ __all__ = [
     "load_model",
     "make_upsample",
     "receptive_field",
+    "register_architecture",
     "save_model",
 ]
