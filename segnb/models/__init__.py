@@ -1,7 +1,8 @@
 """Models: smp architectures on timm backbones and readable teaching models."""
 
-# Each architecture file registers itself (segnb/models/registry.py); importing it is enough.
-from segnb.models import fcn, segnet, setr, smp, unet  # noqa: F401  (registrations)
+import importlib
+import pkgutil
+
 from segnb.models.build import SegModel, build_model, list_architectures
 from segnb.models.describe import describe_model, list_encoders, receptive_field
 from segnb.models.io import load_model, save_model
@@ -22,3 +23,8 @@ __all__ = [
     "register_architecture",
     "save_model",
 ]
+
+# Each architecture file registers itself (segnb/models/registry.py) when imported: import every
+# module of this package, so a new architecture is one new file with its registration.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
