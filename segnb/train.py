@@ -288,8 +288,7 @@ class Trainer:
                 seconds = time.monotonic() - epoch_start
                 self.history.epochs.append({
                     "epoch": epoch + 1, "step": self.step, "train_loss": train_loss, "val_loss": val_loss,
-                    "miou": self.scores.miou, "pixel_accuracy": self.scores.pixel_accuracy,
-                    "mean_accuracy": self.scores.mean_accuracy, "iou": self.scores.iou,
+                    **self._epoch_scores(),
                     "lr": self.optimizer.param_groups[0]["lr"],
                     "images_per_s": (self.images_seen - images_before) / max(seconds, 1e-9), "seconds": seconds,
                 })
@@ -336,8 +335,7 @@ class Trainer:
             saved_buffers = [b.detach().clone() for b in self._float_buffers]
             try:
                 with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                    logits = model(images)  # (B, K, H, W)
-                    loss = self.loss_fn(logits, masks)
+                    loss = self._step_loss(model, images, masks)
                 if not torch.isfinite(loss):  # one sync per step: the price of never applying a NaN
                     with torch.no_grad():
                         for buffer, saved in zip(self._float_buffers, saved_buffers, strict=True):
@@ -366,6 +364,15 @@ class Trainer:
                 break
         total = accelerator.reduce(torch.stack([loss_sum, torch.tensor(float(count), device=self.device)]), "sum")
         return float(total[0] / total[1].clamp(min=1))
+
+    # Hooks that segnb.instances.train.InstanceTrainer overrides (Mask R-CNN: a loss dict, mask AP).
+    def _step_loss(self, model, images, masks) -> torch.Tensor:
+        logits = model(images)  # (B, K, H, W)
+        return self.loss_fn(logits, masks)
+
+    def _epoch_scores(self) -> dict:
+        return {"miou": self.scores.miou, "pixel_accuracy": self.scores.pixel_accuracy,
+                "mean_accuracy": self.scores.mean_accuracy, "iou": self.scores.iou}
 
     @torch.no_grad()
     def _sync_buffers(self) -> None:
@@ -521,9 +528,10 @@ def fit(model, data: SegmentationDataset, epochs: int = 10, batch_size: int = 16
     Returns:
         The :class:`History` (``history.stopped`` says why it ended), or a handle with ``background=True``.
     """
-    trainer = Trainer(model, data, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
-                      optimizer=optimizer, scheduler=scheduler, precision=precision, device=device,
-                      callbacks=callbacks, **options)
+    trainer_class = getattr(model, "trainer_class", Trainer)  # Mask R-CNN brings its own (segnb.instances)
+    trainer = trainer_class(model, data, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
+                            optimizer=optimizer, scheduler=scheduler, precision=precision, device=device,
+                            callbacks=callbacks, **options)
     if background:
         return TrainingHandle(trainer)
     return trainer.run()

@@ -157,8 +157,15 @@ def load_folder(
     val_fraction: float = 0.2,
     seed: int = 0,
     allow_unpaired: bool = False,
+    instances=None,
+    things: list[str] | None = None,
 ) -> SegmentationDataset:
-    """Load a local folder of images and masks (see the module docstring for layouts)."""
+    """Load a local folder of images and masks (see the module docstring for layouts).
+
+    Instance maps come from an ``instances/`` folder or a COCO JSON file when there is one
+    (``instances=`` names it; see :mod:`segnb.instances.sources`); ``things=`` names the
+    countable classes (``data.things``).
+    """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder.")
@@ -176,6 +183,9 @@ def load_folder(
         if n_val:
             pairs["validation"] = [everything[i] for i in sorted(order[:n_val])]
     splits = {name: _FileSplit(name, p, root, reduce_labels, False, cmap, ignore_index) for name, p in pairs.items()}
+    from segnb.instances.sources import attach_instances
+
+    has_instances = attach_instances(root, splits, instances)
     probe = splits.get("train") or next(iter(splits.values()))
 
     first_mask = Image.open(probe.pairs[0][1])
@@ -205,7 +215,9 @@ def load_folder(
         ignore_index=ignore_index,
         palette=palette,
         source=str(root),
-        info={"layout": {k: [str(a), str(b)] for k, (a, b) in layout.items()}, "binary_mask": binary},
+        things=things,
+        info={"layout": {k: [str(a), str(b)] for k, (a, b) in layout.items()}, "binary_mask": binary,
+              "instances": has_instances},
     )
 
 

@@ -266,8 +266,14 @@ def load_hub(
     timeout: float = DEFAULT_TIMEOUT,
     trust_remote_code: bool = False,
     on_bad_image: str = "raise",
+    instance_column: str | None = None,
+    things: list[str] | None = None,
 ) -> SegmentationDataset:
-    """A hub id, a local directory in hub layout, or a ``datasets.Dataset``/``DatasetDict``."""
+    """A hub id, a local directory in hub layout, or a ``datasets.Dataset``/``DatasetDict``.
+
+    An instance column (``instance_column=``, or one named ``instance``/``instances``/...)
+    gives ``split.get(i, instances=True)``; ``things=`` names the countable classes.
+    """
     import datasets
 
     from segnb.data.decode import parse_color_map
@@ -311,6 +317,9 @@ def load_hub(
                         ignore_index, on_bad_image)
         for name, table in dataset.items()
     }
+    from segnb.instances.sources import attach_hub_instances
+
+    instance_column = attach_hub_instances(splits, instance_column)
     probe = next(iter(splits.values()))
     sample = [probe.raw_mask(i) for i in range(min(8, len(probe)))]
     if binary is None:
@@ -330,8 +339,9 @@ def load_hub(
         class_names=class_names,
         ignore_index=ignore_index,
         source=label,
+        things=things,
         info={"image_column": image_column, "mask_column": mask_column, "reduce_labels": reduce_labels,
-              "binary_mask": binary},
+              "binary_mask": binary, "instance_column": instance_column},
     )
 
 
