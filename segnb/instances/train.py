@@ -58,9 +58,9 @@ class InstanceTrainer(Trainer):
     def _step_loss(self, model, images, targets) -> torch.Tensor:
         targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
         terms = model(images, targets)  # torchvision's loss dict
-        for name, value in terms.items():
-            self._term_sums[name] = self._term_sums.get(name, 0.0) + value.detach()
-        self._term_count += 1
+        for name, value in terms.items():  # weighted by images, like train_loss
+            self._term_sums[name] = self._term_sums.get(name, 0.0) + value.detach() * len(images)
+        self._term_count += len(images)
         self.last_terms = terms
         return sum(terms.values())
 

@@ -100,8 +100,12 @@ class MaskRCNNModel(nn.Module):
             box_batch_size_per_image=128, box_detections_per_img=detections,
             mask_head=MaskRCNNHeads(c, (c, c), 1), mask_predictor=MaskRCNNPredictor(c, c, len(things) + 1),
         )
-        self.encoder = backbone.encoder  # for describe_model
         self.pad_multiple = None
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The timm backbone (for describe_model); a property, so its weights are stored once."""
+        return self.detector.backbone.encoder
 
     @property
     def num_classes(self) -> int:
