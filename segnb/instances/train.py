@@ -15,7 +15,7 @@ from segnb.instances.metrics import InstanceScores, mask_ap
 from segnb.instances.targets import InstanceSplit, check_instance_data, collate_instances
 from segnb.train import Trainer
 
-__all__ = ["InstanceTrainer", "LOSS_TERMS"]
+__all__ = ["InstanceTrainer", "LOSS_TERMS", "evaluate_instances"]
 
 LOSS_TERMS = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask")
 
@@ -83,3 +83,28 @@ class InstanceTrainer(Trainer):
         scores = self.scores
         terms = {name: float(total / max(self._term_count, 1)) for name, total in self._term_sums.items()}
         return {**terms, "mask_ap": scores.mask_ap, "mask_ap50": scores.mask_ap50, "mask_ap75": scores.mask_ap75}
+
+
+@torch.no_grad()
+def evaluate_instances(model, data, split: str | None = None, batch_size: int = 8,
+                       image_size=None) -> InstanceScores:
+    """Mask AP, AP50 and AP75 of an instance model on one split (the validation split by default)."""
+    from segnb.data.base import SegTransform
+
+    split = split or data.eval_split
+    check_instance_data(data, getattr(model, "things", data.class_names))
+    transform = SegTransform(size=image_size, train=False, mean=model.mean, std=model.std,
+                             ignore_index=data.ignore_index)
+    loader = DataLoader(InstanceSplit(data, split, transform, list(model.thing_ids)), batch_size=batch_size,
+                        collate_fn=collate_instances)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    predictions, targets = [], []
+    try:
+        for images, truth in loader:
+            predictions += [{k: v.cpu() for k, v in p.items()} for p in model(images.to(device))]
+            targets += truth
+    finally:
+        model.train(was_training)
+    return mask_ap(predictions, targets)

@@ -16,7 +16,7 @@ from playwright.sync_api import Locator, Page, expect
 
 from segnb.data.shapes import SHAPES_CLASSES
 
-TABS = ("Dataset", "Model", "Train", "Inspect", "Upsampling", "IoU", "Classical")
+TABS = ("Dataset", "Model", "Train", "Inspect", "Upsampling", "IoU", "Classical", "Instances")
 PANEL = {"Dataset": ".segnb-dataset-picker", "Model": ".segnb-model-builder", "Train": ".segnb-train-panel",
          "Inspect": ".segnb-inspect-panel", "Upsampling": ".segnb-upsampling-lab", "IoU": ".segnb-iou-report",
          "Classical": ".segnb-classical-lab"}
