@@ -64,7 +64,9 @@ class InstancePanel(W.VBox):
         self.pasted = image_widget(css_class="segnb-maskhead-pasted")
         self.readout = W.HTML()
         for widget, name in ((self.train_button, "train"), (self.stop_button, "stop"), (self.show_button, "show"),
-                             (self.threshold, "threshold"), (self.detection, "detection")):
+                             (self.threshold, "threshold"), (self.detection, "detection"),
+                             (self.encoder, "backbone"), (self.epochs, "epochs"), (self.status, "status"),
+                             (self.readout, "readout")):
             widget.add_class(f"segnb-instances-{name}")
         self.train_button.on_click(lambda _: self.train())
         self.stop_button.on_click(lambda _: self.stop())
