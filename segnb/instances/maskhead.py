@@ -131,12 +131,12 @@ def mask_head_view(model, image: np.ndarray, detection: int = 0, truth_masks=Non
         for hook in hooks:
             hook.remove()
         model.train(was_training)
-    keep = out["scores"] >= score_threshold
-    boxes, labels, scores = out["boxes"][keep].cpu(), out["labels"][keep].cpu(), out["scores"][keep].cpu()
-    pasted = out["masks"][keep][:, 0].cpu().numpy()
+    kept = torch.nonzero(out["scores"] >= score_threshold).flatten().cpu()  # indices into the detections
+    boxes, labels, scores = out["boxes"].cpu()[kept], out["labels"].cpu()[kept], out["scores"].cpu()[kept]
+    pasted = out["masks"].cpu()[kept][:, 0].numpy()
     if len(boxes) == 0:
         raise ValueError("The model found no object in this image (at this score threshold): nothing to show.")
-    logits_all = captured["logits"].cpu()  # (N, T + 1, 28, 28), in torchvision's detection order
+    logits_all = captured["logits"].cpu()[kept]  # (N, T + 1, 28, 28), in torchvision's detection order
     detector_label = model._to_detector.cpu()[labels]
     h, w = image.shape[:2]
     crops = roi_align(x[None], [boxes], crop_size, aligned=True)  # (N, 3, s, s)
