@@ -326,3 +326,17 @@ def test_maskrcnn_learns_the_built_in_dataset():
     trained = evaluate_instances(model, data).mask_ap50
     assert trained == pytest.approx(history.epochs[-1]["mask_ap50"])
     assert trained >= 0.05 and trained > untrained + 0.04
+
+
+def test_maskrcnn_takes_pretrained_weights_like_every_encoder(tmp_path, shapes):
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(3)
+    source = timm.create_model("test_resnet")
+    save_file(source.state_dict(), str(tmp_path / "w.safetensors"))
+    model = segnb.build_model("maskrcnn", "test_resnet", class_names=shapes.class_names, things=shapes.things,
+                              pretrained=tmp_path / "w.safetensors")
+    assert torch.equal(model.encoder.conv1[0].weight, source.conv1[0].weight)
+    with pytest.raises(ModelConfigError, match="no such weights file"):
+        segnb.build_model("maskrcnn", "test_resnet", class_names=shapes.class_names, pretrained=tmp_path / "x")
