@@ -20,17 +20,19 @@ def test_instance_panel_trains_shows_and_thresholds():
     handle = panel.train(wait=True)
     assert handle.history.epochs and "mask_ap50" in handle.history.epochs[-1]
     assert "done (completed)" in panel.status.value and not panel.train_button.disabled
-    panel.model.detector.roi_heads.score_thresh = 0.0  # an untrained model: keep its detections
+    panel.min_score.value = 0.0  # an epoch-old model: show all its detections
     panel.show(0)
     assert panel.errors.value == "" and panel.truth.value and panel.predicted.value
-    if panel.detection.options:  # the untrained model may still find nothing above 0.3
-        assert panel.soft.value and panel.crop.value and panel.pasted.value
-        panel.threshold.value = 0.05
-        assert "threshold 0.05" in panel.readout.value and "cell covers" in panel.readout.value
-        assert int(panel._view.pasted(0.05).sum()) >= int(panel._view.pasted(0.5).sum())
-    else:
-        assert "No detection" in panel.readout.value
-
+    assert panel.detection.options and panel.head_row.layout.display == ""
+    assert panel.soft.value and panel.crop.value and panel.pasted.value
+    before = panel.pasted.value
+    panel.threshold.value = 0.05
+    assert "threshold 0.05" in panel.readout.value and "cell covers" in panel.readout.value
+    assert int(panel._view.pasted(0.05).sum()) >= int(panel._view.pasted(0.5).sum())
+    assert panel.pasted.value != before or panel._view.pasted(0.05).sum() == panel._view.pasted(0.5).sum()
+    panel.min_score.value = 0.95
+    panel.show(0)
+    assert "No detection above score 0.95" in panel.readout.value and panel.head_row.layout.display == "none"
 
 def test_studio_has_the_instances_tab():
     from segnb.ui.studio import TABS, Studio

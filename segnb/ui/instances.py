@@ -56,6 +56,7 @@ class InstancePanel(W.VBox):
         self.detection = W.Dropdown(options=[], description="detection")
         self.threshold = W.FloatSlider(0.5, min=0.05, max=0.95, step=0.05, description="threshold",
                                        continuous_update=True)
+        self.min_score = W.FloatSlider(0.3, min=0.0, max=0.95, step=0.05, description="min score")
         self.truth = image_widget(css_class="segnb-instances-truth")
         self.predicted = image_widget(css_class="segnb-instances-predicted")
         self.crop = image_widget(css_class="segnb-maskhead-crop")
@@ -63,9 +64,13 @@ class InstancePanel(W.VBox):
         self.soft = image_widget(css_class="segnb-maskhead-soft")
         self.pasted = image_widget(css_class="segnb-maskhead-pasted")
         self.readout = W.HTML()
+        self.head_row = row_of(_captioned(self.crop, "RoI crop"), _captioned(self.target, "28x28 target"),
+                               _captioned(self.soft, "28x28 soft mask"), _captioned(self.pasted, "pasted at threshold"))
+        self.head_row.layout.display = "none"  # until there is a detection to show
         for widget, name in ((self.train_button, "train"), (self.stop_button, "stop"), (self.show_button, "show"),
                              (self.threshold, "threshold"), (self.detection, "detection"),
                              (self.encoder, "backbone"), (self.epochs, "epochs"), (self.status, "status"),
+                             (self.min_score, "min-score"),
                              (self.readout, "readout")):
             widget.add_class(f"segnb-instances-{name}")
         self.train_button.on_click(lambda _: self.train())
@@ -76,11 +81,10 @@ class InstancePanel(W.VBox):
         super().__init__([
             W.HTML("<b>Instances</b>: Mask R-CNN finds each object; stuff comes from the semantic model."),
             W.HBox([self.encoder, self.epochs, self.train_button, self.stop_button]), self.status, self.errors,
-            W.HBox([self.index, self.show_button]),
+            W.HBox([self.index, self.min_score, self.show_button]),
             row_of(_captioned(self.truth, "true instances"), _captioned(self.predicted, "predicted (panoptic)")),
             W.HBox([self.detection, self.threshold]), self.readout,
-            row_of(_captioned(self.crop, "RoI crop"), _captioned(self.target, "28x28 target"),
-                   _captioned(self.soft, "28x28 soft mask"), _captioned(self.pasted, "pasted at threshold")),
+            self.head_row,
         ])
         self.add_class("segnb-instance-panel")
 
@@ -143,8 +147,10 @@ class InstancePanel(W.VBox):
         things = [data.class_names.index(t) for t in self.model.things]
         stuff = [c for c in range(data.num_classes) if c not in things]
         truth = np.stack([ids == k for k in np.unique(ids[ids > 0])]) if ids.any() else None
+        score = self.min_score.value
+        self.model.detector.roi_heads.score_thresh = min(0.05, score)  # torchvision's own cut comes first
         try:
-            views = mask_head_view(self.model, image, detection=None, truth_masks=truth, score_threshold=0.3)
+            views = mask_head_view(self.model, image, detection=None, truth_masks=truth, score_threshold=score)
         except ValueError:  # no detection at this score
             views = []
         semantic = np.where(np.isin(mask, stuff), mask, stuff[0] if stuff else 0)  # stuff from the truth ...
@@ -155,16 +161,19 @@ class InstancePanel(W.VBox):
         detections = {"masks": torch.tensor(np.stack([v.pasted_soft for v in views]))[:, None] if views else
                       torch.zeros(0, 1, *mask.shape), "scores": torch.tensor([v.score for v in views]),
                       "labels": torch.tensor([v.label for v in views], dtype=torch.long)}
-        classes, found = panoptic_merge(semantic, detections, things, stuff, score_threshold=0.3)
+        classes, found = panoptic_merge(semantic, detections, things, stuff, score_threshold=score)
         self.predicted.value = png(_big(colour_panoptic(image, classes, found, data.palette), 2))
         self._views = views
         self.detection.options = [(f"#{k}: {data.class_names[v.label]} ({v.score:.2f})", k)
                                   for k, v in enumerate(views)]
+        self.head_row.layout.display = "" if views else "none"
         if views:
             self.detection.value = 0
             self._show_detection()
         else:
-            self.readout.value = "<i>No detection above score 0.3 in this image (train longer?).</i>"
+            self._view = None
+            self.readout.value = (f"<i>No detection above score {score:.2f} in this image (train longer, or "
+                                  "lower the min score).</i>")
         return index
 
     def _show_detection(self):

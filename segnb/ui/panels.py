@@ -117,7 +117,8 @@ class ModelBuilder(W.VBox):
     def __init__(self, state: SharedState | None = None):
         self.state = state or SharedState()
         self.errors = ErrorBox()
-        self.arch = W.Dropdown(options=list(list_architectures()), value="unet-classic", description="arch")
+        semantic = [*list_architectures("smp"), *list_architectures("teaching")]  # Mask R-CNN: the Instances tab
+        self.arch = W.Dropdown(options=semantic, value="unet-classic", description="arch")
         self.filter = W.Text(value="*", description="filter", placeholder="resnet*")
         self.encoder = W.Combobox(value="vgg-tiny", description="encoder", ensure_option=False)
         self.pretrained = W.Dropdown(options=[("no (random init)", False), ("auto (fall back to random)", "auto"),
