@@ -323,8 +323,7 @@ class Trainer:
                 seconds = time.monotonic() - epoch_start
                 self.history.epochs.append({
                     "epoch": epoch + 1, "step": self.step, "train_loss": train_loss, "val_loss": val_loss,
-                    "miou": self.scores.miou, "pixel_accuracy": self.scores.pixel_accuracy,
-                    "mean_accuracy": self.scores.mean_accuracy, "iou": self.scores.iou,
+                    **self._epoch_scores(),
                     "lr": self.optimizer.param_groups[0]["lr"],
                     "images_per_s": (self.images_seen - images_before) / max(seconds, 1e-9), "seconds": seconds,
                 })
@@ -441,8 +440,7 @@ class Trainer:
             images = images.to(memory_format=torch.channels_last)
         dtype = infer.AUTOCAST_DTYPES[self.precision]
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = self.model(images)  # (B, K, H, W)
-            return self.loss_fn(logits, masks)
+            return self._step_loss(self.model, images, masks)
 
     @torch.no_grad()
     def _restore_buffers(self, saved: list[torch.Tensor]) -> None:
@@ -506,6 +504,15 @@ class Trainer:
                     parameter.grad = None
                 self._snapshot = (self.step, model)
             return self._snapshot[1]
+
+    # Hooks that segnb.instances.train.InstanceTrainer overrides (Mask R-CNN: a loss dict, mask AP).
+    def _step_loss(self, model, images, masks) -> torch.Tensor:
+        logits = model(images)  # (B, K, H, W)
+        return self.loss_fn(logits, masks)
+
+    def _epoch_scores(self) -> dict:
+        return {"miou": self.scores.miou, "pixel_accuracy": self.scores.pixel_accuracy,
+                "mean_accuracy": self.scores.mean_accuracy, "iou": self.scores.iou}
 
     @torch.no_grad()
     def _sync_buffers(self) -> None:
@@ -680,9 +687,10 @@ def fit(model, data: SegmentationDataset, epochs: int = 10, batch_size: int = 16
         model keeps the weights of the last completed step and the last checkpoint is intact.
     """
     model.trained_on = data.provenance()  # save_model records it; segnb eval defaults to it
-    trainer = Trainer(model, data, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
-                      optimizer=optimizer, scheduler=scheduler, precision=precision, device=device,
-                      callbacks=callbacks, **options)
+    trainer_class = getattr(model, "trainer_class", Trainer)  # Mask R-CNN brings its own (segnb.instances)
+    trainer = trainer_class(model, data, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
+                            optimizer=optimizer, scheduler=scheduler, precision=precision, device=device,
+                            callbacks=callbacks, **options)
     if background:
         return TrainingHandle(trainer)
     return trainer.run()

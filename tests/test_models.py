@@ -73,6 +73,7 @@ TEACHING = {
     "unet-classic": ("vgg-tiny", list(UPSAMPLE_KINDS)),
     "setr-naive": ("test_vit", [k for k in UPSAMPLE_KINDS if k != "max_unpool"]),
     "setr-pup": ("test_vit", [k for k in UPSAMPLE_KINDS if k != "max_unpool"]),
+    "tiramisu": ("fc-densenet56", [k for k in UPSAMPLE_KINDS if k != "max_unpool"]),
 }
 TEACHING_CASES = [(a, e, k) for a, (e, kinds) in TEACHING.items() for k in kinds]
 
@@ -161,7 +162,7 @@ def test_num_classes_is_required():
 def test_list_architectures_has_all_twelve_smp_and_the_teaching_models():
     names = segnb.list_architectures()
     assert set(SMP_ARCHITECTURES) <= set(names)
-    assert {"fcn32s", "fcn16s", "fcn8s", "segnet", "unet-classic", "setr-naive", "setr-pup"} <= set(names)
+    assert {"fcn32s", "fcn16s", "fcn8s", "segnet", "unet-classic", "setr-naive", "setr-pup", "tiramisu"} <= set(names)
 
 
 REPRESENTATIVE = ["resnet18", "convnext_atto", "efficientnet_b0", "mobilenetv3_small_050",
@@ -289,3 +290,101 @@ def test_models_do_not_need_the_network(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
     assert os.environ["HF_ENDPOINT"].startswith("http://127.0.0.1")
     build_model("fpn", "test_convnext", num_classes=2, pretrained=False)
+
+
+# ---------------------------------------------------------------- registry and issue 14's model defects
+
+
+def test_describe_model_measures_the_output_stride_of_dilated_encoders():
+    info = describe_model(build_model("deeplabv3", "resnet18", num_classes=3))
+    assert info["output_stride"] == 8  # DeepLabV3 dilates the last two stages
+    assert [s["stride"] for s in info["stages"]] == [1, 2, 4, 8, 8, 8]
+    assert describe_model(build_model("unet", "resnet18", num_classes=3))["output_stride"] == 32
+
+
+def test_a_misspelt_builtin_encoder_gets_close_names():
+    with pytest.raises(ModelConfigError, match=r"Did you mean \['vgg-tiny'"):
+        build_model("unet-classic", "vgg-tinyy", num_classes=3)
+    with pytest.raises(ModelConfigError, match="Did you mean 'unet-classic'"):
+        build_model("unet-clasic", "vgg-tiny", num_classes=3)
+
+
+def test_a_pickle_weights_file_gets_a_clear_message_not_weights_only_false(tmp_path):
+    import argparse
+
+    import timm
+
+    state = dict(timm.create_model("test_resnet").state_dict())
+    state["args"] = argparse.Namespace(lr=0.1)  # a training script's pickled object
+    torch.save(state, tmp_path / "w.pth")
+    with pytest.raises(ModelConfigError) as caught:
+        build_model("unet", "test_resnet", num_classes=2, pretrained=tmp_path / "w.pth")
+    message = str(caught.value)
+    assert "weights_only=False" not in message
+    assert "safetensors" in message and "w.pth" in message
+    del state["args"]  # a plain state dict of tensors is read with weights_only=True and loaded
+    torch.save(state, tmp_path / "plain.pth")
+    model = build_model("unet", "test_resnet", num_classes=2, pretrained=tmp_path / "plain.pth")
+    conv = next(m for m in model.net.encoder.modules() if isinstance(m, torch.nn.Conv2d))
+    assert torch.equal(conv.weight, state["conv1.0.weight"])
+
+
+def test_one_registration_is_read_by_build_list_and_describe(monkeypatch):
+    from segnb.models import registry
+    from segnb.models.encoders import encoder_family, make_encoder, max_reduction
+    from segnb.models.fcn import FCN
+
+    monkeypatch.setattr(registry, "ARCHITECTURES", dict(registry.ARCHITECTURES))
+    monkeypatch.setattr("segnb.models.build.ARCHITECTURES", registry.ARCHITECTURES)
+    monkeypatch.setattr("segnb.models.describe.ARCHITECTURES", registry.ARCHITECTURES)
+    registry.register_architecture(
+        "tiny-fcn", "a test architecture", group="teaching",
+        accepts=lambda enc, up: None if encoder_family(enc) == "cnn" else "CNNs only, e.g. resnet18",
+        build=lambda r: FCN(make_encoder(r.encoder), r.num_classes, variant=32, upsample=r.upsample),
+        pad_multiple=max_reduction, upsample="nearest",
+    )
+    assert segnb.list_architectures()["tiny-fcn"] == "a test architecture"
+    assert "resnet18" in list_encoders("tiny-fcn", "resnet1*")
+    assert "vgg11" not in list_encoders("tiny-fcn", "vgg*")
+    with pytest.raises(ModelConfigError, match="CNNs only"):
+        build_model("tiny-fcn", "vgg11", num_classes=2)
+    model = build_model("tiny-fcn", "test_resnet", num_classes=2)
+    assert model.pad_multiple == 32 and describe_model(model)["arch"] == "tiny-fcn"
+    assert model(torch.randn(1, 3, 40, 50)).shape == (1, 2, 40, 50)
+
+
+# ---------------------------------------------------------------- Tiramisu
+
+
+@pytest.mark.parametrize("variant,paper_millions", [("fc-densenet56", 1.5), ("fc-densenet67", 3.5),
+                                                    ("fc-densenet103", 9.4)])
+def test_tiramisu_variants_have_the_papers_parameter_counts(variant, paper_millions):
+    model = build_model("tiramisu", variant, num_classes=11)  # CamVid's 11 classes, as in the paper
+    millions = sum(p.numel() for p in model.parameters()) / 1e6
+    assert abs(millions - paper_millions) / paper_millions < 0.1
+    assert len(model.net.encoder.blocks) == 5 and len(model.net.blocks) == 5
+
+
+def test_tiramisu_dense_block_concatenates_every_layer():
+    from segnb.models.tiramisu import DenseBlock
+
+    block = DenseBlock(8, growth=4, layers=3, dropout=0.0).eval()
+    x = torch.randn(1, 8, 6, 6)
+    assert block(x).shape[1] == 8 + 12 and torch.equal(block(x)[:, :8], x)
+    assert block(x, only_new=True).shape[1] == 12
+    assert [layer[2].in_channels for layer in block.layers] == [8, 12, 16]
+
+
+def test_tiramisu_refuses_other_encoders_and_max_unpool_saving_round_trip(tmp_path):
+    with pytest.raises(ModelConfigError, match="fc-densenet56"):
+        build_model("tiramisu", "resnet18", num_classes=2)
+    with pytest.raises(ModelConfigError, match="max_unpool|max-pooling indices"):
+        build_model("tiramisu", "fc-densenet56", num_classes=2, upsample="max_unpool")
+    with pytest.raises(ModelConfigError, match="built into"):
+        build_model("unet", "fc-densenet56", num_classes=2)
+    model = build_model("tiramisu", num_classes=3, upsample="bilinear").eval()
+    assert model.spec["encoder"] == "fc-densenet56"
+    x = torch.randn(1, 3, 33, 47)
+    save_model(model, tmp_path / "m")
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path / "m").eval()(x), model(x))

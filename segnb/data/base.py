@@ -142,6 +142,48 @@ class Split:
             self._check_values(mask, index)
         return image, mask
 
+    # ---- instances (segnb.instances): sources that have them set ``_load_instances``.
+    _load_instances = None  # ``index -> (H, W) int array``: 0 = no instance, 1.. = instance ids
+
+    @property
+    def has_instances(self) -> bool:
+        """Whether this split has an instance map for every sample."""
+        return self._load_instances is not None
+
+    def get(self, index: int, instances: bool = False):
+        """``(image, mask)``, or ``(image, mask, instance_map)`` with ``instances=True``.
+
+        The instance map is ``int64 (H, W)``: 0 where no object is, ``1..n`` one id per object.
+        """
+        image, mask = self[index]
+        if not instances:
+            return image, mask
+        if not self.has_instances:
+            raise DatasetError(
+                f"{self.name} has no instance maps. The built-in 'shapes' has them; a folder needs an "
+                "instances/ folder (one id per object, 0 = none) or a COCO JSON file (instances.json); "
+                "a hub dataset needs an instance column (instance_column=)."
+            )
+        index %= len(self)
+        found = np.asarray(self._load_instances(index))
+        if found.ndim == 3 and found.shape[2] in (1, 3, 4):
+            found = found[:, :, 0]  # grey stored as RGB: all channels equal
+        if found.shape != mask.shape:
+            raise DatasetError(
+                f"{self.label(index)}: the instance map is {found.shape[::-1]} (width x height) but the mask "
+                f"is {mask.shape[::-1]}. Instance maps must be the size of their image."
+            )
+        if not np.issubdtype(found.dtype, np.integer) or found.min(initial=0) < 0:
+            raise DatasetError(
+                f"{self.label(index)}: an instance map holds non-negative integer ids (0 = no object), "
+                f"got dtype {found.dtype} with minimum {found.min()}. Save it as a 16-bit or 8-bit grey PNG."
+            )
+        return image, mask, found.astype(np.int64, copy=False)
+
+    def instances(self, index: int) -> np.ndarray:
+        """The instance map of sample ``index`` (see :meth:`get`)."""
+        return self.get(index, instances=True)[2]
+
     def _check_values(self, mask: np.ndarray, index: int) -> None:
         counts = np.bincount(mask.ravel().clip(0, max(self.ignore_index, self.num_classes) + 1))
         values = np.flatnonzero(counts)
@@ -292,6 +334,16 @@ class SegmentationDataset:
     notes: list[str] = field(default_factory=list)
     options: dict = field(default_factory=dict)
     _counts: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    things: list[str] | None = None  # countable classes (instances); None = not known
+
+    @property
+    def stuff(self) -> list[str] | None:
+        """Amorphous classes (sky, grass): every class that is not a thing; None when unknown."""
+        return None if self.things is None else [c for c in self.class_names if c not in self.things]
+
+    @property
+    def has_instances(self) -> bool:
+        return all(split.has_instances for split in self.splits.values())
 
     def __setattr__(self, name, value):
         if name in _LABEL_FIELDS and self.__dict__.get("_ready"):
@@ -316,6 +368,9 @@ class SegmentationDataset:
         for split in self.splits.values():
             split.num_classes = self.num_classes
             split.ignore_index = self.ignore_index
+        unknown = [t for t in self.things or [] if t not in self.class_names]
+        if unknown:
+            raise DatasetError(f"things={unknown} are not class names; the classes are {self.class_names}.")
         self.__dict__["_ready"] = True
 
     @property
@@ -389,6 +444,7 @@ class SegmentationDataset:
         return SegmentationDataset(
             splits=splits, class_names=names, ignore_index=new_ignore, palette=self.palette,
             source=self.source, info=dict(self.info), notes=notes, options=options,
+            things=[t for t in self.things if t in names] if self.things is not None else None,
         )
 
     def provenance(self) -> dict | None:

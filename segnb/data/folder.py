@@ -164,12 +164,17 @@ def load_folder(
     seed: int = 0,
     allow_unpaired: bool = False,
     lossy_masks: str = "auto",
+    instances=None,
+    things: list[str] | None = None,
 ) -> SegmentationDataset:
     """Load a local folder of images and masks (see the module docstring for layouts).
 
     Without a validation split (no ``val/`` with masks), a seeded ``val_fraction`` of the
     training pairs is split off, and ``data.notes`` says so. JPEG masks are snapped to their
     class values with a warning, or refused where that cannot be right (``lossy_masks``).
+    Instance maps come from an ``instances/`` folder or a COCO JSON file when there is one
+    (``instances=`` names it; see :mod:`segnb.instances.sources`); ``things=`` names the
+    countable classes (``data.things``).
     """
     options = given_options(load_folder, locals())
     check_label_options(num_classes, ignore_index, class_names)
@@ -207,6 +212,9 @@ def load_folder(
             if val_fraction > 0:  # asked for a validation split and got none: say it loudly
                 warnings.warn(f"{root}: {notes[-1]}", stacklevel=2)
     splits = {name: _FileSplit(name, p, root, reduce_labels, False, cmap, ignore_index) for name, p in pairs.items()}
+    from segnb.instances.sources import attach_instances
+
+    has_instances = attach_instances(root, splits, instances)
     probe = splits.get("train") or next(iter(splits.values()))
 
     first_mask = _open_mask(probe.pairs[0][1])
@@ -237,7 +245,9 @@ def load_folder(
         ignore_index=ignore_index,
         palette=palette,
         source=str(root),
-        info={"layout": {k: [str(a), str(b)] for k, (a, b) in layout.items()}, "binary_mask": binary},
+        things=things,
+        info={"layout": {k: [str(a), str(b)] for k, (a, b) in layout.items()}, "binary_mask": binary,
+              "instances": has_instances},
         notes=notes,
         options=options,
     )

@@ -404,11 +404,15 @@ def load_hub(
     trust_remote_code: bool = False,
     on_bad_image: str = "raise",
     lossy_masks: str = "auto",
+    instance_column: str | None = None,
+    things: list[str] | None = None,
 ) -> SegmentationDataset:
     """A hub id, a local directory in hub layout, or a ``datasets.Dataset``/``DatasetDict``.
 
     A local directory is read into memory through a temporary cache, so it never lands in
     the Hugging Face cache (where its folder name could pass for a hub id).
+    An instance column (``instance_column=``, or one named ``instance``/``instances``/...)
+    gives ``split.get(i, instances=True)``; ``things=`` names the countable classes.
     """
     import datasets
 
@@ -471,6 +475,9 @@ def load_hub(
                         ignore_index, on_bad_image)
         for name, table in dataset.items()
     }
+    from segnb.instances.sources import attach_hub_instances
+
+    instance_column = attach_hub_instances(splits, instance_column)
     probe = splits.get("train") or next(iter(splits.values()))
     first_cell = probe.table[0][mask_column] if len(probe) else None
     _, binary, num_classes, guessed = settle_labels(
@@ -492,8 +499,10 @@ def load_hub(
         class_names=class_names,
         ignore_index=ignore_index,
         source=label,
+        things=things,
         info={"image_column": image_column, "mask_column": mask_column, "reduce_labels": reduce_labels,
-              "binary_mask": binary, "in_memory": label == "in-memory dataset"},
+              "binary_mask": binary, "in_memory": label == "in-memory dataset",
+              "instance_column": instance_column},
         notes=notes,
         options=options,
     )

@@ -44,11 +44,16 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return yy, xx
 
 
-def render_scene(rng: np.random.Generator, size: int = 128, void_border: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one scene. Returns ``image`` uint8 (size, size, 3) and ``mask`` uint8 (size, size)."""
+def render_scene(rng: np.random.Generator, size: int = 128, void_border: int = 0, instances: bool = False):
+    """Draw one scene. Returns ``image`` uint8 (size, size, 3) and ``mask`` uint8 (size, size).
+
+    With ``instances=True`` also an instance map uint8 (size, size): 0 on stuff, 1..n one id per
+    visible thing, numbered in drawing order (an object hidden entirely by later ones has no id).
+    """
     yy, xx = _grid(size)  # (H, W) each
     image = np.empty((size, size, 3), np.float32)
     mask = np.empty((size, size), np.uint8)
+    ids = np.zeros((size, size), np.uint8)
 
     # Stuff: sky (smooth gradient), grass (noisy), maybe a brick wall on the grass.
     horizon = int(rng.uniform(0.25, 0.65) * size)
@@ -76,7 +81,7 @@ def render_scene(rng: np.random.Generator, size: int = 128, void_border: int = 0
         mask[wall] = 2
 
     # Things: drawn back to front, so later ones occlude earlier ones.
-    for _ in range(rng.integers(1, 7)):
+    for number in range(1, int(rng.integers(1, 7)) + 1):
         kind = rng.choice(4, p=_THING_PROBABILITY)
         radius = float(np.exp(rng.uniform(np.log(2.5), np.log(size / 4))))  # diameter few px .. size/2
         cy, cx = rng.uniform(0, size, 2)
@@ -104,6 +109,7 @@ def render_scene(rng: np.random.Generator, size: int = 128, void_border: int = 0
         light = 1.0 - 0.25 * np.clip((dy + dx) / (2 * radius), -1, 1)  # a lit top-left
         image[y0:y1, x0:x1][region] = (light[region, None] * colour).astype(np.float32)
         mask[y0:y1, x0:x1][region] = len(STUFF) + kind
+        ids[y0:y1, x0:x1][region] = number
 
     image += rng.standard_normal(image.shape, dtype=np.float32) * 0.02  # sensor noise
     image = (np.clip(image, 0, 1) * 255).astype(np.uint8)
@@ -118,13 +124,21 @@ def render_scene(rng: np.random.Generator, size: int = 128, void_border: int = 0
         if void_border > 1:
             edge = ndimage.binary_dilation(edge, iterations=void_border - 1)
         mask[edge] = 255
-    return image, mask
+    if not instances:
+        return image, mask
+    present = np.unique(ids[ids > 0])
+    lookup = np.zeros(8, np.uint8)
+    lookup[present] = np.arange(1, len(present) + 1)
+    return image, mask, lookup[ids]
 
 
 class _ArraySplit(Split):
-    def __init__(self, name: str, images: np.ndarray, masks: np.ndarray, first: int):
+    def __init__(self, name: str, images: np.ndarray, masks: np.ndarray, first: int, ids: np.ndarray):
         super().__init__(name, len(images))
-        self.images, self.masks, self.first = images, masks, first
+        self.images, self.masks, self.first, self.ids = images, masks, first, ids
+
+    def _load_instances(self, index: int) -> np.ndarray:
+        return self.ids[index]
 
     def label(self, index: int) -> str:
         return f"shapes image {self.first + index} ({self.name}[{index}])"
@@ -142,6 +156,9 @@ def load_shapes(
 ) -> SegmentationDataset:
     """The built-in dataset: ``n`` scenes of ``size`` px; the last ``val_fraction`` are validation.
 
+    ``data.things`` are the four shapes, ``data.stuff`` sky, grass and wall;
+    ``data["train"].get(i, instances=True)`` adds each shape's instance id map.
+
     Image ``i`` depends only on ``(seed, i)``, so a larger ``n`` keeps the
     first images unchanged.
     """
@@ -157,13 +174,14 @@ def load_shapes(
         raise DatasetError(f"shapes: val_fraction must be between 0 and 1, got {val_fraction!r}.")
     images = np.empty((n, size, size, 3), np.uint8)
     masks = np.empty((n, size, size), np.uint8)
+    ids = np.empty((n, size, size), np.uint8)
     for i in range(n):
-        images[i], masks[i] = render_scene(np.random.default_rng([seed, i]), size, void_border)
+        images[i], masks[i], ids[i] = render_scene(np.random.default_rng([seed, i]), size, void_border, True)
     n_val = min(n - 1, max(1, round(n * val_fraction)))
     n_train = n - n_val
     splits = {
-        "train": _ArraySplit("train", images[:n_train], masks[:n_train], 0),
-        "validation": _ArraySplit("validation", images[n_train:], masks[n_train:], n_train),
+        "train": _ArraySplit("train", images[:n_train], masks[:n_train], 0, ids[:n_train]),
+        "validation": _ArraySplit("validation", images[n_train:], masks[n_train:], n_train, ids[n_train:]),
     }
     return SegmentationDataset(
         splits=splits,
@@ -171,6 +189,7 @@ def load_shapes(
         ignore_index=255,
         palette=SHAPES_PALETTE,
         source="shapes",
+        things=list(THINGS),
         info={"built_in": True, "seed": seed, "image_size": size, "void_border": void_border},
         options=options,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import pickle
 import warnings
 from pathlib import Path
 
@@ -19,56 +20,38 @@ import torch.nn.functional as F
 
 from segnb.data.base import IMAGENET_MEAN, IMAGENET_STD
 from segnb.errors import HubUnavailableError, ModelConfigError
-from segnb.models.encoders import BUILTIN_ENCODERS, TimmEncoder, VGGEncoder, is_vgg
+from segnb.models.encoders import encoder_family
+from segnb.models.registry import ARCHITECTURES, BuildRequest, get_architecture
 from segnb.models.upsample import UPSAMPLE_KINDS
 
 __all__ = [
-    "SMP_ARCHITECTURES",
-    "TEACHING_ARCHITECTURES",
     "SegModel",
     "build_model",
     "list_architectures",
     "encoder_family",
+    "check_combination",
+    "resolve_arch",
+    "resolve_encoder",
 ]
 
-SMP_ARCHITECTURES = {
-    "unet": "Unet", "unetplusplus": "UnetPlusPlus", "manet": "MAnet", "linknet": "Linknet",
-    "fpn": "FPN", "pspnet": "PSPNet", "deeplabv3": "DeepLabV3", "deeplabv3plus": "DeepLabV3Plus",
-    "pan": "PAN", "upernet": "UPerNet", "segformer": "Segformer", "dpt": "DPT",
-}
-TEACHING_ARCHITECTURES = {
-    "fcn32s": "FCN-32s: stride-32 scores upsampled x32",
-    "fcn16s": "FCN-16s: + stride-16 skip",
-    "fcn8s": "FCN-8s: + stride-8 skip",
-    "segnet": "SegNet: VGG encoder, max-unpooling decoder",
-    "unet-classic": "U-Net: concatenating skips, swappable upsampling",
-    "setr-naive": "SETR, naive head: 1x1 convolutions on ViT tokens, then upsample",
-    "setr-pup": "SETR, progressive upsampling head",
-}
-# Minimum input side for architectures whose pooling pyramids need room.
-MIN_SIZE = {"pan": 128, "pspnet": 64}
-DILATED = ("deeplabv3", "deeplabv3plus", "pan")
-ALIASES = {"unet++": "unetplusplus", "deeplab": "deeplabv3plus", "fcn": "fcn8s", "setr": "setr-pup",
-           "fcn-8s": "fcn8s", "fcn-16s": "fcn16s", "fcn-32s": "fcn32s"}
+
+def list_architectures(group: str | None = None) -> dict[str, str]:
+    """Every architecture name ``build_model`` takes, with one line about it.
+
+    ``group`` keeps one kind: ``"smp"``, ``"teaching"`` or ``"instance"``.
+    """
+    order = {"smp": 0, "teaching": 1, "instance": 2}
+    ranked = sorted(ARCHITECTURES.values(), key=lambda a: order.get(a.group, 3))  # stable within a group
+    return {arch.name: arch.summary for arch in ranked if group in (None, arch.group)}
 
 
-def list_architectures() -> dict[str, str]:
-    """Every architecture name ``build_model`` takes, with one line about it."""
-    names = {k: f"segmentation-models-pytorch {v}" for k, v in SMP_ARCHITECTURES.items()}
-    names.update({k: f"segnb teaching model: {v}" for k, v in TEACHING_ARCHITECTURES.items()})
-    return names
-
-
-def encoder_family(name: str) -> str:
-    """``'vgg'``, ``'vit'`` (one stride, no pyramid), ``'swin'`` (fixed input size) or ``'cnn'``."""
-    if is_vgg(name):
-        return "vgg"
-    base = name.split(".")[0]
-    if base.startswith(("vit_", "deit", "test_vit", "eva", "beit", "flexivit", "vit")):
-        return "vit"
-    if base.startswith(("swin", "test_swin")):
-        return "swin"
-    return "cnn"
+def __getattr__(name: str):
+    # The old module-level tables, now read from the registry.
+    if name == "SMP_ARCHITECTURES":
+        return {k: a.summary for k, a in ARCHITECTURES.items() if a.group == "smp"}
+    if name == "TEACHING_ARCHITECTURES":
+        return {k: a.summary for k, a in ARCHITECTURES.items() if a.group == "teaching"}
+    raise AttributeError(name)
 
 
 class SegModel(nn.Module):
@@ -112,25 +95,31 @@ class SegModel(nn.Module):
         return f"arch={self.spec['arch']!r}, encoder={self.spec['encoder']!r}, classes={self.num_classes}"
 
 
-def _resolve_arch(arch: str) -> str:
-    key = ALIASES.get(arch.lower(), arch.lower())
-    if key in SMP_ARCHITECTURES or key in TEACHING_ARCHITECTURES:
-        return key
-    raise ModelConfigError(
-        f"Unknown architecture {arch!r}. Choose one of: {', '.join(list_architectures())}."
-    )
+def resolve_arch(arch: str) -> str:
+    """The registered name of ``arch`` (aliases such as ``deeplab`` resolved); a clear error otherwise."""
+    return get_architecture(arch).name
 
 
-def _resolve_encoder(encoder: str) -> str:
+def _all_own_encoders() -> dict[str, list[str]]:
+    owners: dict[str, list[str]] = {}
+    for arch in ARCHITECTURES.values():
+        for name in arch.own_encoders:
+            owners.setdefault(name, []).append(arch.name)
+    return owners
+
+
+def resolve_encoder(encoder: str) -> str:
+    """A timm model name (``tu-`` prefix dropped) or a built-in encoder; close names suggested otherwise."""
     import timm
 
     name = encoder[3:] if encoder.startswith("tu-") else encoder
-    if name in BUILTIN_ENCODERS:
+    owners = _all_own_encoders()
+    if name in owners:
         return name
     if not timm.is_model(name.split(".")[0]):
-        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        close = difflib.get_close_matches(name, [*owners, *timm.list_models()], n=5, cutoff=0.6)
         raise ModelConfigError(
-            f"Unknown encoder {encoder!r}: not a timm model. "
+            f"Unknown encoder {encoder!r}: not a timm model nor one built into segnb. "
             + (f"Did you mean {close}? " if close else "")
             + "See segnb.list_encoders(arch, filter='resnet*')."
         )
@@ -138,7 +127,7 @@ def _resolve_encoder(encoder: str) -> str:
 
 
 def _normalisation(encoder: str) -> tuple[tuple, tuple]:
-    if encoder in BUILTIN_ENCODERS:
+    if encoder in _all_own_encoders():
         return IMAGENET_MEAN, IMAGENET_STD
     import timm
 
@@ -148,55 +137,26 @@ def _normalisation(encoder: str) -> tuple[tuple, tuple]:
     return tuple(cfg.mean), tuple(cfg.std)
 
 
-def _check_combination(arch: str, encoder: str, upsample: str | None) -> None:
-    family = encoder_family(encoder)
+def check_combination(arch: str, encoder: str, upsample: str | None) -> None:
+    """Raise :class:`ModelConfigError` saying why ``arch`` cannot use ``encoder``/``upsample``, and what can.
+
+    ``arch`` and ``encoder`` are resolved names (:func:`resolve_arch`, :func:`resolve_encoder`).
+    """
+    registration = get_architecture(arch)
     if upsample is not None and upsample not in UPSAMPLE_KINDS:
         raise ModelConfigError(f"Unknown upsample={upsample!r}. Choose one of {list(UPSAMPLE_KINDS)}.")
-    if arch in SMP_ARCHITECTURES:
-        if upsample is not None:
-            raise ModelConfigError(
-                f"upsample= swaps the operator of segnb's teaching models ({', '.join(TEACHING_ARCHITECTURES)}); "
-                f"smp's {arch} has its own decoder. For smp U-Net use decoder_interpolation='bilinear'."
-            )
-        if family == "vit" and arch != "dpt":
-            raise ModelConfigError(
-                f"{arch} needs a feature pyramid (strides 4 to 32), but {encoder} is a plain ViT with one "
-                "stride-16 token grid (smp says 'Unsupported model downsampling pattern'). Use "
-                f"build_model('dpt', '{encoder}') or build_model('setr-pup', '{encoder}'), or a "
-                "hierarchical encoder (resnet, convnext, efficientnet, swin) with this architecture."
-            )
-        if encoder in BUILTIN_ENCODERS:
-            raise ModelConfigError(f"{encoder} is built into segnb's teaching models; smp's {arch} takes timm encoders.")
-        if arch in DILATED and family in ("vgg", "swin", "vit"):
-            raise ModelConfigError(
-                f"{arch} replaces the last strides of its encoder by dilation (output_stride 8 or 16), "
-                f"and {encoder} cannot do that. Use an encoder with dilation support: resnet*, "
-                "resnext*, efficientnet*, mobilenetv3*, convnext*, regnet*; or fpn/upernet with this one."
-            )
-        return
-    if family == "swin":
+    owners = _all_own_encoders().get(encoder)
+    if owners and encoder not in registration.own_encoders:
         raise ModelConfigError(
-            f"{encoder} takes one fixed input size, which segnb's teaching models do not handle. Use it "
-            "with an smp architecture (unet, fpn, upernet, ...) and image_size=, or a CNN encoder here."
+            f"{encoder} is built into segnb's {', '.join(owners)}; {arch} takes "
+            + (f"{', '.join(registration.own_encoders)} or " if registration.own_encoders else "")
+            + "timm encoders (resnet18, convnext_tiny, ...)."
         )
-    if arch.startswith("setr") and family != "vit":
-        raise ModelConfigError(f"SETR is a ViT model; {encoder} is not a plain ViT. Try 'vit_tiny_patch16_224' or 'test_vit'.")
-    if arch == "segnet" and family != "vgg":
-        raise ModelConfigError(
-            f"SegNet reuses max-pooling indices, and {encoder} downsamples without max-pooling. "
-            "Use encoder='vgg-small' (built in) or a timm VGG (vgg11_bn, vgg16_bn)."
-        )
-    if arch.startswith("fcn") or arch == "unet-classic":
-        if family == "vit":
-            raise ModelConfigError(
-                f"{arch} needs encoder stages at several strides; {encoder} is a plain ViT (one stride). "
-                f"Use build_model('setr-pup', '{encoder}') or build_model('dpt', '{encoder}')."
-            )
-        if upsample == "max_unpool" and family != "vgg":
-            raise ModelConfigError(
-                f"max_unpool needs max-pooling indices, and {encoder} downsamples with strided "
-                "convolutions. Use encoder='vgg-small' or a timm VGG, or another upsample kind."
-            )
+    if upsample is not None and registration.upsample is None and registration.group != "smp":
+        raise ModelConfigError(f"{arch} has no swappable upsampling operator; leave upsample=None.")
+    problem = registration.accepts(encoder, upsample)
+    if problem:
+        raise ModelConfigError(problem)
 
 
 def _pretrained_source(encoder: str, pretrained) -> tuple[bool, dict]:
@@ -207,8 +167,10 @@ def _pretrained_source(encoder: str, pretrained) -> tuple[bool, dict]:
         path = Path(pretrained).expanduser()
         if not path.is_file():
             raise ModelConfigError(f"pretrained={str(pretrained)!r}: no such weights file.")
+        if path.suffix != ".safetensors":
+            path = _pickle_to_safetensors(path)
         return True, {"pretrained_cfg_overlay": {"file": str(path)}}
-    if encoder in BUILTIN_ENCODERS:
+    if encoder in _all_own_encoders():
         if pretrained == "auto":
             return False, {}
         raise ModelConfigError(f"{encoder} is built in and has no pretrained weights; use pretrained=False.")
@@ -256,65 +218,9 @@ def _cached_weights(hub_id: str) -> str | None:
     return None
 
 
-def _build_smp(arch, encoder, num_classes, use_pretrained, timm_options, options):
-    import segmentation_models_pytorch as smp
-
-    options = dict(options)
-    fixed = None
-    if encoder_family(encoder) == "swin":
-        size = options.pop("image_size", 224)
-        size = (size, size) if isinstance(size, int) else tuple(size)
-        timm_options = {**timm_options, "img_size": size}
-        fixed = size
-    else:
-        options.pop("image_size", None)
-    if encoder_family(encoder) == "vit":  # accept any multiple of the patch size, not only 224
-        timm_options = {**timm_options, "dynamic_img_size": True}
-    try:
-        net = smp.create_model(
-            arch, encoder_name=f"tu-{encoder}", encoder_weights=True if use_pretrained else None,
-            classes=num_classes, **timm_options, **options,
-        )
-    except TypeError as err:
-        raise ModelConfigError(f"{arch} with {encoder}: {err}. Check the architecture options.") from None
-    except (AssertionError, ValueError) as err:
-        raise ModelConfigError(f"{arch} cannot use the encoder {encoder} ({err or type(err).__name__}).") from None
-    multiple = 32
-    if arch == "dpt":  # its reassemble stage halves the token grid once: two patches per step
-        patch = getattr(getattr(getattr(net.encoder, "model", None), "patch_embed", None), "patch_size", (16,))
-        multiple = 2 * patch[0]
-    return net, multiple, MIN_SIZE.get(arch, 0), fixed
-
-
-def _build_teaching(arch, encoder, num_classes, upsample, use_pretrained, timm_options, options):
-    from segnb.models.fcn import FCN
-    from segnb.models.segnet import SegNet
-    from segnb.models.setr import SETR, ViTEncoder
-    from segnb.models.unet import UNet
-
-    options = dict(options)
-    options.pop("image_size", None)
-    if arch.startswith("setr"):
-        enc = ViTEncoder(encoder, pretrained=use_pretrained, layer=options.pop("layer", -1), **timm_options)
-        net = SETR(enc, num_classes, head=arch.split("-")[1], upsample=upsample or "bilinear", **options)
-        return net, enc.patch, 0, None
-    encoder_class = VGGEncoder if is_vgg(encoder) else TimmEncoder
-    enc = encoder_class(encoder, use_pretrained, **timm_options)
-    try:
-        if arch == "segnet":
-            net = SegNet(enc, num_classes, upsample=upsample or "max_unpool", **options)
-        elif arch == "unet-classic":
-            net = UNet(enc, num_classes, upsample=upsample or "transposed4", **options)
-        else:
-            net = FCN(enc, num_classes, variant=int(arch[3:-1]), upsample=upsample or "transposed4", **options)
-    except TypeError as err:  # an option the teaching model does not take
-        raise ModelConfigError(f"{arch} with {encoder}: {err}. Check the architecture options.") from None
-    return net, max(enc.reductions), 0, None
-
-
 def build_model(
     arch: str,
-    encoder: str = "resnet18",
+    encoder: str | None = None,
     num_classes: int | None = None,
     pretrained: bool | str = False,
     upsample: str | None = None,
@@ -329,7 +235,8 @@ def build_model(
             (``fcn32s``, ``fcn16s``, ``fcn8s``, ``segnet``, ``unet-classic``, ``setr-naive``,
             ``setr-pup``).
         encoder: a timm model name (``resnet18``, ``convnext_tiny``, ``vit_tiny_patch16_224``;
-            ``tu-`` prefixes are accepted) or a built-in ``vgg-small`` / ``vgg-tiny``.
+            ``tu-`` prefixes are accepted) or a built-in ``vgg-small`` / ``vgg-tiny``; None
+            takes the architecture's default (``resnet18`` for most).
         num_classes: output classes (or give ``class_names``).
         pretrained: ``False``; ``True`` (timm's hub weights, a clear error within seconds when
             offline); ``"auto"`` (hub weights, else random with a warning); or a path to a
@@ -343,8 +250,9 @@ def build_model(
     Raises:
         ModelConfigError: the combination cannot work; the message says why and what does.
     """
-    key = _resolve_arch(arch)
-    name = _resolve_encoder(encoder)
+    registration = get_architecture(arch)
+    key = registration.name
+    name = resolve_encoder(encoder if encoder is not None else registration.default_encoder)
     if class_names is None:
         if num_classes is None:
             raise ModelConfigError("Give num_classes= (or class_names=): the number of output classes.")
@@ -353,21 +261,73 @@ def build_model(
         class_names = [f"class_{i}" for i in range(num_classes)]
     elif num_classes is not None and num_classes != len(class_names):
         raise ModelConfigError(f"num_classes={num_classes} but {len(class_names)} class names were given.")
+    class_names = list(class_names)
     num_classes = len(class_names)
     if num_classes < 1:
         raise ModelConfigError("A model needs at least one class.")
-    _check_combination(key, name, upsample)
+    check_combination(key, name, upsample)
     use_pretrained, timm_options = _pretrained_source(name, pretrained)
-    if key in SMP_ARCHITECTURES:
-        net, multiple, min_size, fixed = _build_smp(key, name, num_classes, use_pretrained, timm_options, options)
-    else:
-        net, multiple, min_size, fixed = _build_teaching(
-            key, name, num_classes, upsample, use_pretrained, timm_options, options
-        )
-    mean, std = _normalisation(name)
+    build_options = dict(options)
+    if registration.group == "teaching":
+        build_options.pop("image_size", None)
+    request = BuildRequest(key, name, num_classes, class_names, upsample or registration.upsample,
+                           use_pretrained, timm_options, build_options)
+    try:
+        net = registration.build(request)
+    except TypeError as err:  # an option this architecture does not take
+        raise ModelConfigError(f"{key} with {name}: {err}. Check the architecture options.") from None
     spec = {"arch": key, "encoder": name, "num_classes": num_classes, "upsample": upsample,
             "options": _jsonable(options)}
-    return SegModel(net, spec, class_names, mean, std, pad_multiple=multiple, min_size=min_size, fixed_size=fixed)
+    mean, std = _normalisation(name)
+    if not registration.wrap:
+        net.spec, net.class_names, net.mean, net.std = spec, class_names, mean, std
+        return net
+    return SegModel(net, spec, class_names, mean, std, pad_multiple=registration.multiple_for(net),
+                    min_size=registration.min_size, fixed_size=request.fixed_size)
+
+
+def _pickle_to_safetensors(path: Path) -> Path:
+    """Read a torch pickle with ``weights_only=True`` (tensors only, nothing executed) into safetensors.
+
+    timm would otherwise unpickle the file itself, objects and all. A file holding anything
+    but tensors stops with :func:`_pickle_message`, never with torch's advice to unpickle it.
+    """
+    import hashlib
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ModelConfigError(_pickle_message(path)) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        message = str(err).split("\n")[0]
+        if "weights_only" in str(err):
+            raise ModelConfigError(_pickle_message(path)) from None
+        raise ModelConfigError(f"pretrained={str(path)!r} cannot be read as weights ({message}).") from None
+    for key in ("state_dict", "model"):  # training checkpoints wrap the weights
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelConfigError(
+            f"pretrained={str(path)!r} holds no state dict of tensors. Pass a .safetensors file of the "
+            "encoder's weights (timm's own names, e.g. conv1.weight)."
+        )
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    target = Path(tempfile.gettempdir()) / f"segnb-weights-{digest}.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(target))
+    return target
+
+
+def _pickle_message(path) -> str:
+    return (
+        f"pretrained={str(path)!r} is a pickle file holding more than tensors. segnb never "
+        "unpickles arbitrary objects: a pickle can run any code when it is loaded. Convert it once, "
+        "where you trust the file: `sd = torch.load(path, weights_only=True)` for a plain state dict "
+        "(or the trusted tool that made it), then `safetensors.torch.save_file(sd, "
+        "'weights.safetensors')`, and pass that .safetensors file."
+    )
 
 
 def _jsonable(options: dict) -> dict:

@@ -7,50 +7,29 @@ import fnmatch
 import torch
 import torch.nn as nn
 
-from segnb.models.build import DILATED, SMP_ARCHITECTURES, SegModel, _resolve_arch, encoder_family
-from segnb.models.encoders import BUILTIN_ENCODERS
+from segnb.models.build import SegModel, resolve_arch
+from segnb.models.encoders import encoder_family
+from segnb.models.registry import ARCHITECTURES
 
 __all__ = ["list_encoders", "describe_model", "receptive_field"]
 
-# timm families whose features_only models take output_stride (dilation), as DeepLab needs.
-DILATION_FAMILIES = ("resnet", "resnext", "seresnet", "seresnext", "resnest", "res2net", "regnet",
-                     "efficientnet", "tf_efficientnet", "mobilenetv2", "mobilenetv3", "tf_mobilenetv3",
-                     "convnext", "test_resnet", "test_efficientnet", "test_convnext", "wide_resnet",
-                     "mnasnet", "dla", "hrnet", "ecaresnet", "skresnet")
-
 
 def list_encoders(arch: str = "unet", filter: str = "*", pretrained: bool = False) -> list[str]:
-    """timm encoder names that work with ``arch``, optionally matching a wildcard ``filter``.
+    """Encoder names that work with ``arch``, optionally matching a wildcard ``filter``.
 
-    The rules are by family, verified in the tests on ResNet, ConvNeXt,
-    EfficientNet, MobileNet, Swin, VGG and ViT/DeiT: a plain ViT works only
-    with ``dpt`` and SETR; dilated architectures (DeepLab, PAN) need a
-    family with ``output_stride``; SegNet needs max-pooling (VGG).
+    Read from the architecture's registration: its own built-in encoders first,
+    then the timm names its rules accept (verified in the tests on ResNet,
+    ConvNeXt, EfficientNet, MobileNet, Swin, VGG and ViT/DeiT): a plain ViT
+    works only with ``dpt`` and SETR; dilated architectures (DeepLab, PAN) need
+    a family with ``output_stride``; SegNet needs max-pooling (VGG).
     """
     import timm
 
-    key = _resolve_arch(arch)
-    names = timm.list_models(filter, pretrained=pretrained)
-    builtin = [n for n in BUILTIN_ENCODERS if fnmatch.fnmatch(n, filter)]
-
-    def works(name: str) -> bool:
-        family = encoder_family(name)
-        if key in SMP_ARCHITECTURES:
-            if family == "vit":
-                return key == "dpt"
-            if key in DILATED:
-                return name.startswith(DILATION_FAMILIES)
-            return True
-        if key.startswith("setr"):
-            return family == "vit"
-        if key == "segnet":
-            return family == "vgg"
-        return family in ("cnn", "vgg")
-
-    found = [n for n in names if works(n)]
-    if key not in SMP_ARCHITECTURES and not key.startswith("setr"):
-        found = [n for n in builtin if key in ("segnet", "unet-classic") or key.startswith("fcn")] + found
-    return found
+    registration = ARCHITECTURES[resolve_arch(arch)]
+    own = [n for n in registration.own_encoders if fnmatch.fnmatch(n, filter)]
+    works = registration.listed or (lambda name: registration.accepts(name, None) is None)
+    timm_names = timm.list_models(filter, pretrained=pretrained)
+    return own + [n for n in timm_names if n not in own and works(n)]
 
 
 def receptive_field(module: nn.Module, size: int = 256) -> list[int | None]:
@@ -110,26 +89,45 @@ def _average_instead_of_max(module: nn.Module) -> None:
             _average_instead_of_max(child)
 
 
+def _measured_stages(model, encoder: nn.Module) -> tuple[list[int], list[int]]:
+    """Channels and strides of the encoder's stages, measured on one forward pass.
+
+    Measured, not read from attributes: a dilated encoder (DeepLab's output_stride 8)
+    keeps stride 8 in its last stages whatever its nominal pyramid says.
+    """
+    fixed = getattr(model, "fixed_size", None)
+    multiple = int(getattr(model, "pad_multiple", 32) or 32)
+    side = fixed or (max(64, 2 * multiple, getattr(model, "min_size", 0)),) * 2
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            out = encoder(torch.zeros(1, 3, *side))
+    finally:
+        encoder.train(was_training)
+    features = out[0] if isinstance(out, tuple) else out  # ours give (features, indices); smp a list
+    if isinstance(features, dict):  # torchvision-style backbones
+        features = list(features.values())
+    features = [f for f in features if isinstance(f, torch.Tensor) and f.ndim == 4]
+    channels = [int(f.shape[1]) for f in features]
+    reductions = [round(side[1] / f.shape[-1]) for f in features]
+    return channels, reductions
+
+
 def describe_model(model: SegModel, receptive_fields: bool = False, size: int = 256) -> dict:
     """Stages (channels, stride), output stride, parameter counts, and optionally receptive fields."""
-    net = model.net
+    net = getattr(model, "net", model)
     encoder = getattr(net, "encoder", None)
     stages = []
-    if encoder is not None and hasattr(encoder, "channels") and hasattr(encoder, "reductions"):
-        channels, reductions = list(encoder.channels), list(encoder.reductions)
-    elif encoder is not None and hasattr(encoder, "out_channels"):  # smp encoders
-        channels = list(encoder.out_channels)
-        reductions = list(getattr(encoder, "_output_stride_list", None) or [2**i for i in range(len(channels))])
-        if len(reductions) != len(channels):
-            reductions = [2**i for i in range(len(channels))]
-    else:
-        channels, reductions = [], []
+    channels, reductions = _measured_stages(model, encoder) if encoder is not None else ([], [])
     fields = [None] * len(channels)
     if receptive_fields and encoder is not None:
         try:
             fields = receptive_field(encoder, size)
         except RuntimeError:
             fields = [None] * len(channels)
+    if len(fields) != len(channels):
+        fields = [None] * len(channels)
     for i, (c, r) in enumerate(zip(channels, reductions, strict=False)):
         stages.append({"stage": i, "channels": int(c), "stride": int(r), "receptive_field": fields[i]})
     total = sum(p.numel() for p in model.parameters())
@@ -142,8 +140,8 @@ def describe_model(model: SegModel, receptive_fields: bool = False, size: int = 
         "num_classes": model.num_classes,
         "upsample": model.spec.get("upsample"),
         "stages": stages,
-        "output_stride": max(reductions) if reductions else None,
-        "input_multiple": model.pad_multiple,
+        "output_stride": max(reductions) if reductions else None,  # measured
+        "input_multiple": getattr(model, "pad_multiple", None),
         "parameters": total,
         "trainable_parameters": trainable,
         "encoder_parameters": enc_params,

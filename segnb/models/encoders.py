@@ -11,9 +11,54 @@ import torch.nn as nn
 
 from segnb.errors import ModelConfigError
 
-__all__ = ["TimmEncoder", "VGGEncoder", "conv_block", "BUILTIN_ENCODERS"]
+__all__ = ["TimmEncoder", "VGGEncoder", "conv_block", "BUILTIN_ENCODERS", "DILATION_FAMILIES",
+           "encoder_family", "is_vgg", "make_encoder", "max_reduction",
+           "pyramid_problem"]
 
 BUILTIN_ENCODERS = {"vgg-small": (16, 32, 64, 128, 256), "vgg-tiny": (8, 16, 32, 64, 64)}
+# timm families whose features_only models take output_stride (dilation), as DeepLab needs.
+DILATION_FAMILIES = ("resnet", "resnext", "seresnet", "seresnext", "resnest", "res2net", "regnet",
+                     "efficientnet", "tf_efficientnet", "mobilenetv2", "mobilenetv3", "tf_mobilenetv3",
+                     "convnext", "test_resnet", "test_efficientnet", "test_convnext", "wide_resnet",
+                     "mnasnet", "dla", "hrnet", "ecaresnet", "skresnet")
+
+
+def encoder_family(name: str) -> str:
+    """``'vgg'``, ``'vit'`` (one stride, no pyramid), ``'swin'`` (fixed input size) or ``'cnn'``."""
+    if is_vgg(name):
+        return "vgg"
+    base = name.split(".")[0]
+    if base.startswith(("vit_", "deit", "test_vit", "eva", "beit", "flexivit", "vit")):
+        return "vit"
+    if base.startswith(("swin", "test_swin")):
+        return "swin"
+    return "cnn"
+
+
+def pyramid_problem(arch: str, encoder: str, upsample: str | None) -> str | None:
+    """Why ``encoder`` cannot feed a teaching decoder that needs stages at several strides, or None."""
+    family = encoder_family(encoder)
+    if family == "swin":
+        return (f"{encoder} takes one fixed input size, which segnb's teaching models do not handle. Use it "
+                "with an smp architecture (unet, fpn, upernet, ...) and image_size=, or a CNN encoder here.")
+    if family == "vit":
+        return (f"{arch} needs encoder stages at several strides; {encoder} is a plain ViT (one stride). "
+                f"Use build_model('setr-pup', '{encoder}') or build_model('dpt', '{encoder}').")
+    if upsample == "max_unpool" and family != "vgg":
+        return (f"max_unpool needs max-pooling indices, and {encoder} downsamples with strided "
+                "convolutions. Use encoder='vgg-small' or a timm VGG, or another upsample kind.")
+    return None
+
+
+def make_encoder(name: str, pretrained: bool = False, **timm_options) -> nn.Module:
+    """A :class:`VGGEncoder` for VGG names (built in or timm), else a :class:`TimmEncoder`."""
+    encoder_class = VGGEncoder if is_vgg(name) else TimmEncoder
+    return encoder_class(name, pretrained, **timm_options)
+
+
+def max_reduction(net: nn.Module) -> int:
+    """The coarsest stride of ``net.encoder``: the padding multiple of the teaching models."""
+    return max(net.encoder.reductions)
 
 
 def conv_block(in_channels: int, out_channels: int, layers: int = 2) -> nn.Sequential:

@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 
 from segnb.errors import ModelConfigError
+from segnb.models.encoders import BUILTIN_ENCODERS, make_encoder, max_reduction, pyramid_problem
+from segnb.models.registry import BuildRequest, register_architecture
 from segnb.models.upsample import make_upsample
 
 __all__ = ["FCN"]
@@ -71,3 +73,25 @@ class FCN(nn.Module):
         for up in self.final_up:
             score = up(score)
         return score  # (B, K, H, W)
+
+
+def _accepts(encoder: str, upsample: str | None) -> str | None:
+    if upsample == "max_unpool":
+        return ("FCN upsamples class-score maps, which have no max-pooling indices, so max_unpool "
+                "cannot work here. Use SegNet for max-unpooling, or pick another upsample kind.")
+    return pyramid_problem("FCN", encoder, upsample)
+
+
+def _build(request: BuildRequest) -> FCN:
+    encoder = make_encoder(request.encoder, request.use_pretrained, **request.timm_options)
+    variant = int(request.arch[3:-1])
+    return FCN(encoder, request.num_classes, variant=variant, upsample=request.upsample, **request.options)
+
+
+for _variant, _summary in ((32, "stride-32 scores upsampled x32"), (16, "+ stride-16 skip"),
+                           (8, "+ stride-8 skip")):
+    register_architecture(
+        f"fcn{_variant}s", f"segnb teaching model: FCN-{_variant}s: {_summary}", group="teaching",
+        accepts=_accepts, build=_build, pad_multiple=max_reduction, upsample="transposed4",
+        own_encoders=tuple(BUILTIN_ENCODERS), aliases=(f"fcn-{_variant}s",) + (("fcn",) if _variant == 8 else ()),
+    )

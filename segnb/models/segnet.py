@@ -12,7 +12,14 @@ import torch
 import torch.nn as nn
 
 from segnb.errors import ModelConfigError
-from segnb.models.encoders import conv_block
+from segnb.models.encoders import (
+    BUILTIN_ENCODERS,
+    VGGEncoder,
+    conv_block,
+    encoder_family,
+    max_reduction,
+)
+from segnb.models.registry import BuildRequest, register_architecture
 from segnb.models.upsample import make_upsample
 
 __all__ = ["SegNet"]
@@ -44,3 +51,23 @@ class SegNet(nn.Module):
         for up, block, where in zip(self.ups, self.blocks, reversed(indices), strict=True):
             y = block(up(y, where))
         return self.classifier(y)  # (B, K, H, W)
+
+
+def _accepts(encoder: str, upsample: str | None) -> str | None:
+    if encoder_family(encoder) != "vgg":
+        return (f"SegNet reuses max-pooling indices, and {encoder} downsamples without max-pooling. "
+                "Use encoder='vgg-small' (built in) or a timm VGG (vgg11_bn, vgg16_bn).")
+    return None
+
+
+def _build(request: BuildRequest) -> SegNet:
+    encoder = VGGEncoder(request.encoder, request.use_pretrained, **request.timm_options)
+    return SegNet(encoder, request.num_classes, upsample=request.upsample, **request.options)
+
+
+register_architecture(
+    "segnet", "segnb teaching model: SegNet: VGG encoder, max-unpooling decoder", group="teaching",
+    accepts=_accepts, build=_build, pad_multiple=max_reduction, upsample="max_unpool",
+    own_encoders=tuple(BUILTIN_ENCODERS), default_encoder="vgg-small",
+    listed=lambda name: encoder_family(name) == "vgg",
+)

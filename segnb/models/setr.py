@@ -16,6 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from segnb.errors import ModelConfigError
+from segnb.models.encoders import encoder_family
+from segnb.models.registry import BuildRequest, register_architecture
 from segnb.models.upsample import make_upsample
 
 __all__ = ["SETR", "ViTEncoder"]
@@ -94,3 +96,26 @@ class SETR(nn.Module):
         if y.shape[-2:] != x.shape[-2:]:  # patch sizes that are not powers of two
             y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return y  # (B, K, H, W)
+
+
+def _accepts(encoder: str, upsample: str | None) -> str | None:
+    if encoder_family(encoder) != "vit":
+        return f"SETR is a ViT model; {encoder} is not a plain ViT. Try 'vit_tiny_patch16_224' or 'test_vit'."
+    return None
+
+
+def _build(request: BuildRequest) -> SETR:
+    options = dict(request.options)
+    encoder = ViTEncoder(request.encoder, pretrained=request.use_pretrained, layer=options.pop("layer", -1),
+                         **request.timm_options)
+    return SETR(encoder, request.num_classes, head=request.arch.split("-")[1], upsample=request.upsample,
+                **options)
+
+
+for _head, _summary in (("naive", "1x1 convolutions on ViT tokens, then upsample"),
+                        ("pup", "progressive upsampling head")):
+    register_architecture(
+        f"setr-{_head}", f"segnb teaching model: SETR, {'naive head: ' if _head == 'naive' else ''}{_summary}",
+        group="teaching", accepts=_accepts, build=_build, pad_multiple=lambda net: net.encoder.patch,
+        upsample="bilinear", default_encoder="vit_tiny_patch16_224", aliases=("setr",) if _head == "pup" else (),
+    )

@@ -12,7 +12,14 @@ import torch
 import torch.nn as nn
 
 from segnb.errors import ModelConfigError
-from segnb.models.encoders import conv_block
+from segnb.models.encoders import (
+    BUILTIN_ENCODERS,
+    conv_block,
+    make_encoder,
+    max_reduction,
+    pyramid_problem,
+)
+from segnb.models.registry import BuildRequest, register_architecture
 from segnb.models.upsample import make_upsample
 
 __all__ = ["UNet"]
@@ -79,3 +86,15 @@ class UNet(nn.Module):
         if self.final_up is not None:
             y = self.final_block(self.final_up(y))
         return self.classifier(y)  # (B, K, H, W)
+
+
+def _build(request: BuildRequest) -> UNet:
+    encoder = make_encoder(request.encoder, request.use_pretrained, **request.timm_options)
+    return UNet(encoder, request.num_classes, upsample=request.upsample, **request.options)
+
+
+register_architecture(
+    "unet-classic", "segnb teaching model: U-Net: concatenating skips, swappable upsampling", group="teaching",
+    accepts=lambda encoder, upsample: pyramid_problem("unet-classic", encoder, upsample), build=_build,
+    pad_multiple=max_reduction, upsample="transposed4", own_encoders=tuple(BUILTIN_ENCODERS),
+)

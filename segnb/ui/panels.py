@@ -12,12 +12,8 @@ from segnb.callbacks import Callback, ProgressCallback
 from segnb.data import KNOWN_HUB_DATASETS, load_dataset
 from segnb.losses import LOSSES
 from segnb.models import build_model, describe_model, list_architectures, list_encoders
-from segnb.models.build import (
-    TEACHING_ARCHITECTURES,
-    _check_combination,
-    _resolve_arch,
-    _resolve_encoder,
-)
+from segnb.models.build import check_combination, resolve_arch, resolve_encoder
+from segnb.models.registry import get_architecture
 from segnb.models.upsample import UPSAMPLE_KINDS
 from segnb.progress import ProgressState, format_duration
 from segnb.train import fit, predict
@@ -121,7 +117,8 @@ class ModelBuilder(W.VBox):
     def __init__(self, state: SharedState | None = None):
         self.state = state or SharedState()
         self.errors = ErrorBox()
-        self.arch = W.Dropdown(options=list(list_architectures()), value="unet-classic", description="arch")
+        semantic = [*list_architectures("smp"), *list_architectures("teaching")]  # Mask R-CNN: the Instances tab
+        self.arch = W.Dropdown(options=semantic, value="unet-classic", description="arch")
         self.filter = W.Text(value="*", description="filter", placeholder="resnet*")
         self.encoder = W.Combobox(value="vgg-tiny", description="encoder", ensure_option=False)
         self.pretrained = W.Dropdown(options=[("no (random init)", False), ("auto (fall back to random)", "auto"),
@@ -148,7 +145,7 @@ class ModelBuilder(W.VBox):
     def refresh_encoders(self, limit: int = 300):
         names = list_encoders(self.arch.value, self.filter.value or "*")
         self.encoder.options = names[:limit]
-        self.upsample.disabled = self.arch.value not in TEACHING_ARCHITECTURES
+        self.upsample.disabled = get_architecture(self.arch.value).upsample is None
 
     def spec(self) -> dict:
         upsample = None if self.upsample.value == "default" or self.upsample.disabled else self.upsample.value
@@ -159,7 +156,7 @@ class ModelBuilder(W.VBox):
         """Say at once whether the combination can work (no model is built)."""
         spec = self.spec()
         try:
-            _check_combination(_resolve_arch(spec["arch"]), _resolve_encoder(spec["encoder"]), spec["upsample"])
+            check_combination(resolve_arch(spec["arch"]), resolve_encoder(spec["encoder"]), spec["upsample"])
         except Exception as error:
             self.check.value = f'<span class="segnb-incompatible" style="color:#d32f2f">&#10007; {html.escape(str(error))}</span>'
             return False

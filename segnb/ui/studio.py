@@ -18,13 +18,14 @@ from segnb.inspect.attention import find_vit
 from segnb.train import predict
 from segnb.ui.attention_viewer import AttentionViewer
 from segnb.ui.common import ErrorBox, SharedState, guarded
+from segnb.ui.instances import InstancePanel
 from segnb.ui.labs import ClassicalLab, IoUReport, UpsamplingLab
 from segnb.ui.panels import DatasetPicker, ModelBuilder, TrainPanel
 from segnb.ui.softmask_viewer import SoftMaskViewer
 
 __all__ = ["Studio", "InspectPanel", "TABS"]
 
-TABS = ("Dataset", "Model", "Train", "Inspect", "Upsampling", "IoU", "Classical")
+TABS = ("Dataset", "Model", "Train", "Inspect", "Upsampling", "IoU", "Classical", "Instances")
 LESSON_FORMAT = "segnb-lesson/1"
 
 
@@ -83,6 +84,7 @@ class Studio(W.VBox):
         self.classical = ClassicalLab(self.state)
         self.tabs = W.Tab(children=[self.dataset, self.builder, self.train, self.inspect, self.upsampling,
                                     self.iou, self.classical])
+        self.tabs.children += (InstancePanel(self.state),)  # the Instances tab (segnb/ui/instances.py)
         self.tabs.titles = TABS
         self.tabs.add_class("segnb-studio-tabs")
         self.presentation = W.ToggleButton(presentation, description="presentation", icon="desktop")

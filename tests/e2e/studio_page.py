@@ -16,10 +16,10 @@ from playwright.sync_api import Locator, Page, expect
 
 from segnb.data.shapes import SHAPES_CLASSES
 
-TABS = ("Dataset", "Model", "Train", "Inspect", "Upsampling", "IoU", "Classical")
+TABS = ("Dataset", "Model", "Train", "Inspect", "Upsampling", "IoU", "Classical", "Instances")
 PANEL = {"Dataset": ".segnb-dataset-picker", "Model": ".segnb-model-builder", "Train": ".segnb-train-panel",
          "Inspect": ".segnb-inspect-panel", "Upsampling": ".segnb-upsampling-lab", "IoU": ".segnb-iou-report",
-         "Classical": ".segnb-classical-lab"}
+         "Classical": ".segnb-classical-lab", "Instances": ".segnb-instance-panel"}
 ARCH, ENCODER = "setr-pup", "test_vit"  # a ViT model, so that the Inspect tab shows attention maps
 IMAGES = 100  # dataset size picked on the slider (80 training images: epochs of a few seconds)
 
@@ -103,7 +103,7 @@ class StudioSession:
         """Every step in order; on a failure the whole page is saved (PNG and HTML) for a person."""
         try:
             for step in (self.every_tab_renders, self.dataset, self.model, self.inspect,
-                         self.train_while_inspecting, self.iou, self.upsampling, self.classical):
+                         self.train_while_inspecting, self.iou, self.upsampling, self.classical, self.instances):
                 step()
         except Exception as error:
             self.page.screenshot(path=str(self.artifacts / f"{self.prefix}-failure.png"), full_page=True)
@@ -276,3 +276,41 @@ class StudioSession:
         expect(rows, "a score row for the method and one for the model").to_have_count(3)
         self.no_error_box(panel, "Classical")
         self.shot("Classical")
+
+    def instances(self) -> None:
+        panel = self.tab("Instances")
+        panel.locator(".segnb-instances-backbone select").select_option("test_resnet")
+        handle = panel.locator(".segnb-instances-epochs .noUi-handle")
+        handle.focus()
+        handle.press("ArrowLeft")  # 2 -> 1 epoch
+        expect(panel.locator(".segnb-instances-epochs .widget-readout")).to_have_text("1")
+        start = time.monotonic()
+        panel.locator(".segnb-instances-train").click()
+        status = panel.locator(".segnb-instances-status")
+        until(lambda: "done" in status.inner_text(), 300, "Mask R-CNN trains one epoch and says it is done")
+        self.timings["instances_train_s"] = time.monotonic() - start
+        assert "mask AP50" in status.inner_text(), f"the status names the mask AP50: {status.inner_text()}"
+        score = panel.locator(".segnb-instances-min-score .noUi-handle")
+        score.focus()
+        for _ in range(6):  # 0.30 -> 0.00: an epoch-old model's detections are shown too
+            score.press("ArrowLeft")
+        expect(panel.locator(".segnb-instances-min-score .widget-readout")).to_have_text("0.00")
+        panel.locator(".segnb-instances-show").click()
+        for name in ("truth", "predicted"):
+            picture = panel.locator(f".segnb-instances-{name}")
+            until(lambda p=picture: p.evaluate("img => img.complete && img.naturalWidth > 0"), 60,
+                  f"the {name} instances are drawn, each instance in its own colour")
+        readout = panel.locator(".segnb-instances-readout")
+        until(lambda: readout.inner_text().strip(), 30, "the mask-head read-out says what was found")
+        assert "No detection" not in readout.inner_text(), f"detections at min score 0: {readout.inner_text()}"
+        before = readout.inner_text()
+        slider = panel.locator(".segnb-instances-threshold .noUi-handle")
+        slider.focus()
+        slider.press("ArrowLeft")
+        until(lambda: readout.inner_text() != before and "threshold 0.45" in readout.inner_text(), 15,
+              "moving the threshold slider redraws the pasted mask")
+        pasted = panel.locator(".segnb-maskhead-pasted")
+        until(lambda: pasted.evaluate("img => img.complete && img.naturalWidth > 0"), 15,
+              "the pasted 28x28 mask is drawn")
+        self.no_error_box(panel, "Instances")
+        self.shot("Instances")

@@ -1,0 +1,110 @@
+"""Training Mask R-CNN with ``segnb.train.fit``: the same loop, progress, callbacks, checkpoints and Stop.
+
+:class:`InstanceTrainer` changes only what differs from semantic segmentation:
+the batches (images and per-object targets), the loss (torchvision's loss dict,
+summed for the step; each term is logged), and validation (mask AP).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from segnb.callbacks import CheckpointCallback
+from segnb.instances.metrics import InstanceScores, mask_ap
+from segnb.instances.targets import InstanceSplit, check_instance_data, collate_instances
+from segnb.train import Trainer
+
+__all__ = ["InstanceTrainer", "LOSS_TERMS", "evaluate_instances"]
+
+LOSS_TERMS = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask")
+
+
+class InstanceTrainer(Trainer):
+    """A :class:`segnb.train.Trainer` for models whose training forward returns a loss dict.
+
+    Each epoch's history gets the mean of every loss term (``loss_objectness`` and
+    ``loss_rpn_box_reg`` from the RPN, ``loss_classifier`` and ``loss_box_reg`` from the box
+    head, ``loss_mask`` from the mask head), ``mask_ap``, ``mask_ap50`` and ``mask_ap75``.
+    ``val_loss`` is NaN: torchvision computes its losses only in training mode. The best
+    checkpoint is chosen by ``mask_ap50``.
+    """
+
+    def __init__(self, model, data, *args, **kwargs):
+        check_instance_data(data, getattr(model, "things", data.class_names))
+        self._thing_ids = list(getattr(model, "thing_ids", range(data.num_classes)))
+        self._term_sums: dict[str, torch.Tensor] = {}
+        self._term_count = 0
+        super().__init__(model, data, *args, **kwargs)
+        for callback in self.callbacks:
+            if isinstance(callback, CheckpointCallback) and callback.monitor == "miou":
+                callback.monitor = "mask_ap50"
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        dataset = InstanceSplit(self.data, split, self._transform(train), self._thing_ids)
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train, drop_last=False,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          generator=generator, collate_fn=collate_instances)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        dataset = InstanceSplit(self.data, split, self._transform(False), self._thing_ids)
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        if world > 1:
+            dataset = Subset(dataset, list(range(rank, len(dataset), world)))
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                          collate_fn=collate_instances)
+
+    def _step_loss(self, model, images, targets) -> torch.Tensor:
+        targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
+        terms = model(images, targets)  # torchvision's loss dict
+        for name, value in terms.items():  # weighted by images, like train_loss
+            self._term_sums[name] = self._term_sums.get(name, 0.0) + value.detach() * len(images)
+        self._term_count += len(images)
+        self.last_terms = terms
+        return sum(terms.values())
+
+    def _train_epoch(self, run_start: float) -> float:
+        self._term_sums, self._term_count = {}, 0
+        return super()._train_epoch(run_start)
+
+    @torch.no_grad()
+    def _evaluate(self) -> tuple[InstanceScores, float]:
+        model = self.unwrapped
+        model.eval()
+        predictions, targets = [], []
+        for images, truth in self.eval_loader:
+            predictions += [{k: v.cpu() for k, v in p.items()} for p in model(images.to(self.device))]
+            targets += truth
+        self.model.train()
+        return mask_ap(predictions, targets), float("nan")
+
+    def _epoch_scores(self) -> dict:
+        scores = self.scores
+        terms = {name: float(total / max(self._term_count, 1)) for name, total in self._term_sums.items()}
+        return {**terms, "mask_ap": scores.mask_ap, "mask_ap50": scores.mask_ap50, "mask_ap75": scores.mask_ap75}
+
+
+@torch.no_grad()
+def evaluate_instances(model, data, split: str | None = None, batch_size: int = 8,
+                       image_size=None) -> InstanceScores:
+    """Mask AP, AP50 and AP75 of an instance model on one split (the validation split by default)."""
+    from segnb.data.base import SegTransform
+
+    split = split or data.eval_split
+    check_instance_data(data, getattr(model, "things", data.class_names))
+    transform = SegTransform(size=image_size, train=False, mean=model.mean, std=model.std,
+                             ignore_index=data.ignore_index)
+    loader = DataLoader(InstanceSplit(data, split, transform, list(model.thing_ids)), batch_size=batch_size,
+                        collate_fn=collate_instances)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    predictions, targets = [], []
+    try:
+        for images, truth in loader:
+            predictions += [{k: v.cpu() for k, v in p.items()} for p in model(images.to(device))]
+            targets += truth
+    finally:
+        model.train(was_training)
+    return mask_ap(predictions, targets)
