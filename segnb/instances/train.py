@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from segnb.callbacks import CheckpointCallback
+from segnb.errors import SegnbError
 from segnb.instances.metrics import InstanceScores, mask_ap
 from segnb.instances.targets import InstanceSplit, check_instance_data, collate_instances
 from segnb.train import Trainer
@@ -54,6 +55,19 @@ class InstanceTrainer(Trainer):
             dataset = Subset(dataset, list(range(rank, len(dataset), world)))
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
                           collate_fn=collate_instances)
+
+    def _check_first_batch(self) -> None:
+        """Before the first epoch: the first training samples decode into finite images and
+        per-object targets (Mask R-CNN returns detections, not logits, so the semantic output
+        check of :class:`Trainer` does not apply)."""
+        dataset = InstanceSplit(self.data, self.data.train_split, self._transform(False), self._thing_ids)
+        if len(dataset) == 0:
+            raise SegnbError(f"The training split {self.data.train_split!r} is empty: nothing to train on.")
+        for index in range(min(len(dataset), self.batch_size)):
+            image, target = dataset[index]  # bad instance maps raise a DatasetError naming the file here
+            if not torch.isfinite(image).all():
+                raise SegnbError(f"{self.data.train_split}[{index}]: the image holds NaN or infinite values "
+                                 "after normalisation; check the image file and the model's mean and std.")
 
     def _step_loss(self, model, images, targets) -> torch.Tensor:
         targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
