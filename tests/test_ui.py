@@ -154,7 +154,7 @@ def test_softmask_viewer_state_and_read_out():
     palette = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]])
     viewer = SoftMaskViewer(image, probs, ["a", "b", "c"], palette)
     assert viewer.shape == [12, 16, 3] and len(viewer.probs) == 3 * 12 * 16
-    assert viewer.palette == ["#ff0000", "#00ff00", "#0000ff"] and viewer.visible == [True] * 3
+    assert viewer.dataset_palette == ["#ff0000", "#00ff00", "#0000ff"] and viewer.visible == [True] * 3
     read = viewer.probabilities_at(5, 7)
     assert read["a"] == pytest.approx(probs[0, 5, 7], abs=0.01)
     viewer.temperature = 100.0
@@ -279,3 +279,52 @@ def test_studio_rebuilds_the_model_when_the_classes_change(tmp_path):
     studio.dataset.folder.value = str(tmp_path)
     studio.dataset.load_button.click()
     assert studio.state.data.num_classes == 2 and studio.state.model.num_classes == 2
+
+
+def test_softmask_views_are_soft_and_follow_the_temperature():
+    from scipy.stats import entropy
+
+    from segnb.viz import soft_view
+
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, (10, 12, 3), dtype=np.uint8)
+    probs = rng.dirichlet(np.ones(4), size=(10, 12)).transpose(2, 0, 1)
+    viewer = SoftMaskViewer(image, probs, ["a", "b", "c", "d"], np.eye(4, 3) * 255)
+    assert viewer.view == "soft" and viewer.opacity >= 0.6  # the mask shows by default
+    assert len(viewer.palette) == 4 and len(set(viewer.palette)) == 4 and viewer.dataset_palette[0] == "#ff0000"
+    viewer.temperature = 0.25
+    cold = viewer.render_array(image)
+    viewer.temperature = 4.0
+    hot = viewer.render_array(image)
+    assert np.abs(cold.astype(int) - hot).mean() > 5  # a soft mask changes with the temperature
+    viewer.view = "classes"
+    hard = viewer.render_array(image)
+    viewer.temperature = 0.25
+    assert np.array_equal(hard, viewer.render_array(image))  # the argmax does not
+    # the entropy view is scipy's entropy divided by log C; confidence is the max probability
+    p = viewer.planes()
+    ours = soft_view(p, "entropy", temperature=1.0)
+    theirs = entropy(np.maximum(p, 0.5 / 255) / np.maximum(p, 0.5 / 255).sum(0), axis=0) / np.log(4)
+    np.testing.assert_allclose(ours, theirs, atol=1e-9)
+    assert soft_view(p, "confidence").min() >= 0.25 - 1e-6
+    np.testing.assert_allclose(soft_view(p, "class", class_index=2), p[2] / p.sum(0), atol=0.01)
+    # at a low temperature the soft mix tends to the argmax colours
+    from segnb.viz import colorize, soft_mix
+
+    palette = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]])
+    peaked = np.full((4, 5, 5), 0.02)
+    peaked[1] = 0.94
+    mixed = soft_mix(np.zeros((5, 5, 3), np.uint8), peaked, palette, temperature=0.25, alpha=1.0)
+    np.testing.assert_allclose(mixed, colorize(np.ones((5, 5), int), palette), atol=2)
+    viewer.clear()
+    assert viewer.probs == b"" and viewer.shape == [0, 0, 0]
+
+
+def test_contrast_palette_avoids_each_class_own_colour():
+    from segnb.viz import OKABE_ITO, contrast_palette
+
+    avoid = OKABE_ITO[:7].astype(float)  # classes that look exactly like the first seven colours
+    colours = contrast_palette(7, avoid)
+    assert len({tuple(c) for c in colours}) == 7
+    assert all(np.linalg.norm(c.astype(float) - a) > 60 for c, a in zip(colours, avoid, strict=True))
+    assert contrast_palette(12).shape == (12, 3)
