@@ -108,6 +108,7 @@ def test_model_builder_builds_for_the_dataset_and_describes(state):
 
 def test_train_panel_needs_data_and_model():
     panel = TrainPanel(SharedState())
+    assert not panel.curves.data and "appear here" in panel.curves.outputs[0]["data"]["text/html"]
     panel.start_button.click()
     assert "Load a dataset and build a model first" in panel.errors.value
 
@@ -121,7 +122,15 @@ def test_train_panel_trains_in_the_background_and_shows_progress(state):
     panel.handle.wait(120)
     assert panel.history.stopped == "completed" and len(panel.history.epochs) == 2
     assert panel.progress.value == panel.progress.max > 0
-    assert list(panel.curves.data[0].x) == [1, 2] and len(panel.class_curves.data) == 7
+    traces = {t.name: t for t in panel.curves.data}
+    assert list(traces["validation mIoU"].x) == [1, 2] and len(panel.class_curves.data) == 7
+    # losses and scores on separate axes, loss on a log scale; per-step loss drawn during the epoch
+    assert traces["validation loss"].yaxis == "y" and traces["validation mIoU"].yaxis == "y2"
+    assert panel.curves.figure.layout.yaxis.type == "log" and panel.curves.figure.layout.xaxis.dtick == 1
+    assert len(traces["training loss (smoothed)"].x) >= 2
+    assert all("markers" in t.mode for t in panel.class_curves.data)
+    panel.log_loss.value = False
+    assert panel.curves.figure.layout.yaxis.type == "linear"
     assert is_png(panel.sample.value)
     assert "completed" in panel.status.value and panel.start_button.disabled is False
     assert state.history is panel.history
@@ -328,3 +337,32 @@ def test_contrast_palette_avoids_each_class_own_colour():
     assert len({tuple(c) for c in colours}) == 7
     assert all(np.linalg.norm(c.astype(float) - a) > 60 for c, a in zip(colours, avoid, strict=True))
     assert contrast_palette(12).shape == (12, 3)
+
+
+def test_studio_marks_every_old_result_when_the_model_or_dataset_changes():
+    studio = Studio()
+    studio.dataset.size.value = 40
+    studio.dataset.load_button.click()
+    studio.builder.build_button.click()
+    first = dict(studio.state.key)
+    assert first["run"] == "untrained" and "unet-classic on vgg-tiny" in first["model"]
+    studio.train.epochs.value = 1
+    studio.train.start_button.click()
+    studio.train.handle.wait(120)
+    assert studio.state.key["run"] == "run 1" and "validation mIoU" in studio.train.status.value
+    studio.inspect.show_button.click()
+    studio.iou.run_button.click()
+    studio.classical.run_button.click()
+    panels = (studio.train, studio.inspect, studio.iou, studio.classical)
+    assert all(p.stamp.key == studio.state.key and not p.stamp.stale for p in panels)
+    assert all("segnb-stale" not in p.results._dom_classes for p in panels)
+    studio.builder.build_button.click()  # the same spec: new, untrained weights
+    assert studio.state.key["model"] != first["model"] and studio.state.history is None
+    for panel in panels:
+        assert panel.stamp.stale and "segnb-stale" in panel.results._dom_classes, type(panel).__name__
+        assert "belong to the previous model" in panel.stamp.value
+    studio.iou.run_button.click()  # new results for the new model: no longer marked
+    assert not studio.iou.stamp.stale and "segnb-stale" not in studio.iou.results._dom_classes
+    studio.dataset.size.value = 60
+    studio.dataset.load_button.click()
+    assert studio.iou.stamp.stale and "previous dataset" in studio.iou.stamp.value

@@ -6,7 +6,6 @@ import html
 import threading
 
 import ipywidgets as W
-import numpy as np
 
 from segnb.callbacks import Callback, ProgressCallback
 from segnb.data import KNOWN_HUB_DATASETS, load_dataset
@@ -24,15 +23,17 @@ from segnb.train import fit, predict
 from segnb.ui.common import (
     ErrorBox,
     PlotView,
+    ResultStamp,
     SharedState,
     guarded,
     image_widget,
     legend_html,
     png,
     row_of,
+    strip_labels,
 )
 from segnb.ui.progress import ThrottledRenderer
-from segnb.viz import class_curves_figure, colorize, curves_figure, frequency_figure, grid, overlay
+from segnb.viz import class_curves_figure, curves_figure, frequency_figure, grid, overlay
 
 __all__ = ["DatasetPicker", "ModelBuilder", "TrainPanel"]
 
@@ -179,6 +180,10 @@ class ModelBuilder(W.VBox):
         self.description.value = self.describe_html(model)
         return model
 
+    def rebuilt_note(self, text: str) -> None:
+        """A line above the description saying why the model was rebuilt without a click."""
+        self.description.value = f'<div class="segnb-stale-note">{html.escape(text)}</div>' + self.description.value
+
     @staticmethod
     def describe_html(model) -> str:
         info = describe_model(model)
@@ -219,11 +224,26 @@ class _PanelRenderer(ThrottledRenderer):
         self.panel._progress(state)
 
 
+IMAGE_SIZES = [("as stored", None), ("64 px", 64), ("96 px", 96), ("128 px", 128), ("192 px", 192),
+               ("256 px", 256), ("384 px", 384), ("512 px", 512)]
+LIVE_SIZE = 128  # the default for images larger than this: steps of about a second on a laptop CPU
+
+
+def live_image_size(data) -> int | None:
+    """A sensible training size for live use: the images as stored if small, else 128 px."""
+    if data is None:
+        return None
+    image, _ = data[data.train_split][0]
+    return None if max(image.shape[:2]) <= LIVE_SIZE else LIVE_SIZE
+
+
 class TrainPanel(W.VBox):
     """Hyperparameters, Start and Stop, live curves, progress and a sample prediction each epoch.
 
     Training runs in a background thread (``fit(background=True)``), so the notebook and
-    the other widgets stay usable; Stop ends it after the current step.
+    the other widgets stay usable; Stop ends it after the current step. Losses and scores are
+    drawn on separate panels (loss on a log scale by default), the training loss every few
+    steps, smoothed; everything shown belongs to ``state.key`` and is marked when it changes.
     """
 
     def __init__(self, state: SharedState | None = None, callbacks=()):
@@ -231,32 +251,67 @@ class TrainPanel(W.VBox):
         self.extra_callbacks = list(callbacks)  # yours, e.g. a CSVLogger, next to the panel's own
         self.errors = ErrorBox()
         self.handle = None
+        self.steps: list[tuple[float, float]] = []  # (epoch as a fraction, training loss) while it trains
+        self._epochs_planned = None
+        self._last_curve_draw = 0.0
         self.epochs = W.BoundedIntText(3, min=1, max=1000, description="epochs")
         self.batch_size = W.BoundedIntText(16, min=1, max=1024, description="batch size")
-        self.lr = W.FloatLogSlider(value=1e-2, base=10, min=-5, max=0, step=0.25, description="lr")
+        self.image_size = W.Dropdown(options=IMAGE_SIZES, value=None, description="image size")
+        self.image_size.add_class("segnb-image-size")
+        self.lr = W.FloatLogSlider(value=1e-2, base=10, min=-5, max=0, step=0.25, description="learning rate",
+                                   style={"description_width": "initial"})
         self.loss = W.Dropdown(options=list(LOSSES), value="weighted_ce", description="loss")
-        self.max_minutes = W.BoundedFloatText(5.0, min=0.05, max=10_000, description="max min")
+        self.max_minutes = W.BoundedFloatText(5.0, min=0.05, max=10_000, description="max minutes",
+                                              style={"description_width": "initial"})
+        self.log_loss = W.Checkbox(True, description="loss on a log scale")
+        self.log_loss.add_class("segnb-log-loss")
         self.start_button = W.Button(description="Start", button_style="success", icon="play")
         self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
+        self.estimate_button = W.Button(description="Time one step", icon="clock-o")
+        self.estimate_button.add_class("segnb-estimate")
+        self.estimate_line = W.HTML()
+        self.estimate_line.add_class("segnb-estimate-line")
         self.start_button.add_class("segnb-start")
         self.epochs.add_class("segnb-epochs")
         self.stop_button.add_class("segnb-stop")
         self.progress = W.IntProgress(value=0, min=0, max=1, description="steps")
         self.progress.add_class("segnb-progress")
-        self.status = W.HTML("idle")
+        self.status = W.HTML("Not trained yet: press Start.")
         self.status.add_class("segnb-train-status")
-        self.curves = PlotView("loss and mIoU", css_class="segnb-curves")
-        self.class_curves = PlotView("per-class IoU", css_class="segnb-class-curves")
+        self.curves = PlotView("loss and scores", height=360, css_class="segnb-curves",
+                               empty="Losses (top, log scale) and validation scores (bottom) appear here once "
+                                     "training starts: the training loss moves every few steps, the others "
+                                     "after each epoch.")
+        self.class_curves = PlotView("per-class IoU", height=360, css_class="segnb-class-curves",
+                                     empty="Each class's validation IoU appears here after the first epoch, "
+                                           "one line with a point per epoch.")
         self.sample = image_widget(css_class="segnb-sample")
+        self.sample_caption = W.HTML()
+        self.sample_caption.add_class("segnb-sample-caption")
+        self.results = W.VBox([self.status, row_of(self.curves, self.class_curves), self.sample_caption,
+                               self.sample])
+        self.results.add_class("segnb-results")
+        self.stamp = ResultStamp(self.state, self.results, again="Press Start")
         self.start_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
+        self.estimate_button.on_click(lambda _: self.estimate())
+        self.log_loss.observe(lambda _: self._redraw(), names=["value"])
+        self.state.observe(self._on_data, names=["data"])
         self._lock = threading.Lock()
         super().__init__([
-            W.HBox([self.epochs, self.batch_size]), W.HBox([self.lr, self.loss, self.max_minutes]),
-            W.HBox([self.start_button, self.stop_button]), self.progress, self.status, self.errors,
-            row_of(self.curves, self.class_curves), self.sample,
+            W.HBox([self.epochs, self.batch_size, self.image_size]),
+            W.HBox([self.lr, self.loss, self.max_minutes]),
+            W.HBox([self.start_button, self.stop_button, self.estimate_button, self.log_loss]),
+            self.estimate_line, self.progress, self.errors, self.stamp, self.results,
         ])
         self.add_class("segnb-train-panel")
+        self._on_data({"new": self.state.data})
+
+    def _on_data(self, change) -> None:
+        data = change["new"]
+        if data is not None and not self.running:
+            self.image_size.value = live_image_size(data)
+        self.estimate_line.value = ""
 
     @property
     def history(self):
@@ -266,23 +321,71 @@ class TrainPanel(W.VBox):
     def running(self) -> bool:
         return self.handle is not None and not self.handle.done
 
-    @guarded
-    def start(self):
-        if self.running:
-            raise RuntimeError("Training is already running; press Stop first.")
+    def _check_ready(self):
         data, model = self.state.data, self.state.model
         if data is None or model is None:
             raise ValueError("Load a dataset and build a model first (the Dataset and Model tabs).")
         if model.num_classes != data.num_classes:
             raise ValueError(f"The model predicts {model.num_classes} classes but the dataset has "
-                             f"{data.num_classes}: build the model again after loading the dataset.")
+                             f"{data.num_classes}: press Build in the Model tab again after loading the dataset.")
+        return data, model
+
+    @guarded
+    def estimate(self) -> float:
+        """Time one training step (forward and backward) at the chosen image and batch size; say it."""
+        import time
+
+        import torch
+
+        data, model = self._check_ready()
+        if self.running:
+            raise RuntimeError("Training is running: its own status line says how fast it goes.")
+        size = self.image_size.value
+        image, _ = data[data.train_split][0]
+        h, w = (size, size) if size else image.shape[:2]
+        batch = min(self.batch_size.value, 2)
+        self.estimate_line.value = "timing one step ..."
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.train()
+        x = torch.randn(batch, 3, h, w, device=device)
+        try:
+            for _ in range(2):  # the first pass warms up; the second is timed
+                start = time.perf_counter()
+                model.zero_grad(set_to_none=True)
+                model(x).float().mean().backward()
+                seconds = time.perf_counter() - start
+        finally:
+            model.zero_grad(set_to_none=True)
+            model.train(was_training)
+        per_step = seconds * self.batch_size.value / batch
+        steps = -(-len(data[data.train_split]) // self.batch_size.value)
+        self.estimate_line.value = html.escape(
+            f"about {per_step:.2f} s per step of {self.batch_size.value} images at {h}x{w} px on {device.type} "
+            f"(timed on {batch}), {steps} steps per epoch: about {format_duration(per_step * steps)} per epoch, "
+            f"{format_duration(per_step * steps * self.epochs.value)} for {self.epochs.value} epochs, "
+            "plus validation.")
+        return per_step
+
+    @guarded
+    def start(self):
+        if self.running:
+            raise RuntimeError("Training is already running; press Stop first.")
+        data, model = self._check_ready()
+        self.steps = []
+        self._epochs_planned = self.epochs.value
+        self.state.run += 1  # a new run: results of the previous weights are now marked
         self._draw_curves([])
         self.sample_pair = data[data.eval_split][0]
+        self.sample.value = b""
+        self.sample_caption.value = ""
         self.progress.value, self.progress.max = 0, 1
         self.start_button.disabled, self.stop_button.disabled = True, False
+        self.stamp.stamp()
         self._status_line("starting ...")
         self.handle = fit(model, data, epochs=self.epochs.value, batch_size=self.batch_size.value,
                           lr=self.lr.value, loss=self.loss.value, max_minutes=self.max_minutes.value,
+                          image_size=self.image_size.value,
                           progress=ProgressCallback(_PanelRenderer(self)),
                           callbacks=[_PanelCallback(self), *self.extra_callbacks],
                           background=True, seed=self.state.seed)
@@ -299,13 +402,24 @@ class TrainPanel(W.VBox):
         self.status.value = html.escape(text)
 
     def _progress(self, state: ProgressState) -> None:
+        import time
+
         with self._lock:
             self.progress.max = max(1, state.total)
             self.progress.value = min(state.done, self.progress.max)
+            if state.done == 0:
+                self._status_line(f"epoch {state.epoch}/{state.epochs}: first step running (it also loads "
+                                  f"the first batch) on {state.device} ({state.precision}) ...")
+                return
             loss = "" if state.loss is None else f", loss {state.loss:.4f}"
             self._status_line(f"epoch {state.epoch}/{state.epochs}, step {state.done}/{state.total}, "
                               f"{state.images_per_s:.1f} images/s, ETA {format_duration(state.eta)}{loss} "
                               f"on {state.device} ({state.precision})")
+            if state.loss is not None and state.epochs:
+                per_epoch = max(1, state.total) / state.epochs
+                self.steps = [*self.steps, (state.done / per_epoch, float(state.loss))]
+                if time.monotonic() - self._last_curve_draw > 2.0:  # a chart redraw is a message
+                    self._draw_curves(self.history.epochs if self.history else [])
 
     def _epoch_done(self, trainer) -> None:
         with self._lock:
@@ -313,18 +427,43 @@ class TrainPanel(W.VBox):
         image, mask = self.sample_pair
         pred = predict(trainer.unwrapped, image, device=trainer.device).masks[0].numpy()
         trainer.model.train()
-        palette = self.state.data.palette
-        self.sample.value = png(np.concatenate([overlay(image, mask, palette, 0.6), overlay(image, pred, palette, 0.6),
-                                                colorize(pred, palette)], axis=1))
+        self._draw_sample(image, mask, pred, trainer.history.epochs[-1]["epoch"])
+
+    def _draw_sample(self, image, mask, pred, epoch) -> None:
+        palette = self.state.palette()
+        ignore = self.state.data.ignore_index
+        self.sample_pred = pred
+        self.sample.value = png(grid([image, overlay(image, mask, palette, 0.65, ignore_index=ignore),
+                                      overlay(image, pred, palette, 0.65, ignore_index=ignore)], columns=3, gap=4))
+        self.sample_caption.value = strip_labels(
+            ["image", "truth", f"prediction after epoch {epoch}"], image.shape[1], gap=4)
+
+    def _redraw(self) -> None:
+        self._draw_curves(self.history.epochs if self.history else [])
 
     def _draw_curves(self, epochs: list[dict]) -> None:
-        data = self.state.data
-        self.curves.draw(curves_figure(epochs, title="loss and mIoU"))
-        self.class_curves.draw(class_curves_figure(epochs, data.class_names, data.palette, title="per-class IoU"))
+        import time
+
+        self._last_curve_draw = time.monotonic()
+        if not epochs and not self.steps:
+            self.curves.clear()
+            self.class_curves.clear()
+            return
+        self.curves.draw(curves_figure(epochs, title="loss and scores", steps=self.steps,
+                                       log_loss=self.log_loss.value, epochs_planned=self._epochs_planned))
+        if epochs:
+            self.class_curves.draw(class_curves_figure(epochs, self.state.names(), self.state.palette(),
+                                                       title="per-class IoU (validation)",
+                                                       epochs_planned=self._epochs_planned))
+        else:
+            self.class_curves.clear()
 
     def _finished(self, trainer) -> None:
         self.start_button.disabled, self.stop_button.disabled = False, True
-        self.state.history = trainer.history
+        if self.state.model is trainer.unwrapped or self.state.model is trainer.model:
+            self.state.history = trainer.history
+        self._draw_curves(trainer.history.epochs)
         last = trainer.history.last("miou")
-        score = "" if last is None else f", validation mIoU {last:.3f}"
+        size = f" at {self.image_size.value} px" if self.image_size.value else ""
+        score = "" if last is None else f", validation mIoU {last:.3f}{size}"
         self._status_line(f"{trainer.history.stopped} after {trainer.history.steps} steps{score}")

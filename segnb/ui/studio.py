@@ -17,7 +17,7 @@ import numpy as np
 from segnb.inspect.attention import find_vit
 from segnb.train import predict
 from segnb.ui.attention_viewer import AttentionViewer
-from segnb.ui.common import ErrorBox, SharedState, guarded
+from segnb.ui.common import ErrorBox, ResultStamp, SharedState, guarded
 from segnb.ui.labs import ClassicalLab, IoUReport, UpsamplingLab
 from segnb.ui.panels import DatasetPicker, ModelBuilder, TrainPanel
 from segnb.ui.softmask_viewer import SoftMaskViewer
@@ -39,10 +39,15 @@ class InspectPanel(W.VBox):
         self.show_button.add_class("segnb-inspect-show")
         self.softmask = SoftMaskViewer()
         self.attention = AttentionViewer()
+        self.attention.layout.display = "none"
         self.attention_note = W.HTML()
+        self.caption = W.HTML("Press Show: the model's class probabilities for one validation image appear here.")
+        self.caption.add_class("segnb-inspect-caption")
         self.show_button.on_click(lambda _: self.show())
-        super().__init__([W.HBox([self.index, self.show_button]), self.errors, self.softmask,
-                          self.attention_note, self.attention])
+        self.results = W.VBox([self.caption, self.softmask, self.attention_note, self.attention])
+        self.results.add_class("segnb-results")
+        self.stamp = ResultStamp(state, self.results, again="Press Show")
+        super().__init__([W.HBox([self.index, self.show_button]), self.errors, self.stamp, self.results])
         self.add_class("segnb-inspect-panel")
 
     @guarded
@@ -53,7 +58,10 @@ class InspectPanel(W.VBox):
         split = data[data.eval_split]
         index = min(self.index.value if index is None else index, len(split) - 1)
         image, _ = split[index]
-        self.softmask.set_prediction(image, predict(model, image).probs[0].numpy(), data.class_names, data.palette)
+        self.softmask.set_prediction(image, predict(model, image).probs[0].numpy(), self.state.names(),
+                                     data.palette, self.state.overlay_palette)
+        self.caption.value = (f"<b>validation image #{index}</b>: the model's class probabilities. Raise the "
+                              "temperature to see where it is unsure, or show its confidence or entropy.")
         try:
             find_vit(model)
         except ValueError:
@@ -65,6 +73,7 @@ class InspectPanel(W.VBox):
             self.attention_note.value = ""
             self.attention.show(model, image, input_size=None)
         self.state.image_index = index
+        self.stamp.stamp()
         return index
 
 
@@ -102,10 +111,13 @@ class Studio(W.VBox):
         self._present(presentation)
 
     def _on_data(self, change) -> None:
-        # A new dataset changes the classes: the model must be rebuilt for it.
-        if change["new"] is not None and self.state.model is not None \
-                and self.state.model.num_classes != change["new"].num_classes:
-            self.builder.build()
+        # A new dataset with other classes needs a new model: built at once, and said so.
+        data, model = change["new"], self.state.model
+        if data is not None and model is not None and model.num_classes != data.num_classes:
+            if self.builder.build() is not None:
+                self.builder.rebuilt_note(f"Rebuilt (untrained) for the new dataset's {data.num_classes} classes: "
+                                          "the Train, Inspect, IoU and Classical results of the old model are "
+                                          "marked as such.")
 
     def _on_model(self, change) -> None:
         self.iou.report = None
