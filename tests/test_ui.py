@@ -366,3 +366,47 @@ def test_studio_marks_every_old_result_when_the_model_or_dataset_changes():
     studio.dataset.size.value = 60
     studio.dataset.load_button.click()
     assert studio.iou.stamp.stale and "previous dataset" in studio.iou.stamp.value
+
+
+def test_dataset_picker_renames_classes_colours_and_clears_on_a_failed_load(tmp_path):
+    picker = DatasetPicker()
+    picker.size.value = 40
+    picker.load_button.click()
+    before = picker.preview.value
+    picker.rename(["heaven", "lawn", "bricks", "disc", "box", "tri", "loop"])
+    assert "heaven" in picker.legend.value and picker.state.names()[0] == "heaven"
+    assert list(picker.frequencies.data[0].x)[:2] == ["heaven", "lawn"]
+    picker.names.value = "a, b"
+    picker.rename_button.click()
+    assert "Give 7 names" in picker.errors.value and picker.state.names()[0] == "heaven"  # nothing lost
+    # the overlay colours stand out from the scene (not sky blue on the sky), the dataset's own stay available
+    data = picker.state.data
+    assert not np.array_equal(picker.state.palette(), data.palette)
+    picker.colours.value = "dataset"
+    assert np.array_equal(picker.state.palette(), data.palette) and picker.preview.value != before
+    picker.outline.value = True
+    assert is_png(picker.preview.value)
+    picker.kind.value = "folder"
+    picker.folder.value = str(tmp_path / "missing")
+    picker.load_button.click()
+    assert picker.preview.value == b"" and not picker.frequencies.data  # the old preview is gone
+    assert "loading" not in picker.summary.value and "previous dataset" in picker.summary.value
+    assert "Error" not in picker.errors.value and picker.errors.value  # in words, no exception names
+
+
+def test_errors_use_the_controls_words():
+    from segnb.ui.common import user_message
+
+    assert user_message(ValueError("no weights; use pretrained='auto' or pretrained=False")) == \
+        "no weights; use Pretrained: auto or Pretrained: no"
+    assert "Python" not in user_message(KeyError("x")) and user_message(RuntimeError()).startswith("Something")
+
+
+def test_model_builder_lists_popular_encoders_first_with_sizes(state):
+    builder = ModelBuilder(state)
+    builder.arch.value = "unet"
+    options = list(builder.encoder.options)
+    assert options[0].startswith("resnet18 (") and "M parameters" in options[0]
+    assert [o.split(" (")[0] for o in options[:3]] == ["resnet18", "resnet34", "resnet50"]
+    builder.encoder.value = options[0]
+    assert builder.spec()["encoder"] == "resnet18"

@@ -120,6 +120,44 @@ def row_of(*widgets) -> W.HBox:
     return W.HBox(list(widgets), layout=W.Layout(flex_flow="row wrap"))
 
 
+# Arguments as the core's messages spell them -> the controls' own wording.
+CONTROL_WORDING = [
+    (r"pretrained\s*=\s*'?auto'?", "Pretrained: auto"),
+    (r"pretrained\s*=\s*False", "Pretrained: no"),
+    (r"pretrained\s*=\s*True", "Pretrained: yes"),
+    (r"pretrained\s*=\s*'([^']*)'", r"Pretrained: \1"),
+    (r"\bimage_size\s*=?", "image size"),
+    (r"\bbatch_size\s*=?", "batch size"),
+    (r"\bnum_classes\b", "number of classes"),
+    (r"class_names\s*=\s*data\.class_names", "the dataset loaded in the Dataset tab"),
+    (r"\bupsample\s*=\s*'?([\w-]+)'?", r"Upsample: \1"),
+    (r"\blr\b", "learning rate"),
+]
+
+
+def user_message(error: BaseException) -> str:
+    """An error as a person reads it: its message in the controls' words, never a Python type name."""
+    import re
+
+    text = str(error).strip()
+    if isinstance(error, KeyError) and len(error.args) == 1:
+        text = str(error.args[0])
+    if not text:
+        return ("Something went wrong that segnb did not expect; the details are in the log "
+                "(logging.getLogger('segnb.ui')).")
+    if isinstance(error, MemoryError):
+        return "Out of memory: choose a smaller image size, batch size or model."
+    for pattern, words in CONTROL_WORDING:
+        text = re.sub(pattern, words, text)
+    return text
+
+
+def user_error(error: BaseException) -> ValueError:
+    """``raise user_error(e) from None``: the same message in the controls' words, logged in full."""
+    log.debug("%s", "".join(traceback.format_exception(error)))
+    return ValueError(user_message(error))
+
+
 class ErrorBox(W.HTML):
     """Shows an error inside the widget that raised it (observers' errors vanish otherwise)."""
 
@@ -130,7 +168,7 @@ class ErrorBox(W.HTML):
 
     def show(self, error: BaseException) -> None:
         self.last_error = error
-        message = html.escape(f"{type(error).__name__}: {error}")
+        message = html.escape(user_message(error))
         self.value = f'<div style="color:var(--jp-error-color1,#d32f2f);white-space:pre-wrap">{message}</div>'
 
     def clear(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import threading
+import warnings
 
 import ipywidgets as W
 
@@ -31,9 +32,11 @@ from segnb.ui.common import (
     png,
     row_of,
     strip_labels,
+    user_error,
+    user_message,
 )
 from segnb.ui.progress import ThrottledRenderer
-from segnb.viz import class_curves_figure, curves_figure, frequency_figure, grid, overlay
+from segnb.viz import class_curves_figure, curves_figure, frequency_figure, grid, outline, overlay
 
 __all__ = ["DatasetPicker", "ModelBuilder", "TrainPanel"]
 
@@ -56,17 +59,71 @@ class DatasetPicker(W.VBox):
         self.load_button = W.Button(description="Load", button_style="primary", icon="database")
         self.load_button.add_class("segnb-load")
         self.size.add_class("segnb-size")
-        self.summary = W.HTML()
+        self.summary = W.HTML("Pick a source and press Load: a few samples and the share of each class appear.")
+        self.summary.add_class("segnb-dataset-summary")
+        self.notes = W.HTML()
+        self.notes.add_class("segnb-dataset-notes")
         self.legend = W.HTML()
+        self.colours = W.Dropdown(options=[("contrast (colour-blind safe)", "contrast"),
+                                           ("the dataset's own", "dataset")], value=self.state.palette_source,
+                                  description="overlay colours", style={"description_width": "initial"})
+        self.colours.add_class("segnb-overlay-colours")
+        self.outline = W.Checkbox(False, description="outlines only")
+        self.outline.add_class("segnb-outline")
+        self.names = W.Text(description="class names", placeholder="comma-separated, in class order",
+                            style={"description_width": "initial"}, layout=W.Layout(width="60%"))
+        self.names.add_class("segnb-class-names")
+        self.rename_button = W.Button(description="Rename", icon="pencil")
+        self.rename_button.add_class("segnb-rename")
         self.preview = image_widget(css_class="segnb-preview")
-        self.frequencies = PlotView("pixel share per class", height=260, width=640, css_class="segnb-frequencies")
+        self.frequencies = PlotView("pixel share per class", height=260, width=640, css_class="segnb-frequencies",
+                                    empty="The share of pixels of each class appears here after Load.")
         self.columns = W.HBox([self.image_column, self.mask_column, self.reduce_labels])
+        self.shown = W.VBox([self.summary, self.notes, W.HBox([self.names, self.rename_button]),
+                             W.HBox([self.colours, self.outline]), self.legend, self.preview, self.frequencies])
         self.load_button.on_click(lambda _: self.load())
+        self.rename_button.on_click(lambda _: self.rename())
         self.kind.observe(lambda _: self._show_fields(), names=["value"])
+        self.colours.observe(self._on_colours, names=["value"])
+        self.outline.observe(lambda _: self._redraw(), names=["value"])
         self._show_fields()
         super().__init__([self.kind, self.size, self.hub_id, self.folder, self.columns, self.load_button,
-                          self.errors, self.summary, self.legend, self.preview, self.frequencies])
+                          self.errors, self.shown])
         self.add_class("segnb-dataset-picker")
+        self._show_loaded(False)
+
+    def _show_loaded(self, loaded: bool) -> None:
+        for widget in self.shown.children[2:4]:
+            widget.layout.display = "" if loaded else "none"
+
+    def _on_colours(self, change) -> None:
+        self.state.palette_source = change["new"]
+        self._redraw()
+
+    def _redraw(self) -> None:
+        if self.state.data is not None:
+            self._render(self.state.data)
+
+    @guarded
+    def rename(self, names: list[str] | str | None = None) -> list[str]:
+        """Give the classes the names you use (the Studio shows them everywhere); the data is unchanged."""
+        data = self.state.data
+        if data is None:
+            raise ValueError("Load a dataset first, then rename its classes.")
+        if names is None:
+            names = self.names.value
+        if isinstance(names, str):
+            names = [n.strip() for n in names.split(",")]
+        names = [str(n).strip() for n in names]
+        if len(names) != data.num_classes or not all(names):
+            raise ValueError(f"Give {data.num_classes} names separated by commas, one per class in order "
+                             f"({', '.join(data.class_names)}); got {len([n for n in names if n])}.")
+        if len(set(names)) != len(names):
+            raise ValueError("Two classes have the same name: give each class its own.")
+        self.state.class_names = names
+        self.names.value = ", ".join(names)
+        self._render(data)
+        return names
 
     def _show_fields(self):
         kind = self.kind.value
@@ -92,28 +149,84 @@ class DatasetPicker(W.VBox):
         spec = spec or self.spec()
         if not spec["source"]:
             raise ValueError("Type a hub id (owner/name) or a folder path first.")
+        # Whatever happens next, the old dataset's summary and pictures must not stay on screen.
         self.summary.value = f"loading {html.escape(spec['source'])} ..."
-        data = load_dataset(spec["source"], **spec.get("options", {}))
+        self.notes.value = self.legend.value = ""
+        self.preview.value = b""
+        self.frequencies.clear()
+        self._show_loaded(False)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                data = load_dataset(spec["source"], **spec.get("options", {}))
+        except Exception as error:
+            self.summary.value = f"Could not load {html.escape(spec['source'])} (the reason is below)."
+            if self.state.data is not None:
+                self.summary.value += (" The Studio still uses the previous dataset, "
+                                       f"{html.escape(self.state.dataset_name())}.")
+            raise user_error(error) from None
         self.state.data_spec = spec
         self.state.data = data
+        self.warnings = [str(w.message) for w in caught]
+        self.names.value = ", ".join(data.class_names)
         self._render(data)
+        self._show_loaded(True)
         return data
 
     def _render(self, data) -> None:
         sizes = ", ".join(f"{k}: {len(v)}" for k, v in data.splits.items())
+        names = self.state.names()
         self.summary.value = (f"<b>{html.escape(data.source)}</b>: {sizes}; {data.num_classes} classes "
                               f"(void = {data.ignore_index})")
-        self.legend.value = legend_html(data.class_names, data.palette)
+        notes = [*getattr(self, "warnings", []), *getattr(data, "notes", [])]
+        if tuple(data.class_names) in (("background", "foreground"),) or any("class_" in n for n in data.class_names):
+            notes.append(f"The class names ({', '.join(data.class_names)}) were guessed: rename them below "
+                         "(for membranes, the 'background' is the membrane).")
+        self.notes.value = "".join(f'<div class="segnb-note">&#9432; {html.escape(n)}</div>' for n in notes)
+        palette = self.state.palette()
+        self.legend.value = legend_html(names, palette)
         split = data[data.train_split]
         tiles = []
         for i in range(min(self.preview_count, len(split))):
             image, mask = split[i]
             if image.shape[:2] != split[0][0].shape[:2]:
                 continue
-            tiles.append(overlay(image, mask, data.palette, alpha=0.45, ignore_index=data.ignore_index))
+            if self.outline.value:
+                tiles.append(outline(image, mask, palette, width=max(1, image.shape[0] // 64),
+                                     ignore_index=data.ignore_index))
+            else:
+                tiles.append(overlay(image, mask, palette, alpha=0.6, ignore_index=data.ignore_index))
         self.preview.value = png(grid(tiles, columns=3)) if tiles else b""
-        self.frequencies.draw(frequency_figure(data.class_names, data.frequencies().tolist(), data.palette,
+        self.frequencies.draw(frequency_figure(names, data.frequencies().tolist(), palette,
                                                title="pixel share per class"))
+
+
+# What people reach for first, smallest first within a family, with the encoder's parameter count in
+# millions (timm backbone without its head). Measured with:
+#   with torch.device("meta"): m = timm.create_model(name, pretrained=False, num_classes=0)
+#   sum(p.numel() for p in m.parameters())
+POPULAR_ENCODERS = {
+    "vgg-tiny": 0.15, "vgg-small": 1.18, "resnet18": 11.18, "resnet34": 21.28, "resnet50": 23.51,
+    "mobilenetv3_small_100": 1.52, "mobilenetv2_100": 2.22, "mobilenetv3_large_100": 4.2,
+    "efficientnet_b0": 4.01, "efficientnet_b1": 6.51, "efficientnet_b2": 7.7, "efficientnet_b3": 10.7,
+    "convnext_tiny": 27.82, "regnety_008": 5.49, "regnety_016": 10.31, "resnext50_32x4d": 22.98,
+    "densenet121": 6.95, "resnet101": 42.5, "convnext_small": 49.45, "swin_tiny_patch4_window7_224": 27.52,
+    "deit_tiny_patch16_224": 5.52, "vit_tiny_patch16_224": 5.52, "deit_small_patch16_224": 21.67,
+    "vit_small_patch16_224": 21.67, "vit_base_patch16_224": 85.8, "vgg16_bn": 134.27,
+    "test_resnet": 0.37, "test_vit": 0.31,
+}
+
+
+def encoder_choices(names: list[str]) -> list[str]:
+    """Encoders in the order people use them (popular first, with parameter counts), then the rest A-Z."""
+    available = set(names)
+    first = [f"{n} ({m:g} M parameters)" for n, m in POPULAR_ENCODERS.items() if n in available]
+    return first + sorted(n for n in names if n not in POPULAR_ENCODERS)
+
+
+def encoder_name(choice: str) -> str:
+    """The timm name in a choice of :func:`encoder_choices` (or typed by hand)."""
+    return choice.split(" (", 1)[0].strip()
 
 
 class ModelBuilder(W.VBox):
@@ -148,12 +261,12 @@ class ModelBuilder(W.VBox):
     @guarded
     def refresh_encoders(self, limit: int = 300):
         names = list_encoders(self.arch.value, self.filter.value or "*")
-        self.encoder.options = names[:limit]
+        self.encoder.options = encoder_choices(names)[:limit]
         self.upsample.disabled = self.arch.value not in TEACHING_ARCHITECTURES
 
     def spec(self) -> dict:
         upsample = None if self.upsample.value == "default" or self.upsample.disabled else self.upsample.value
-        return {"arch": self.arch.value, "encoder": self.encoder.value.strip(), "pretrained": self.pretrained.value,
+        return {"arch": self.arch.value, "encoder": encoder_name(self.encoder.value), "pretrained": self.pretrained.value,
                 "upsample": upsample}
 
     def explain(self) -> bool:
@@ -162,7 +275,8 @@ class ModelBuilder(W.VBox):
         try:
             _check_combination(_resolve_arch(spec["arch"]), _resolve_encoder(spec["encoder"]), spec["upsample"])
         except Exception as error:
-            self.check.value = f'<span class="segnb-incompatible" style="color:#d32f2f">&#10007; {html.escape(str(error))}</span>'
+            self.check.value = ('<span class="segnb-incompatible" style="color:#d32f2f">&#10007; '
+                                f"{html.escape(user_message(error))}</span>")
             return False
         self.check.value = '<span class="segnb-compatible" style="color:#2e7d32">&#10003; this combination works</span>'
         return True
