@@ -201,7 +201,8 @@ def test_upsampling_lab():
     lab.operator.value, lab.source.value = "nearest", "2x2 ramp"
     assert lab.output.tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
     lab.operator.value, lab.kernel.value, lab.stride.value = "transposed", 3, 2
-    assert "segnb-toy-overlap" in lab.overlap_view.value and "expect a checkerboard" in lab.score.value
+    assert lab.overlap is not None and lab.overlap_view.data[0].texttemplate and "expect a checkerboard" in lab.score.value
+    assert list(lab.output_view.data[0].z[0]) == list(lab.output[0]) and lab.compare_images.layout.display == "none"
     lab.kernel.value, lab.padding.value = 4, 1
     assert "even overlap" in lab.score.value
     lab.operator.value = "max_unpool"
@@ -241,6 +242,11 @@ def test_classical_lab_scores_beside_the_model(state):
     lab.run_button.click()
     assert [r[0].split()[0] for r in lab.result["rows"]] == ["felzenszwalb", "model"]
     assert is_png(lab.pictures.value)
+    lab.method.value = "slic"
+    lab.run_button.click()
+    captions = lab.captions.value
+    assert "200 superpixels merged into" in captions and "regions" in captions and "ground truth" in captions
+    assert captions.count("segnb-strip-label") == 4 and "mIoU" in captions
 
 
 def test_studio_tabs_presentation_and_lessons(tmp_path):

@@ -39,6 +39,12 @@ def image_widget(array: np.ndarray | None = None, width: int | None = None, css_
     """A PNG picture at its own size (at most the output's width), not stretched across a panel."""
     widget = W.Image(format="png", value=png(array) if array is not None else b"")
     widget.layout.align_self = "flex-start"  # in a VBox, ipywidgets would stretch it to the full width
+
+    def hide_when_empty(change=None):  # an empty Image is a broken-image icon in the browser
+        widget.layout.display = "" if widget.value else "none"
+
+    widget.observe(hide_when_empty, names=["value"])
+    hide_when_empty()
     if width:
         widget.layout.width = f"{width}px"
     if css_class:

@@ -36,12 +36,19 @@ TOY_INPUTS = {
 }
 
 
-def _table(values: np.ndarray, css: str) -> str:
-    cells = "".join(
-        "<tr>" + "".join(f"<td style='padding:2px 6px;text-align:right'>{v:g}</td>" for v in row) + "</tr>"
-        for row in np.round(np.asarray(values, dtype=float), 2)
-    )
-    return f"<table class='{css}' style='border-collapse:collapse;font-family:monospace'>{cells}</table>"
+def _grid_figure(values: np.ndarray, title: str, colorscale: str = "Blues", integers: bool = False):
+    """A small labelled heatmap with every value written in its cell and on hover (row, column, value)."""
+    import plotly.graph_objects as go
+
+    v = np.round(np.asarray(values, dtype=float), 2)
+    h, w = v.shape
+    figure = go.Figure(go.Heatmap(z=v, colorscale=colorscale, showscale=False, xgap=1, ygap=1,
+                                  texttemplate="%{z:.0f}" if integers else "%{z:.3g}",
+                                  hovertemplate="row %{y}, column %{x}<br>value %{z}<extra></extra>"))
+    figure.update_layout(title=f"{title} ({h}x{w})", margin={"l": 30, "r": 10, "t": 40, "b": 30},
+                         xaxis={"title": "column", "dtick": 1, "side": "bottom", "scaleanchor": "y", "constrain": "domain"},
+                         yaxis={"title": "row", "dtick": 1, "autorange": "reversed", "constrain": "domain"})
+    return figure
 
 
 class UpsamplingLab(W.VBox):
@@ -56,20 +63,21 @@ class UpsamplingLab(W.VBox):
         self.stride = W.IntSlider(2, min=1, max=3, description="stride")
         self.padding = W.IntSlider(0, min=0, max=3, description="padding")
         self.source = W.Dropdown(options=list(TOY_INPUTS), value="2x2 ramp", description="input")
-        self.input_view, self.output_view, self.overlap_view = W.HTML(), W.HTML(), W.HTML()
-        self.output_view.add_class("segnb-upsampling-output")
+        self.input_view = PlotView("input", height=300, width=300, css_class="segnb-upsampling-input")
+        self.output_view = PlotView("output", height=300, width=300, css_class="segnb-upsampling-output")
+        self.overlap_view = PlotView("overlap count", height=300, width=300, css_class="segnb-upsampling-overlap")
         self.score = W.HTML()
         self.score.add_class("segnb-checkerboard-score")
         self.operator.add_class("segnb-operator")
         self.compare_view = W.HTML()
-        self.compare_images = image_widget()
+        self.compare_images = image_widget(css_class="segnb-upsampling-compare")
         for widget in (self.operator, self.kernel, self.stride, self.padding, self.source):
             widget.observe(lambda _: self.update(), names=["value"])
         super().__init__([
             W.HBox([self.operator, self.source]), W.HBox([self.kernel, self.stride, self.padding]), self.errors,
-            W.HBox([W.VBox([W.HTML("<b>input</b>"), self.input_view]),
-                    W.VBox([W.HTML("<b>output</b>"), self.output_view]),
-                    W.VBox([W.HTML("<b>overlap count</b>"), self.overlap_view])]),
+            W.HTML("Each cell shows its value (hover for row and column). The overlap count is how many "
+                   "kernel positions write to each output cell: uneven counts make a checkerboard."),
+            row_of(self.input_view, self.output_view, self.overlap_view),
             self.score, self.compare_view, self.compare_images,
         ])
         self.add_class("segnb-upsampling-lab")
@@ -85,18 +93,21 @@ class UpsamplingLab(W.VBox):
             pool_source = rng.permutation(4 * x.size).reshape(2 * x.shape[0], 2 * x.shape[1]).astype(float)
             s = 2
         out = ins.toy_upsample(x, kind, kernel_size=k, stride=s, padding=p, pool_source=pool_source)
-        self.input_view.value = _table(x, "segnb-toy-input")
-        self.output_view.value = _table(out, "segnb-toy-output")
+        self.input_view.draw(_grid_figure(x, "input"))
+        self.output_view.draw(_grid_figure(out, f"output of {kind}"))
         self.output = out
         if kind == "transposed":
             overlap = ins.overlap_map(k, s, p, x.shape)
-            self.overlap_view.value = _table(overlap, "segnb-toy-overlap")
+            self.overlap = overlap
+            self.overlap_view.draw(_grid_figure(overlap, "overlap count", colorscale="Oranges", integers=True))
             big = ins.overlap_map(k, s, p, 16)
             score = ins.checkerboard_score(big[k:-k, k:-k] if big.shape[0] > 2 * k + 2 else big, stride=s)
             self.score.value = (f"checkerboard score of the overlap counts (16x16 input): <b>{score:.3f}</b> "
                                 f"({'uneven: expect a checkerboard' if np.ptp(big[k:-k, k:-k]) > 0 else 'even overlap'})")
         else:
-            self.overlap_view.value = "<i>only transposed convolutions overlap</i>"
+            self.overlap = None
+            self.overlap_view.clear("Only transposed convolutions overlap: choose the operator 'transposed' "
+                                    "to see how many kernel positions write to each output cell.")
             self.score.value = f"checkerboard score of the output: <b>{ins.checkerboard_score(out, stride=s):.3f}</b>"
         return out
 
