@@ -245,7 +245,10 @@ def test_classical_lab_scores_beside_the_model(state):
     lab.method.value = "slic"
     lab.run_button.click()
     captions = lab.captions.value
-    assert "200 superpixels merged into" in captions and "regions" in captions and "ground truth" in captions
+    import re
+
+    assert re.search(r"segments 200, compactness 10\): \d+ superpixels merged into \d+ regions", captions)
+    assert "ground truth" in captions
     assert captions.count("segnb-strip-label") == 4 and "mIoU" in captions
 
 
