@@ -249,7 +249,7 @@ def test_classical_lab_scores_beside_the_model(state):
 
     assert re.search(r"segments 200, compactness 10\): \d+ superpixels merged into \d+ regions", captions)
     assert "ground truth" in captions
-    assert captions.count("segnb-strip-label") == 4 and "mIoU" in captions
+    assert captions.count('class="segnb-strip-label"') == 4 and "mIoU" in captions
 
 
 def test_studio_tabs_presentation_and_lessons(tmp_path):
