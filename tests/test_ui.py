@@ -419,3 +419,19 @@ def test_model_builder_lists_popular_encoders_first_with_sizes(state):
     assert [o.split(" (")[0] for o in options[:3]] == ["resnet18", "resnet34", "resnet50"]
     builder.encoder.value = options[0]
     assert builder.spec()["encoder"] == "resnet18"
+
+
+def test_train_panel_image_size_estimate_and_first_step(state):
+    from segnb.progress import ProgressState
+    from segnb.ui.panels import live_image_size
+
+    _build(state)
+    panel = TrainPanel(state)
+    assert panel.image_size.value is None  # the built-in 128-px scenes train as stored
+    big = type("Big", (), {"train_split": "train", "__getitem__": lambda self, k: [(np.zeros((512, 512, 3)), None)]})()
+    assert live_image_size(big) == 128
+    panel.image_size.value = 64
+    per_step = panel.estimate()
+    assert per_step > 0 and "s per step of 16 images at 64x64 px" in panel.estimate_line.value
+    panel._progress(ProgressState(done=0, total=10, epoch=1, epochs=2, device="cpu", precision="fp32"))
+    assert "first step running" in panel.status.value and "0.0 images/s" not in panel.status.value
