@@ -435,3 +435,45 @@ def test_train_panel_image_size_estimate_and_first_step(state):
     assert per_step > 0 and "s per step of 16 images at 64x64 px" in panel.estimate_line.value
     panel._progress(ProgressState(done=0, total=10, epoch=1, epochs=2, device="cpu", precision="fp32"))
     assert "first step running" in panel.status.value and "0.0 images/s" not in panel.status.value
+
+
+def test_a_lesson_saved_after_training_comes_back_whole(tmp_path):
+    studio = Studio()
+    studio.dataset.size.value = 40
+    studio.dataset.load_button.click()
+    studio.builder.build_button.click()
+    studio.train.epochs.value = 1
+    studio.train.start_button.click()
+    studio.train.handle.wait(120)
+    studio.inspect.show_button.click()
+    studio.iou.run_button.click()
+    studio.inspect.softmask.temperature = 2.5
+    path = tmp_path / "class.json"
+    studio.save_lesson(path)
+    assert "Saved class.json and class.safetensors" in studio.lesson_status.value
+    assert (tmp_path / "class.safetensors").stat().st_size > 10_000
+    miou, sample = studio.iou.report.miou, studio.train.sample_pred
+    status = studio.train.status.value
+    again = Studio()
+    again.load_lesson(path)
+    assert again.errors.value == "", again.errors.value
+    assert again.state.history is not None and again.state.run == 1
+    assert again.iou.report.miou == pytest.approx(miou, abs=1e-6)  # the trained weights, not a new model
+    assert np.array_equal(again.train.sample_pred, sample)
+    assert status.split(" (")[0] in again.train.status.value and "restored" in again.train.status.value
+    assert len(again.train.curves.data) >= 3 and again.inspect.softmask.temperature == 2.5
+    assert not again.iou.stamp.stale and not again.train.stamp.stale and "Restored" in again.lesson_status.value
+    (tmp_path / "class.safetensors").unlink()
+    again.load_lesson(path)
+    assert "class.safetensors" in again.errors.value and "missing" in again.errors.value
+
+
+def test_presentation_mode_enlarges_charts_and_text():
+    studio = Studio()
+    studio.presentation.value = True
+    assert studio.train.curves.layout.width == "598px"
+    studio.dataset.size.value = 40
+    studio.dataset.load_button.click()
+    assert studio.dataset.frequencies.figure.layout.font.size == 22
+    studio.presentation.value = False
+    assert studio.dataset.frequencies.figure.layout.font.size is None

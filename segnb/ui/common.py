@@ -84,6 +84,7 @@ class PlotView(W.Output):
                  empty: str = ""):
         super().__init__(layout=W.Layout(width=f"{width}px", min_width=f"{width}px"))
         self.title, self.height, self.width = title, height, width
+        self.presenting = False
         self.empty = empty or f"The {title} chart appears here."
         if css_class:
             self.add_class(css_class)
@@ -96,9 +97,21 @@ class PlotView(W.Output):
         bundle = {"text/html": f'<div class="segnb-placeholder">{message}</div>', "text/plain": message}
         self.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)
 
+    def present(self, on: bool) -> None:
+        """Presentation mode: 22-px text, and a chart 30 % larger (two still fit side by side in 1280 px)."""
+        self.presenting = on
+        scale = 1.3 if on else 1.0
+        self.layout.width = self.layout.min_width = f"{round(self.width * scale)}px"
+        if self.figure is not None:
+            self.draw(self.figure)
+
     def draw(self, figure: go.Figure) -> None:
         """Show ``figure`` in place of the current one (safe from any thread)."""
-        figure.update_layout(width=self.width, height=figure.layout.height or self.height)
+        scale = 1.3 if self.presenting else 1.0
+        if not hasattr(figure, "_segnb_height"):
+            figure._segnb_height = figure.layout.height or self.height
+        figure.update_layout(width=round(self.width * scale), height=min(560, round(figure._segnb_height * scale)),
+                             font={"size": 22 if self.presenting else None})
         self.figure = figure
         bundle = {PLOTLY_MIME: json.loads(figure.to_json()), "text/plain": f"<plotly figure: {self.title}>"}
         self.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)

@@ -572,12 +572,32 @@ class TrainPanel(W.VBox):
         else:
             self.class_curves.clear()
 
+    def show_history(self, history, steps=()) -> None:
+        """Show a finished run (a restored lesson): its curves, its status and its sample prediction."""
+        self.steps = list(steps)
+        self.stamp.stamp()
+        if history is None:
+            self._draw_curves([])
+            self._status_line("Not trained yet: press Start.")
+            return
+        self._epochs_planned = max([r["epoch"] for r in history.epochs] or [1])
+        self._draw_curves(history.epochs)
+        data, model = self.state.data, self.state.model
+        self.sample_pair = data[data.eval_split][0]
+        image, mask = self.sample_pair
+        if history.epochs:
+            self._draw_sample(image, mask, predict(model, image).masks[0].numpy(), history.epochs[-1]["epoch"])
+        self._status_line(self._summary(history) + " (restored from a lesson)")
+
+    def _summary(self, history) -> str:
+        last = history.last("miou")
+        size = f" at {self.image_size.value} px" if self.image_size.value else ""
+        score = "" if last is None else f", validation mIoU {last:.3f}{size}"
+        return f"{history.stopped} after {history.steps} steps{score}"
+
     def _finished(self, trainer) -> None:
         self.start_button.disabled, self.stop_button.disabled = False, True
         if self.state.model is trainer.unwrapped or self.state.model is trainer.model:
             self.state.history = trainer.history
         self._draw_curves(trainer.history.epochs)
-        last = trainer.history.last("miou")
-        size = f" at {self.image_size.value} px" if self.image_size.value else ""
-        score = "" if last is None else f", validation mIoU {last:.3f}{size}"
-        self._status_line(f"{trainer.history.stopped} after {trainer.history.steps} steps{score}")
+        self._status_line(self._summary(trainer.history))
