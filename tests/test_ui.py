@@ -477,3 +477,13 @@ def test_presentation_mode_enlarges_charts_and_text():
     assert studio.dataset.frequencies.figure.layout.font.size == 22
     studio.presentation.value = False
     assert studio.dataset.frequencies.figure.layout.font.size is None
+
+
+def test_studio_builds_nothing_before_it_is_asked_for():
+    import subprocess
+    import sys
+
+    code = ("import sys; from segnb.ui import Studio; s = Studio(); "
+            "print(sorted(s._built), 'timm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.split() == ["['Dataset']", "False"], out.stdout + out.stderr  # no encoder list loaded

@@ -104,25 +104,23 @@ class Studio(W.VBox):
     def __init__(self, presentation: bool = False, seed: int = 0):
         self.state = SharedState(seed=seed)
         self.errors = ErrorBox()
-        self.dataset = DatasetPicker(self.state)
-        self.builder = ModelBuilder(self.state)
-        self.train = TrainPanel(self.state)
-        self.inspect = InspectPanel(self.state)
-        self.upsampling = UpsamplingLab(self.state)
-        self.iou = IoUReport(self.state, viewer=self.inspect.softmask)
-        self.classical = ClassicalLab(self.state)
+        # One line per tab: a title and the panel (or a function that makes it when the tab is first
+        # opened: a page that is never used costs no memory, and a class of students loads faster).
         self.panels = [
-            ("Dataset", self.dataset),
-            ("Model", self.builder),
-            ("Train", self.train),
-            ("Inspect", self.inspect),
-            ("Upsampling", self.upsampling),
-            ("IoU", self.iou),
-            ("Classical", self.classical),
+            ("Dataset", lambda: DatasetPicker(self.state)),
+            ("Model", lambda: ModelBuilder(self.state)),
+            ("Train", lambda: TrainPanel(self.state)),
+            ("Inspect", lambda: InspectPanel(self.state)),
+            ("Upsampling", lambda: UpsamplingLab(self.state)),
+            ("IoU", lambda: IoUReport(self.state, viewer=self.inspect.softmask)),
+            ("Classical", lambda: ClassicalLab(self.state)),
         ]
-        self.tabs = W.Tab(children=[panel for _, panel in self.panels])
+        self._built: dict[str, W.Widget] = {}
+        self._slots = [W.VBox([W.HTML(f"<i>opening {name} ...</i>")]) for name, _ in self.panels]
+        self.tabs = W.Tab(children=self._slots)
         self.tabs.titles = self.tab_names
         self.tabs.add_class("segnb-studio-tabs")
+        self.tabs.observe(lambda change: self.panel(self.tab_names[change["new"]]), names=["selected_index"])
         self.presentation = W.ToggleButton(presentation, description="presentation", icon="desktop",
                                            tooltip="large text and pictures for a projector")
         self.presentation.add_class("segnb-presentation-toggle")
@@ -155,19 +153,44 @@ class Studio(W.VBox):
         super().__init__([self.style, header, steps, self.errors, self.tabs])
         self.add_class("segnb-studio")
         self._present(presentation)
+        self.panel(self.tab_names[self.tabs.selected_index or 0])
         self._show_steps()
 
     @property
     def tab_names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.panels)
 
+    def panel(self, name: str) -> W.Widget:
+        """The panel of one tab, made the first time it is asked for."""
+        if name not in self._built:
+            index = self.tab_names.index(name)
+            made = self.panels[index][1]
+            widget = made if isinstance(made, W.Widget) else made()
+            self._built[name] = widget
+            self._slots[index].children = [widget]
+            if self.presentation.value:
+                self._present(True)
+        return self._built[name]
+
+    dataset = property(lambda self: self.panel("Dataset"))
+    builder = property(lambda self: self.panel("Model"))
+    train = property(lambda self: self.panel("Train"))
+    inspect = property(lambda self: self.panel("Inspect"))
+    upsampling = property(lambda self: self.panel("Upsampling"))
+    iou = property(lambda self: self.panel("IoU"))
+    classical = property(lambda self: self.panel("Classical"))
+
+    def _built_panel(self, name: str) -> W.Widget | None:
+        return self._built.get(name)
+
     def show_tab(self, name: str) -> None:
         self.tabs.selected_index = self.tab_names.index(name)
 
     def _show_steps(self) -> None:
         state = self.state
+        inspect = self._built_panel("Inspect")
         done = [state.data is not None, state.model is not None, state.history is not None,
-                self.inspect.stamp.key is not None and not self.inspect.stamp.stale]
+                inspect is not None and inspect.stamp.key is not None and not inspect.stamp.stale]
         for button, finished in zip(self.step_buttons, done, strict=True):
             button.icon = "check" if finished else ""
             button.button_style = "success" if finished else ""
@@ -186,14 +209,17 @@ class Studio(W.VBox):
                                           "marked as such.")
 
     def _on_model(self, change) -> None:
-        self.iou.report = None
+        if self._built_panel("IoU") is not None:
+            self.iou.report = None
 
     def _present(self, on: bool) -> None:
         """Presentation mode: text of at least 22 px, larger controls, and every tab's main view
         no larger than a 1280x720 projector (pictures and charts are capped, not just enlarged)."""
-        for widget in (self.inspect.softmask, self.inspect.attention):
-            widget.display_scale = 2.0 if on else 1.0
-        self.inspect.softmask.max_height = 480 if on else 0
+        inspect = self._built_panel("Inspect")
+        if inspect is not None:
+            for widget in (inspect.softmask, inspect.attention):
+                widget.display_scale = 2.0 if on else 1.0
+            inspect.softmask.max_height = 480 if on else 0
         for widget in _walk(self):
             if isinstance(widget, PlotView):
                 widget.present(on)
@@ -206,7 +232,9 @@ class Studio(W.VBox):
     def lesson(self) -> dict:
         """The lesson as plain data: dataset, model spec, seed, selected tab, views and results."""
         history = self.state.history
-        report = self.iou.report
+        iou, inspect, train = (self._built_panel(n) for n in ("IoU", "Inspect", "Train"))
+        report = iou.report if iou is not None else None
+        softmask = inspect.softmask if inspect is not None else None
         return {
             "format": LESSON_FORMAT,
             "dataset": self.state.data_spec or self.dataset.spec(),
@@ -217,17 +245,17 @@ class Studio(W.VBox):
             "tab": self.tab_names[self.tabs.selected_index or 0],
             "image_index": self.state.image_index,
             "presentation": self.presentation.value,
-            "train": {"epochs": self.train.epochs.value, "batch_size": self.train.batch_size.value,
-                      "lr": self.train.lr.value, "loss": self.train.loss.value,
-                      "image_size": self.train.image_size.value},
+            "train": {} if train is None else {
+                "epochs": train.epochs.value, "batch_size": train.batch_size.value, "lr": train.lr.value,
+                "loss": train.loss.value, "image_size": train.image_size.value},
             "results": {
                 "key": dict(self.state.key),
                 "run": self.state.run,
                 "history": history.as_dict() if history is not None else None,
-                "steps": [list(p) for p in self.train.steps] if history is not None else [],
+                "steps": [list(p) for p in train.steps] if history is not None and train is not None else [],
                 "iou": None if report is None else {"miou": report.miou, "iou": list(report.scores.iou)},
-                "inspected": self.inspect.stamp.key is not None and not self.inspect.stamp.stale,
-                "view": {"temperature": self.inspect.softmask.temperature, "view": self.inspect.softmask.view},
+                "inspected": inspect is not None and inspect.stamp.key is not None and not inspect.stamp.stale,
+                "view": {} if softmask is None else {"temperature": softmask.temperature, "view": softmask.view},
             },
         }
 
@@ -245,7 +273,7 @@ class Studio(W.VBox):
         weights = path.with_suffix(".safetensors")
         model = self.state.model
         if model is not None and self.state.history is not None:
-            if self.train.running:
+            if self._built_panel("Train") is not None and self.train.running:
                 raise ValueError("Training is running: press Stop (or wait for it to end), then Save.")
             state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
             atomic_write(weights, lambda p: save_file(state, str(p)))
