@@ -543,14 +543,14 @@ class TrainPanel(W.VBox):
         trainer.model.train()
         self._draw_sample(image, mask, pred, trainer.history.epochs[-1]["epoch"])
 
-    def _draw_sample(self, image, mask, pred, epoch) -> None:
+    def _draw_sample(self, image, mask, pred, epoch, when: str | None = None) -> None:
         palette = self.state.palette()
         ignore = self.state.data.ignore_index
         self.sample_pred = pred
         self.sample.value = png(grid([image, overlay(image, mask, palette, 0.65, ignore_index=ignore),
                                       overlay(image, pred, palette, 0.65, ignore_index=ignore)], columns=3, gap=4))
         self.sample_caption.value = strip_labels(
-            ["image", "truth", f"prediction after epoch {epoch}"], image.shape[1], gap=4)
+            ["image", "truth", when or f"prediction after epoch {epoch}"], image.shape[1], gap=4)
 
     def _redraw(self) -> None:
         self._draw_curves(self.history.epochs if self.history else [])
@@ -585,8 +585,8 @@ class TrainPanel(W.VBox):
         data, model = self.state.data, self.state.model
         self.sample_pair = data[data.eval_split][0]
         image, mask = self.sample_pair
-        if history.epochs:
-            self._draw_sample(image, mask, predict(model, image).masks[0].numpy(), history.epochs[-1]["epoch"])
+        self._draw_sample(image, mask, predict(model, image).masks[0].numpy(), None,
+                          when=f"prediction when training ended (step {history.steps})")
         self._status_line(self._summary(history) + " (restored from a lesson)")
 
     def _summary(self, history) -> str:
@@ -600,4 +600,10 @@ class TrainPanel(W.VBox):
         if self.state.model is trainer.unwrapped or self.state.model is trainer.model:
             self.state.history = trainer.history
         self._draw_curves(trainer.history.epochs)
+        if getattr(self, "sample_pair", None) is not None and trainer.history.steps:
+            # The weights as they are now (Stop may come mid-epoch): what a saved lesson restores.
+            image, mask = self.sample_pair
+            pred = predict(trainer.unwrapped, image, device=trainer.device).masks[0].numpy()
+            self._draw_sample(image, mask, pred, None,
+                              when=f"prediction when training ended (step {trainer.history.steps})")
         self._status_line(self._summary(trainer.history))

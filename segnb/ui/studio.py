@@ -125,6 +125,7 @@ class Studio(W.VBox):
                                            tooltip="large text and pictures for a projector")
         self.presentation.add_class("segnb-presentation-toggle")
         self.lesson_path = W.Text("lesson.json", description="lesson")
+        self.lesson_path.add_class("segnb-lesson-path")
         self.save_button = W.Button(description="Save", icon="save")
         self.load_button = W.Button(description="Restore", icon="folder-open")
         self.save_button.add_class("segnb-save-lesson")
