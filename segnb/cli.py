@@ -163,6 +163,8 @@ def _studio(args) -> int:
     env = {**os.environ, "SEGNB_PRESENTATION": "1" if args.presentation else "0"}
     command = [sys.executable, "-m", "voila", str(notebook), f"--Voila.ip={args.ip}", f"--port={args.port}",
                f"--token={token}", "--no-browser"]
+    if args.preheat > 0:  # kernels that have run the Studio notebook before anyone asks (docs/CLASSROOM.md)
+        command += ["--preheat_kernel=True", f"--VoilaConfiguration.default_pool_size={args.preheat}"]
     print(f"segnb studio on http://{args.ip}:{args.port}/?token={token}")
     if args.ip == "127.0.0.1":
         print("Listening on this machine only. To expose it deliberately: segnb studio --ip 0.0.0.0 "
@@ -239,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     studio.add_argument("--port", type=int, default=8866)
     studio.add_argument("--token", default=None, help="default: a fresh random token")
     studio.add_argument("--presentation", action="store_true", help="large fonts and pictures for a projector")
+    studio.add_argument("--preheat", type=int, default=0, metavar="N",
+                        help="keep N kernels that have already opened the Studio ready for the next visitors")
     studio.set_defaults(run=_studio)
     return parser
 

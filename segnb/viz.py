@@ -240,6 +240,15 @@ def _epoch_ticks(last: float) -> dict:
     return {"tick0": 0, "dtick": max(1, int(np.ceil(max(last, 1) / 10))), "tickformat": "d"}
 
 
+def _x_extent(planned: int | None, seen: Sequence[float]) -> float:
+    """The epochs the x axis shows: all that are planned when few, else what was seen and one more
+    (200 planned epochs must not squeeze the first two into the left edge)."""
+    seen_last = max(seen, default=0)
+    if planned and planned <= 10:
+        return max(planned, seen_last)
+    return max(1, int(np.ceil(seen_last)) + 1)
+
+
 def curves_figure(epochs: Sequence[dict], keys: Sequence[str] = ("train_loss", "val_loss", "miou"),
                   title: str = "Training", steps: Sequence[tuple[float, float]] = (), log_loss: bool = True,
                   epochs_planned: int | None = None):
@@ -252,8 +261,9 @@ def curves_figure(epochs: Sequence[dict], keys: Sequence[str] = ("train_loss", "
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1, row_heights=[0.55, 0.45],
-                           subplot_titles=("loss" + (" (log scale)" if log_loss else ""), "score"))
+    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12, row_heights=[0.55, 0.45],
+                           subplot_titles=("loss by epoch" + (" (log scale)" if log_loss else ""),
+                                           "validation score by epoch (0 to 1)"))
     x = [r["epoch"] for r in epochs]
     if steps:
         sx, sy = [p[0] for p in steps], [p[1] for p in steps]
@@ -270,13 +280,12 @@ def curves_figure(epochs: Sequence[dict], keys: Sequence[str] = ("train_loss", "
         figure.add_trace(go.Scatter(x=x, y=[r.get(key) for r in epochs], mode="lines+markers",
                                     name=LABELS.get(key, key), marker={"size": 9},
                                     line={"color": colours.get(key)}), row=row, col=1)
-    last = max([epochs_planned or 0, *x, *(p[0] for p in steps)] or [1])
-    figure.update_xaxes(range=[0, max(1, last) + 0.05], **_epoch_ticks(last))
-    figure.update_xaxes(title_text="epoch", row=2, col=1)
+    last = _x_extent(epochs_planned, [*x, *(p[0] for p in steps)])
+    figure.update_xaxes(range=[0, last + 0.05], **_epoch_ticks(last))
     figure.update_yaxes(type="log" if log_loss else "linear", row=1, col=1)
     figure.update_yaxes(range=[0, 1.02], row=2, col=1)
     figure.update_layout(title=title, margin={"l": 10, "r": 10, "t": 60, "b": 10},
-                         legend={"orientation": "h", "y": -0.2})
+                         legend={"orientation": "h", "y": -0.1, "yanchor": "top"})
     return figure
 
 
@@ -291,8 +300,8 @@ def class_curves_figure(epochs: Sequence[dict], class_names: Sequence[str], pale
     for k, (name, colour) in enumerate(zip(class_names, colours, strict=True)):
         figure.add_trace(go.Scatter(x=x, y=[r["iou"][k] for r in epochs], mode="lines+markers", name=name,
                                     line={"color": colour}, marker={"size": 9, "color": colour}))
-    last = max([epochs_planned or 0, *x] or [1])
-    figure.update_layout(title=title, xaxis={"title": "epoch", "range": [0.5, max(1, last) + 0.5],
+    last = _x_extent(epochs_planned, x)
+    figure.update_layout(title=title, xaxis={"title": "epoch", "range": [0.5, last + 0.5],
                                              **_epoch_ticks(last)},
                          yaxis={"range": [0, 1.02], "title": "IoU"}, margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return figure

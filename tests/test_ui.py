@@ -247,7 +247,8 @@ def test_classical_lab_scores_beside_the_model(state):
     captions = lab.captions.value
     import re
 
-    assert re.search(r"segments 200, compactness 10\): \d+ superpixels merged into \d+ regions", captions)
+    assert re.search(r"slic: \d+ superpixels merged into \d+ regions, mIoU", captions)
+    assert re.search(r"slic \(segments 200, compactness 10\): \d+ superpixels merged", lab.scores.value)
     assert "ground truth" in captions
     assert captions.count('class="segnb-strip-label"') == 4 and "mIoU" in captions
 
@@ -427,7 +428,7 @@ def test_train_panel_image_size_estimate_and_first_step(state):
 
     _build(state)
     panel = TrainPanel(state)
-    assert panel.image_size.value is None  # the built-in 128-px scenes train as stored
+    assert panel.image_size.value == 0 and panel.image_size.label == "as stored"  # 128-px scenes as stored
     big = type("Big", (), {"train_split": "train", "__getitem__": lambda self, k: [(np.zeros((512, 512, 3)), None)]})()
     assert live_image_size(big) == 128
     panel.image_size.value = 64

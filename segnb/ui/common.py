@@ -16,7 +16,7 @@ import traitlets
 from PIL import Image
 
 __all__ = ["png", "jpeg", "ErrorBox", "guarded", "SharedState", "ResultStamp", "image_widget", "legend_html",
-           "PlotView", "row_of", "note", "strip_labels"]
+           "PlotView", "row_of", "note", "strip_labels", "show_strip"]
 
 log = logging.getLogger("segnb.ui")
 
@@ -120,6 +120,19 @@ class PlotView(W.Output):
     def data(self):
         """The traces on show (``figure.data``; empty before the first chart)."""
         return () if self.figure is None else self.figure.data
+
+
+def show_strip(widget: W.Image, labels_widget: W.HTML, tiles, labels, gap: int = 4) -> None:
+    """A row of equal tiles in ``widget`` with a caption over each in ``labels_widget``; small tiles
+    are shown twice their size (pixelated), so that a caption fits over each."""
+    from segnb.viz import grid
+
+    width = tiles[0].shape[1]
+    scale = 2 if width < 200 else 1
+    widget.value = png(grid(tiles, columns=len(tiles), gap=gap))
+    widget.layout.width = f"{(width + gap) * len(tiles) * scale - gap * scale}px"
+    widget.add_class("segnb-pixelated")
+    labels_widget.value = strip_labels(labels, width * scale, gap * scale)
 
 
 def strip_labels(labels, tile_width: int, gap: int = 4) -> str:

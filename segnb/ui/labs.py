@@ -21,7 +21,7 @@ from segnb.ui.common import (
     image_widget,
     png,
     row_of,
-    strip_labels,
+    show_strip,
 )
 from segnb.ui.softmask_viewer import SoftMaskViewer
 from segnb.viz import confusion_figure, grid, heatmap_rgb, iou_bar_figure, overlay, size_iou_figure
@@ -247,7 +247,8 @@ class ClassicalLab(W.VBox):
         self.pictures = image_widget(css_class="segnb-classical-pictures")
         self.captions = W.HTML()
         self.captions.add_class("segnb-classical-captions")
-        self.scores = W.HTML("Press Run: the method's segments, matched to classes, beside the model and the truth.")
+        self.scores = W.HTML("Press Run: the method's segments, each given the true class most of its pixels "
+                             "have, beside the model and the truth.")
         self.method.observe(lambda _: self._show_params(), names=["value"])
         self.run_button.on_click(lambda _: self.run())
         self._show_params()
@@ -282,8 +283,7 @@ class ClassicalLab(W.VBox):
         else:
             found = f"{count} regions"
         tiles = [image, overlay(image, labels, palette, 0.65, ignore_index=ignore)]
-        captions = ["image", f"{method} ({setting}): {found}, each given its majority true class; "
-                             f"mIoU {scores.miou:.3f}"]
+        captions = ["image", f"{method}: {found}, mIoU {scores.miou:.3f}"]
         rows = [(f"{method} ({setting}): {found}", scores.miou, scores.pixel_accuracy)]
         if self.state.model is not None:
             pred = predict(self.state.model, image).masks[0].numpy()
@@ -291,12 +291,11 @@ class ClassicalLab(W.VBox):
                                                                   data.num_classes, data.ignore_index))
             tiles.append(overlay(image, pred, palette, 0.65, ignore_index=ignore))
             name = f"model {self.state.model.spec['arch']} on {self.state.model.spec['encoder']}"
-            captions.append(f"{name} ({self.state.run_name()}): mIoU {model_scores.miou:.3f}")
+            captions.append(f"model ({self.state.run_name()}): mIoU {model_scores.miou:.3f}")
             rows.append((f"{name} ({self.state.run_name()})", model_scores.miou, model_scores.pixel_accuracy))
         tiles.append(overlay(image, target, palette, 0.65, ignore_index=ignore))
         captions.append("ground truth")
-        self.pictures.value = png(grid(tiles, columns=len(tiles), gap=4))
-        self.captions.value = strip_labels(captions, image.shape[1], gap=4)
+        show_strip(self.pictures, self.captions, tiles, captions)
         self.stamp.stamp()
         self.scores.value = ("<table class='segnb-classical-scores'><tr><th>method</th><th>mIoU</th>"
                              "<th>pixel accuracy</th></tr>" + "".join(

@@ -31,7 +31,7 @@ from segnb.ui.common import (
     legend_html,
     png,
     row_of,
-    strip_labels,
+    show_strip,
     user_error,
     user_message,
 )
@@ -338,17 +338,17 @@ class _PanelRenderer(ThrottledRenderer):
         self.panel._progress(state)
 
 
-IMAGE_SIZES = [("as stored", None), ("64 px", 64), ("96 px", 96), ("128 px", 128), ("192 px", 192),
+IMAGE_SIZES = [("as stored", 0), ("64 px", 64), ("96 px", 96), ("128 px", 128), ("192 px", 192),
                ("256 px", 256), ("384 px", 384), ("512 px", 512)]
 LIVE_SIZE = 128  # the default for images larger than this: steps of about a second on a laptop CPU
 
 
-def live_image_size(data) -> int | None:
-    """A sensible training size for live use: the images as stored if small, else 128 px."""
+def live_image_size(data) -> int:
+    """A sensible training size for live use: the images as stored (0) if small, else 128 px."""
     if data is None:
-        return None
+        return 0
     image, _ = data[data.train_split][0]
-    return None if max(image.shape[:2]) <= LIVE_SIZE else LIVE_SIZE
+    return 0 if max(image.shape[:2]) <= LIVE_SIZE else LIVE_SIZE
 
 
 class TrainPanel(W.VBox):
@@ -370,7 +370,7 @@ class TrainPanel(W.VBox):
         self._last_curve_draw = 0.0
         self.epochs = W.BoundedIntText(3, min=1, max=1000, description="epochs")
         self.batch_size = W.BoundedIntText(16, min=1, max=1024, description="batch size")
-        self.image_size = W.Dropdown(options=IMAGE_SIZES, value=None, description="image size")
+        self.image_size = W.Dropdown(options=IMAGE_SIZES, value=0, description="image size")
         self.image_size.add_class("segnb-image-size")
         self.lr = W.FloatLogSlider(value=1e-2, base=10, min=-5, max=0, step=0.25, description="learning rate",
                                    style={"description_width": "initial"})
@@ -499,7 +499,7 @@ class TrainPanel(W.VBox):
         self._status_line("starting ...")
         self.handle = fit(model, data, epochs=self.epochs.value, batch_size=self.batch_size.value,
                           lr=self.lr.value, loss=self.loss.value, max_minutes=self.max_minutes.value,
-                          image_size=self.image_size.value,
+                          image_size=self.image_size.value or None,
                           progress=ProgressCallback(_PanelRenderer(self)),
                           callbacks=[_PanelCallback(self), *self.extra_callbacks],
                           background=True, seed=self.state.seed)
@@ -547,10 +547,10 @@ class TrainPanel(W.VBox):
         palette = self.state.palette()
         ignore = self.state.data.ignore_index
         self.sample_pred = pred
-        self.sample.value = png(grid([image, overlay(image, mask, palette, 0.65, ignore_index=ignore),
-                                      overlay(image, pred, palette, 0.65, ignore_index=ignore)], columns=3, gap=4))
-        self.sample_caption.value = strip_labels(
-            ["image", "truth", when or f"prediction after epoch {epoch}"], image.shape[1], gap=4)
+        show_strip(self.sample, self.sample_caption,
+                   [image, overlay(image, mask, palette, 0.65, ignore_index=ignore),
+                    overlay(image, pred, palette, 0.65, ignore_index=ignore)],
+                   ["image", "truth", when or f"prediction after epoch {epoch}"])
 
     def _redraw(self) -> None:
         self._draw_curves(self.history.epochs if self.history else [])

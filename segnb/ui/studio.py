@@ -317,7 +317,8 @@ class Studio(W.VBox):
         for key, widget in (("epochs", self.train.epochs), ("batch_size", self.train.batch_size),
                             ("lr", self.train.lr), ("loss", self.train.loss), ("image_size", self.train.image_size)):
             if key in lesson.get("train", {}):
-                widget.value = lesson["train"][key]
+                value = lesson["train"][key]
+                widget.value = (value or 0) if key == "image_size" else value
         results = lesson.get("results") or {}
         if weights:
             self._restore_results(path.parent / weights, results)
