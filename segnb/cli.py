@@ -162,7 +162,10 @@ def _studio(args) -> int:
     token = args.token or secrets.token_urlsafe(16)
     env = {**os.environ, "SEGNB_PRESENTATION": "1" if args.presentation else "0"}
     command = [sys.executable, "-m", "voila", str(notebook), f"--Voila.ip={args.ip}", f"--port={args.port}",
-               f"--token={token}", "--no-browser"]
+               f"--token={token}", "--no-browser",
+               # A busy machine (a class opening pages at once) can take longer than Voila's 4 s
+               # to deliver a cell's output; without this the page comes up without the Studio.
+               "--VoilaExecutor.iopub_timeout=60"]
     if args.preheat > 0:  # kernels that have run the Studio notebook before anyone asks (docs/CLASSROOM.md)
         command += ["--preheat_kernel=True", f"--VoilaConfiguration.default_pool_size={args.preheat}"]
     print(f"segnb studio on http://{args.ip}:{args.port}/?token={token}")
