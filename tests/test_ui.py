@@ -488,3 +488,24 @@ def test_studio_builds_nothing_before_it_is_asked_for():
             "print(sorted(s._built), 'timm' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.split() == ["['Dataset']", "False"], out.stdout + out.stderr  # no encoder list loaded
+
+
+def test_dataset_picker_shows_the_loaders_warnings_and_notes(monkeypatch):
+    import warnings
+
+    from segnb.data import load_shapes
+    from segnb.ui import panels
+
+    def offline_copy(source, **options):
+        warnings.warn(f"Hub unreachable (offline); using the cached copy of '{source}'.", stacklevel=2)
+        data = load_shapes(n=20)
+        data.notes = ["the masks' value 255 was taken as void: pass ignore_index=... to change it"]
+        return data
+
+    monkeypatch.setattr(panels, "load_dataset", offline_copy)
+    picker = DatasetPicker()
+    picker.kind.value = "hub"
+    picker.hub_id.value = "someone/scenes"
+    picker.load_button.click()
+    assert picker.errors.value == "", picker.errors.value
+    assert "using the cached copy of" in picker.notes.value and "taken as void" in picker.notes.value
