@@ -1,6 +1,6 @@
 """A class on one machine: N student pages of `segnb studio` (Voila) opened at once.
 
-    .venv/bin/python benchmarks/bench_classroom.py [--pages 10] [--preheat 0] [--deadline 300]
+    .venv/bin/python benchmarks/bench_classroom.py [--pages 10] [--preheat 0 [--warmup S]] [--deadline 300]
 
 Starts `segnb studio` on 127.0.0.1, opens N pages in headless chromium (one browser, a context
 per student, all at the same moment), and prints for each page the seconds until it is
@@ -125,6 +125,8 @@ def main() -> int:
     parser.add_argument("--pages", type=int, default=10)
     parser.add_argument("--preheat", type=int, default=0, help="Voila's preheated kernel pool size")
     parser.add_argument("--deadline", type=float, default=300.0, help="seconds for the whole class")
+    parser.add_argument("--warmup", type=float, default=None,
+                        help="seconds to let the preheated pool fill before the class arrives (default 40 per kernel)")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="segnb-classroom-"))
@@ -148,8 +150,8 @@ def main() -> int:
                 break
             except OSError:
                 time.sleep(0.5)
-        if args.preheat:
-            time.sleep(min(120, 20 * args.preheat))  # let the pool fill before the class arrives
+        if args.preheat:  # let the pool fill before the class arrives
+            time.sleep(args.warmup if args.warmup is not None else 40 * args.preheat)
         load = os.getloadavg()
         t0 = time.monotonic()
         results = asyncio.run(classroom(f"http://127.0.0.1:{port}/?token={token}", args.pages, args.deadline,
@@ -166,7 +168,8 @@ def main() -> int:
             server.wait(10)
         log.close()
 
-    print(f"{args.pages} student pages of `segnb studio` at once, preheated kernels: {args.preheat}, "
+    print(f"{args.pages} student pages of `segnb studio` at once, preheated kernels: {args.preheat}"
+          f"{f' (after {args.warmup if args.warmup is not None else 40 * args.preheat:.0f} s)' if args.preheat else ''}, "
           f"{os.cpu_count()} CPUs, load average before {load[0]:.1f} (other work on the machine counts)")
     print(f"{'page':>4} {'interactive s':>14} {'first answer s':>15}  errors")
     for r in results:
