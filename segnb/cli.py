@@ -336,7 +336,12 @@ def _studio(args) -> int:
                "JUPYTER_CONFIG_PATH": os.pathsep.join(
                    [config, *filter(None, [os.environ.get("JUPYTER_CONFIG_PATH")])])}
         command = [sys.executable, "-m", "voila", str(notebook), f"--Voila.ip={args.ip}",
-                   f"--port={args.port}", "--no-browser"]
+                   f"--port={args.port}", "--no-browser",
+                   # A busy machine (a class opening pages at once) can take longer than Voila's 4 s
+                   # to deliver a cell's output; without this the page comes up without the Studio.
+                   "--VoilaExecutor.iopub_timeout=60"]
+        if args.preheat > 0:  # kernels that have run the Studio notebook before anyone asks (docs/CLASSROOM.md)
+            command += ["--preheat_kernel=True", f"--VoilaConfiguration.default_pool_size={args.preheat}"]
         print(f"segnb studio on http://{args.ip}:{args.port}/?token={token}")
         if args.ip == "127.0.0.1":
             print("Listening on this machine only. To expose it deliberately: segnb studio --ip 0.0.0.0 "
@@ -426,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     studio.add_argument("--port", type=int, default=8866)
     studio.add_argument("--token", default=None, help="default: $SEGNB_TOKEN, else a fresh random token")
     studio.add_argument("--presentation", action="store_true", help="large fonts and pictures for a projector")
+    studio.add_argument("--preheat", type=int, default=0, metavar="N",
+                        help="keep N kernels that have already opened the Studio ready for the next visitors")
     studio.set_defaults(run=_studio)
     return parser
 

@@ -10,12 +10,17 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
-    "VOID_COLOUR", "colorize", "overlay", "legend", "grid", "heatmap_rgb",
+    "VOID_COLOUR", "OKABE_ITO", "colorize", "overlay", "outline", "legend", "grid", "heatmap_rgb",
+    "contrast_palette", "class_mean_colours", "soft_mix", "soft_view", "smooth",
     "iou_bar_figure", "confusion_figure", "curves_figure", "class_curves_figure", "size_iou_figure",
     "frequency_figure",
 ]
 
 VOID_COLOUR = (255, 255, 255)
+# Okabe & Ito's colour-blind-safe set (orange, sky blue, bluish green, yellow, blue, vermillion,
+# reddish purple, black): the default colours of overlays, so that masks stand out from photos.
+OKABE_ITO = np.array([[230, 159, 0], [86, 180, 233], [0, 158, 115], [240, 228, 66], [0, 114, 178],
+                      [213, 94, 0], [204, 121, 167], [0, 0, 0]], dtype=np.uint8)
 
 
 def colorize(mask: np.ndarray, palette: np.ndarray, void_colour=VOID_COLOUR, ignore_index: int = 255) -> np.ndarray:
@@ -43,6 +48,108 @@ def overlay(image: np.ndarray, mask: np.ndarray, palette: np.ndarray, alpha: flo
         weight[~np.isin(mask, list(visible))] = 0.0
     out = image.astype(np.float32) * (1 - weight[..., None]) + colours * weight[..., None]
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def outline(image: np.ndarray, mask: np.ndarray, palette: np.ndarray, width: int = 1,
+            ignore_index: int = 255) -> np.ndarray:
+    """The image with only the borders between classes drawn, each in its class's colour."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    mask = np.asarray(mask)
+    edge = np.zeros(mask.shape, bool)
+    for _ in range(max(1, width)):
+        grown = edge.copy()
+        grown[1:] |= mask[1:] != mask[:-1]
+        grown[:-1] |= mask[:-1] != mask[1:]
+        grown[:, 1:] |= mask[:, 1:] != mask[:, :-1]
+        grown[:, :-1] |= mask[:, :-1] != mask[:, 1:]
+        edge = grown
+    edge &= mask != ignore_index
+    out = image[..., :3].copy()
+    out[edge] = colorize(mask, palette, ignore_index=ignore_index)[edge]
+    return out
+
+
+def contrast_palette(num_classes: int, avoid: np.ndarray | None = None) -> np.ndarray:
+    """Colour-blind-safe overlay colours (Okabe-Ito first), one per class, as (C, 3) uint8.
+
+    With ``avoid`` (C, 3), each class's mean colour in the images, the colours are assigned
+    so that each class's overlay is as far as possible from what the class already looks
+    like (sky is not painted sky blue); classes beyond 8 get evenly spaced hues.
+    """
+    colours = [c for c in OKABE_ITO]
+    for k in range(max(0, num_classes - len(colours))):
+        hue = (k * 0.618034) % 1.0
+        colours.append(np.array(_hsv_to_rgb(hue, 0.75, 0.9), np.uint8))
+    colours = np.array(colours, np.uint8)
+    if avoid is None or len(avoid) != num_classes:
+        return colours[:num_classes].copy()
+    from scipy.optimize import linear_sum_assignment
+
+    distance = np.linalg.norm(np.asarray(avoid, np.float64)[:, None, :] - colours[None].astype(np.float64), axis=2)
+    rows, cols = linear_sum_assignment(-distance)
+    out = np.zeros((num_classes, 3), np.uint8)
+    out[rows] = colours[cols]
+    return out
+
+
+def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
+    import colorsys
+
+    return tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(h, s, v))
+
+
+def class_mean_colours(pairs, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+    """Each class's mean RGB over ``(image, mask)`` pairs (grey where a class never appears)."""
+    total = np.zeros((num_classes, 3))
+    count = np.zeros(num_classes)
+    for image, mask in pairs:
+        image = np.asarray(image, np.float64)
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=2)
+        mask = np.asarray(mask)
+        valid = mask != ignore_index
+        m = mask[valid].astype(np.int64)
+        for channel in range(3):
+            total[:, channel] += np.bincount(m, image[..., channel][valid], minlength=num_classes)[:num_classes]
+        count += np.bincount(m, minlength=num_classes)[:num_classes]
+    means = np.full((num_classes, 3), 128.0)
+    seen = count > 0
+    means[seen] = total[seen] / count[seen, None]
+    return means
+
+
+def _tempered(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(z / T) from probabilities: p ** (1 / T), renormalised (floors at half a quantum)."""
+    p = np.maximum(np.asarray(probs, np.float64), 0.5 / 255) ** (1.0 / temperature)
+    return p / p.sum(axis=0, keepdims=True)
+
+
+def soft_mix(image: np.ndarray, probs: np.ndarray, palette: np.ndarray, temperature: float = 1.0,
+             alpha: float = 0.6) -> np.ndarray:
+    """Each pixel as the probability-weighted mix of the class colours at ``temperature``, over the image.
+
+    ``probs`` is (C, H, W). At a low temperature this tends to the argmax colours; at a high one
+    unsure pixels turn into a blend (the browser view ``widgets/softmask.js`` draws the same).
+    """
+    p = _tempered(probs, temperature)
+    colours = np.einsum("chw,ck->hwk", p, np.asarray(palette, np.float64)[: len(p), :3])
+    out = np.asarray(image, np.float64)[..., :3] * (1 - alpha) + colours * alpha
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def soft_view(probs: np.ndarray, view: str, temperature: float = 1.0, class_index: int = 0) -> np.ndarray:
+    """A (H, W) map in [0, 1]: ``confidence`` (max probability), ``entropy`` (divided by log C,
+    so 1 = all classes equally likely) or ``class`` (one class's probability), at ``temperature``."""
+    p = _tempered(probs, temperature)
+    if view == "confidence":
+        return p.max(axis=0)
+    if view == "entropy":
+        return -(p * np.log(p)).sum(axis=0) / np.log(len(p)) if len(p) > 1 else np.zeros(p.shape[1:])
+    if view == "class":
+        return p[class_index]
+    raise ValueError(f"view must be 'confidence', 'entropy' or 'class', got {view!r}.")
 
 
 def legend(class_names: Sequence[str], palette: np.ndarray) -> list[tuple[str, str]]:
@@ -112,32 +219,91 @@ def confusion_figure(confusion, class_names: Sequence[str], normalize: bool = Tr
     return figure
 
 
-def curves_figure(epochs: Sequence[dict], keys: Sequence[str] = ("train_loss", "val_loss", "miou"),
-                  title: str = "Training"):
-    """Lines of history records (``History.epochs``) against the epoch number."""
-    import plotly.graph_objects as go
+LOSS_KEYS = ("train_loss", "val_loss")
+SCORE_KEYS = ("miou", "pixel_accuracy", "mean_accuracy")
+LABELS = {"train_loss": "training loss (epoch mean)", "val_loss": "validation loss", "miou": "validation mIoU",
+          "pixel_accuracy": "pixel accuracy", "mean_accuracy": "mean class accuracy"}
 
-    figure = go.Figure()
+
+def smooth(values: Sequence[float], weight: float = 0.8) -> list[float]:
+    """An exponential moving average, debiased as TensorBoard's smoothing (``weight`` in [0, 1))."""
+    out, last, norm = [], 0.0, 0.0
+    for v in values:
+        last = weight * last + (1 - weight) * v
+        norm = weight * norm + (1 - weight)
+        out.append(last / norm)
+    return out
+
+
+def _epoch_ticks(last: float) -> dict:
+    """Integer epoch ticks, at most about ten of them."""
+    return {"tick0": 0, "dtick": max(1, int(np.ceil(max(last, 1) / 10))), "tickformat": "d"}
+
+
+def _x_extent(planned: int | None, seen: Sequence[float]) -> float:
+    """The epochs the x axis shows: all that are planned when few, else what was seen and one more
+    (200 planned epochs must not squeeze the first two into the left edge)."""
+    seen_last = max(seen, default=0)
+    if planned and planned <= 10:
+        return max(planned, seen_last)
+    return max(1, int(np.ceil(seen_last)) + 1)
+
+
+def curves_figure(epochs: Sequence[dict], keys: Sequence[str] = ("train_loss", "val_loss", "miou"),
+                  title: str = "Training", steps: Sequence[tuple[float, float]] = (), log_loss: bool = True,
+                  epochs_planned: int | None = None):
+    """Losses on top (log scale by default), scores in [0, 1] below, against the epoch.
+
+    Losses and scores never share an axis: a first validation loss of 6 would flatten an
+    mIoU of 0.8 to a line at zero. ``steps`` are ``(epoch as a fraction, loss)`` points seen
+    during training, drawn smoothed (and faint, raw) so that movement shows before an epoch ends.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12, row_heights=[0.55, 0.45],
+                           subplot_titles=("loss by epoch" + (" (log scale)" if log_loss else ""),
+                                           "validation score by epoch (0 to 1)"))
     x = [r["epoch"] for r in epochs]
+    if steps:
+        sx, sy = [p[0] for p in steps], [p[1] for p in steps]
+        figure.add_trace(go.Scatter(x=sx, y=sy, mode="lines", name="training loss (per step)",
+                                    line={"color": "rgba(31,119,180,0.25)", "width": 1}, showlegend=False,
+                                    hovertemplate="epoch %{x:.2f}<br>loss %{y:.4f}<extra>per step</extra>"),
+                         row=1, col=1)
+        figure.add_trace(go.Scatter(x=sx, y=smooth(sy), mode="lines", name="training loss (smoothed)",
+                                    line={"color": "#1f77b4", "width": 2}), row=1, col=1)
+    colours = {"train_loss": "#0b3c7a", "val_loss": "#d55e00", "miou": "#009e73", "pixel_accuracy": "#cc79a7",
+               "mean_accuracy": "#e69f00"}
     for key in keys:
-        figure.add_trace(go.Scatter(x=x, y=[r.get(key) for r in epochs], mode="lines+markers", name=key))
-    figure.update_layout(title=title, xaxis={"title": "epoch"}, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+        row = 1 if key.endswith("loss") else 2
+        figure.add_trace(go.Scatter(x=x, y=[r.get(key) for r in epochs], mode="lines+markers",
+                                    name=LABELS.get(key, key), marker={"size": 9},
+                                    line={"color": colours.get(key)}), row=row, col=1)
+    last = _x_extent(epochs_planned, [*x, *(p[0] for p in steps)])
+    figure.update_xaxes(range=[0, last + 0.05], **_epoch_ticks(last))
+    figure.update_yaxes(type="log" if log_loss else "linear", row=1, col=1)
+    figure.update_yaxes(range=[0, 1.02], row=2, col=1)
+    figure.update_layout(title=title, margin={"l": 10, "r": 10, "t": 60, "b": 10},
+                         legend={"orientation": "h", "y": -0.1, "yanchor": "top"})
     return figure
 
 
 def class_curves_figure(epochs: Sequence[dict], class_names: Sequence[str], palette: np.ndarray | None = None,
-                        title: str = "Per-class IoU"):
-    """One line per class: its validation IoU (``record["iou"]``) against the epoch number."""
+                        title: str = "Per-class IoU", epochs_planned: int | None = None):
+    """One line per class, with a marker per epoch (one epoch is a point, not nothing): validation IoU."""
     import plotly.graph_objects as go
 
     colours = [None] * len(class_names) if palette is None else [c for _, c in legend(class_names, palette)]
     x = [r["epoch"] for r in epochs]
     figure = go.Figure()
     for k, (name, colour) in enumerate(zip(class_names, colours, strict=True)):
-        figure.add_trace(go.Scatter(x=x, y=[r["iou"][k] for r in epochs], mode="lines", name=name,
-                                    line={"color": colour}))
-    figure.update_layout(title=title, xaxis={"title": "epoch"}, yaxis={"range": [0, 1]},
-                         margin={"l": 10, "r": 10, "t": 40, "b": 10})
+        figure.add_trace(go.Scatter(x=x, y=[r["iou"][k] for r in epochs], mode="lines+markers", name=name,
+                                    line={"color": colour}, marker={"size": 9, "color": colour}))
+    last = _x_extent(epochs_planned, x)
+    figure.update_layout(title=title, xaxis={"title": "epoch", "range": [0.5, last + 0.5],
+                                             **_epoch_ticks(last)},
+                         yaxis={"range": [0, 1.02], "title": "IoU"}, margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return figure
 
 

@@ -108,6 +108,7 @@ def test_model_builder_builds_for_the_dataset_and_describes(state):
 
 def test_train_panel_needs_data_and_model():
     panel = TrainPanel(SharedState())
+    assert not panel.curves.data and "appear here" in panel.curves.outputs[0]["data"]["text/html"]
     panel.start_button.click()
     assert "Load a dataset and build a model first" in panel.errors.value
 
@@ -121,7 +122,15 @@ def test_train_panel_trains_in_the_background_and_shows_progress(state):
     panel.handle.wait(120)
     assert panel.history.stopped == "completed" and len(panel.history.epochs) == 2
     assert panel.progress.value == panel.progress.max > 0
-    assert list(panel.curves.data[0].x) == [1, 2] and len(panel.class_curves.data) == 7
+    traces = {t.name: t for t in panel.curves.data}
+    assert list(traces["validation mIoU"].x) == [1, 2] and len(panel.class_curves.data) == 7
+    # losses and scores on separate axes, loss on a log scale; per-step loss drawn during the epoch
+    assert traces["validation loss"].yaxis == "y" and traces["validation mIoU"].yaxis == "y2"
+    assert panel.curves.figure.layout.yaxis.type == "log" and panel.curves.figure.layout.xaxis.dtick == 1
+    assert len(traces["training loss (smoothed)"].x) >= 2
+    assert all("markers" in t.mode for t in panel.class_curves.data)
+    panel.log_loss.value = False
+    assert panel.curves.figure.layout.yaxis.type == "linear"
     assert is_png(panel.sample.value)
     assert "completed" in panel.status.value and panel.start_button.disabled is False
     assert state.history is panel.history
@@ -154,7 +163,7 @@ def test_softmask_viewer_state_and_read_out():
     palette = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]])
     viewer = SoftMaskViewer(image, probs, ["a", "b", "c"], palette)
     assert viewer.shape == [12, 16, 3] and len(viewer.probs) == 3 * 12 * 16
-    assert viewer.palette == ["#ff0000", "#00ff00", "#0000ff"] and viewer.visible == [True] * 3
+    assert viewer.dataset_palette == ["#ff0000", "#00ff00", "#0000ff"] and viewer.visible == [True] * 3
     read = viewer.probabilities_at(5, 7)
     assert read["a"] == pytest.approx(probs[0, 5, 7], abs=0.01)
     viewer.temperature = 100.0
@@ -192,7 +201,8 @@ def test_upsampling_lab():
     lab.operator.value, lab.source.value = "nearest", "2x2 ramp"
     assert lab.output.tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
     lab.operator.value, lab.kernel.value, lab.stride.value = "transposed", 3, 2
-    assert "segnb-toy-overlap" in lab.overlap_view.value and "expect a checkerboard" in lab.score.value
+    assert lab.overlap is not None and lab.overlap_view.data[0].texttemplate and "expect a checkerboard" in lab.score.value
+    assert list(lab.output_view.data[0].z[0]) == list(lab.output[0]) and lab.compare_images.layout.display == "none"
     lab.kernel.value, lab.padding.value = 4, 1
     assert "even overlap" in lab.score.value
     lab.operator.value = "max_unpool"
@@ -232,6 +242,15 @@ def test_classical_lab_scores_beside_the_model(state):
     lab.run_button.click()
     assert [r[0].split()[0] for r in lab.result["rows"]] == ["felzenszwalb", "model"]
     assert is_png(lab.pictures.value)
+    lab.method.value = "slic"
+    lab.run_button.click()
+    captions = lab.captions.value
+    import re
+
+    assert re.search(r"slic: \d+ superpixels merged into \d+ regions, mIoU", captions)
+    assert re.search(r"slic \(segments 200, compactness 10\): \d+ superpixels merged", lab.scores.value)
+    assert "ground truth" in captions
+    assert captions.count('class="segnb-strip-label"') == 4 and "mIoU" in captions
 
 
 def test_studio_tabs_presentation_and_lessons(tmp_path):
@@ -280,3 +299,214 @@ def test_studio_rebuilds_the_model_when_the_classes_change(tmp_path):
     studio.dataset.folder.value = str(tmp_path)
     studio.dataset.load_button.click()
     assert studio.state.data.num_classes == 2 and studio.state.model.num_classes == 2
+
+
+def test_softmask_views_are_soft_and_follow_the_temperature():
+    from scipy.stats import entropy
+
+    from segnb.viz import soft_view
+
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, (10, 12, 3), dtype=np.uint8)
+    probs = rng.dirichlet(np.ones(4), size=(10, 12)).transpose(2, 0, 1)
+    viewer = SoftMaskViewer(image, probs, ["a", "b", "c", "d"], np.eye(4, 3) * 255)
+    assert viewer.view == "soft" and viewer.opacity >= 0.6  # the mask shows by default
+    assert len(viewer.palette) == 4 and len(set(viewer.palette)) == 4 and viewer.dataset_palette[0] == "#ff0000"
+    viewer.temperature = 0.25
+    cold = viewer.render_array(image)
+    viewer.temperature = 4.0
+    hot = viewer.render_array(image)
+    assert np.abs(cold.astype(int) - hot).mean() > 5  # a soft mask changes with the temperature
+    viewer.view = "classes"
+    hard = viewer.render_array(image)
+    viewer.temperature = 0.25
+    assert np.array_equal(hard, viewer.render_array(image))  # the argmax does not
+    # the entropy view is scipy's entropy divided by log C; confidence is the max probability
+    p = viewer.planes()
+    ours = soft_view(p, "entropy", temperature=1.0)
+    theirs = entropy(np.maximum(p, 0.5 / 255) / np.maximum(p, 0.5 / 255).sum(0), axis=0) / np.log(4)
+    np.testing.assert_allclose(ours, theirs, atol=1e-9)
+    assert soft_view(p, "confidence").min() >= 0.25 - 1e-6
+    np.testing.assert_allclose(soft_view(p, "class", class_index=2), p[2] / p.sum(0), atol=0.01)
+    # at a low temperature the soft mix tends to the argmax colours
+    from segnb.viz import colorize, soft_mix
+
+    palette = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]])
+    peaked = np.full((4, 5, 5), 0.02)
+    peaked[1] = 0.94
+    mixed = soft_mix(np.zeros((5, 5, 3), np.uint8), peaked, palette, temperature=0.25, alpha=1.0)
+    np.testing.assert_allclose(mixed, colorize(np.ones((5, 5), int), palette), atol=2)
+    viewer.clear()
+    assert viewer.probs == b"" and viewer.shape == [0, 0, 0]
+
+
+def test_contrast_palette_avoids_each_class_own_colour():
+    from segnb.viz import OKABE_ITO, contrast_palette
+
+    avoid = OKABE_ITO[:7].astype(float)  # classes that look exactly like the first seven colours
+    colours = contrast_palette(7, avoid)
+    assert len({tuple(c) for c in colours}) == 7
+    assert all(np.linalg.norm(c.astype(float) - a) > 60 for c, a in zip(colours, avoid, strict=True))
+    assert contrast_palette(12).shape == (12, 3)
+
+
+def test_studio_marks_every_old_result_when_the_model_or_dataset_changes():
+    studio = Studio()
+    studio.dataset.size.value = 40
+    studio.dataset.load_button.click()
+    studio.builder.build_button.click()
+    first = dict(studio.state.key)
+    assert first["run"] == "untrained" and "unet-classic on vgg-tiny" in first["model"]
+    studio.train.epochs.value = 1
+    studio.train.start_button.click()
+    studio.train.handle.wait(120)
+    assert studio.state.key["run"] == "run 1" and "validation mIoU" in studio.train.status.value
+    studio.inspect.show_button.click()
+    studio.iou.run_button.click()
+    studio.classical.run_button.click()
+    panels = (studio.train, studio.inspect, studio.iou, studio.classical)
+    assert all(p.stamp.key == studio.state.key and not p.stamp.stale for p in panels)
+    assert all("segnb-stale" not in p.results._dom_classes for p in panels)
+    studio.builder.build_button.click()  # the same spec: new, untrained weights
+    assert studio.state.key["model"] != first["model"] and studio.state.history is None
+    for panel in panels:
+        assert panel.stamp.stale and "segnb-stale" in panel.results._dom_classes, type(panel).__name__
+        assert "belong to the previous model" in panel.stamp.value
+    studio.iou.run_button.click()  # new results for the new model: no longer marked
+    assert not studio.iou.stamp.stale and "segnb-stale" not in studio.iou.results._dom_classes
+    studio.dataset.size.value = 60
+    studio.dataset.load_button.click()
+    assert studio.iou.stamp.stale and "previous dataset" in studio.iou.stamp.value
+
+
+def test_dataset_picker_renames_classes_colours_and_clears_on_a_failed_load(tmp_path):
+    picker = DatasetPicker()
+    picker.size.value = 40
+    picker.load_button.click()
+    before = picker.preview.value
+    picker.rename(["heaven", "lawn", "bricks", "disc", "box", "tri", "loop"])
+    assert "heaven" in picker.legend.value and picker.state.names()[0] == "heaven"
+    assert list(picker.frequencies.data[0].x)[:2] == ["heaven", "lawn"]
+    picker.names.value = "a, b"
+    picker.rename_button.click()
+    assert "Give 7 names" in picker.errors.value and picker.state.names()[0] == "heaven"  # nothing lost
+    # the overlay colours stand out from the scene (not sky blue on the sky), the dataset's own stay available
+    data = picker.state.data
+    assert not np.array_equal(picker.state.palette(), data.palette)
+    picker.colours.value = "dataset"
+    assert np.array_equal(picker.state.palette(), data.palette) and picker.preview.value != before
+    picker.outline.value = True
+    assert is_png(picker.preview.value)
+    picker.kind.value = "folder"
+    picker.folder.value = str(tmp_path / "missing")
+    picker.load_button.click()
+    assert picker.preview.value == b"" and not picker.frequencies.data  # the old preview is gone
+    assert "loading" not in picker.summary.value and "previous dataset" in picker.summary.value
+    assert "Error" not in picker.errors.value and picker.errors.value  # in words, no exception names
+
+
+def test_errors_use_the_controls_words():
+    from segnb.ui.common import user_message
+
+    assert user_message(ValueError("no weights; use pretrained='auto' or pretrained=False")) == \
+        "no weights; use Pretrained: auto or Pretrained: no"
+    assert "Python" not in user_message(KeyError("x")) and user_message(RuntimeError()).startswith("Something")
+
+
+def test_model_builder_lists_popular_encoders_first_with_sizes(state):
+    builder = ModelBuilder(state)
+    builder.arch.value = "unet"
+    options = list(builder.encoder.options)
+    assert options[0].startswith("resnet18 (") and "M parameters" in options[0]
+    assert [o.split(" (")[0] for o in options[:3]] == ["resnet18", "resnet34", "resnet50"]
+    builder.encoder.value = options[0]
+    assert builder.spec()["encoder"] == "resnet18"
+
+
+def test_train_panel_image_size_estimate_and_first_step(state):
+    from segnb.progress import ProgressState
+    from segnb.ui.panels import live_image_size
+
+    _build(state)
+    panel = TrainPanel(state)
+    assert panel.image_size.value == 0 and panel.image_size.label == "as stored"  # 128-px scenes as stored
+    big = type("Big", (), {"train_split": "train", "__getitem__": lambda self, k: [(np.zeros((512, 512, 3)), None)]})()
+    assert live_image_size(big) == 128
+    panel.image_size.value = 64
+    per_step = panel.estimate()
+    assert per_step > 0 and "s per step of 16 images at 64x64 px" in panel.estimate_line.value
+    panel._progress(ProgressState(done=0, total=10, epoch=1, epochs=2, device="cpu", precision="fp32"))
+    assert "first step running" in panel.status.value and "0.0 images/s" not in panel.status.value
+
+
+def test_a_lesson_saved_after_training_comes_back_whole(tmp_path):
+    studio = Studio()
+    studio.dataset.size.value = 40
+    studio.dataset.load_button.click()
+    studio.builder.build_button.click()
+    studio.train.epochs.value = 1
+    studio.train.start_button.click()
+    studio.train.handle.wait(120)
+    studio.inspect.show_button.click()
+    studio.iou.run_button.click()
+    studio.inspect.softmask.temperature = 2.5
+    path = tmp_path / "class.json"
+    studio.save_lesson(path)
+    assert "Saved class.json and class.safetensors" in studio.lesson_status.value
+    assert (tmp_path / "class.safetensors").stat().st_size > 10_000
+    miou, sample = studio.iou.report.miou, studio.train.sample_pred
+    status = studio.train.status.value
+    again = Studio()
+    again.load_lesson(path)
+    assert again.errors.value == "", again.errors.value
+    assert again.state.history is not None and again.state.run == 1
+    assert again.iou.report.miou == pytest.approx(miou, abs=1e-6)  # the trained weights, not a new model
+    assert np.array_equal(again.train.sample_pred, sample)
+    assert status.split(" (")[0] in again.train.status.value and "restored" in again.train.status.value
+    assert len(again.train.curves.data) >= 3 and again.inspect.softmask.temperature == 2.5
+    assert not again.iou.stamp.stale and not again.train.stamp.stale and "Restored" in again.lesson_status.value
+    (tmp_path / "class.safetensors").unlink()
+    again.load_lesson(path)
+    assert "class.safetensors" in again.errors.value and "missing" in again.errors.value
+
+
+def test_presentation_mode_enlarges_charts_and_text():
+    studio = Studio()
+    studio.presentation.value = True
+    assert studio.train.curves.layout.width == "598px"
+    studio.dataset.size.value = 40
+    studio.dataset.load_button.click()
+    assert studio.dataset.frequencies.figure.layout.font.size == 22
+    studio.presentation.value = False
+    assert studio.dataset.frequencies.figure.layout.font.size is None
+
+
+def test_studio_builds_nothing_before_it_is_asked_for():
+    import subprocess
+    import sys
+
+    code = ("import sys; from segnb.ui import Studio; s = Studio(); "
+            "print(sorted(s._built), 'timm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.split() == ["['Dataset']", "False"], out.stdout + out.stderr  # no encoder list loaded
+
+
+def test_dataset_picker_shows_the_loaders_warnings_and_notes(monkeypatch):
+    import warnings
+
+    from segnb.data import load_shapes
+    from segnb.ui import panels
+
+    def offline_copy(source, **options):
+        warnings.warn(f"Hub unreachable (offline); using the cached copy of '{source}'.", stacklevel=2)
+        data = load_shapes(n=20)
+        data.notes = ["the masks' value 255 was taken as void: pass ignore_index=... to change it"]
+        return data
+
+    monkeypatch.setattr(panels, "load_dataset", offline_copy)
+    picker = DatasetPicker()
+    picker.kind.value = "hub"
+    picker.hub_id.value = "someone/scenes"
+    picker.load_button.click()
+    assert picker.errors.value == "", picker.errors.value
+    assert "using the cached copy of" in picker.notes.value and "taken as void" in picker.notes.value

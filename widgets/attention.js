@@ -33,7 +33,7 @@ function render({ model, el }) {
   const rollout = document.createElement("input");
   rollout.type = "checkbox";
   rollout.className = "segnb-rollout";
-  controls.append("layer", layer, "head", head, rollout, "rollout");
+  controls.append("layer ", layer, " head ", head, rollout, " rollout (all layers combined)");
   const row = document.createElement("div");
   row.className = "segnb-row";
   const canvas = document.createElement("canvas");
@@ -41,7 +41,21 @@ function render({ model, el }) {
   const thumbs = document.createElement("img");
   thumbs.className = "segnb-attention-thumbs";
   thumbs.title = "layers (rows) x heads (columns): click one to select it";
-  row.append(canvas, thumbs);
+  // The thumbnails with their axes: a label per head above, a label per layer on the left.
+  const thumbBox = document.createElement("div");
+  thumbBox.className = "segnb-thumb-grid";
+  const thumbTitle = document.createElement("div");
+  thumbTitle.className = "segnb-thumb-title";
+  thumbTitle.textContent = "every layer x head (click one)";
+  const headLabels = document.createElement("div");
+  headLabels.className = "segnb-thumb-heads";
+  const layerLabels = document.createElement("div");
+  layerLabels.className = "segnb-thumb-layers";
+  const thumbBody = document.createElement("div");
+  thumbBody.className = "segnb-thumb-body";
+  thumbBody.append(layerLabels, thumbs);
+  thumbBox.append(thumbTitle, headLabels, thumbBody);
+  row.append(canvas, thumbBox);
   const readout = document.createElement("div");
   readout.className = "segnb-readout segnb-attention-readout";
   readout.textContent = "click a patch to see where it attends";
@@ -66,6 +80,26 @@ function render({ model, el }) {
     head.add(new Option("mean", "-1"));
     for (let i = 0; i < model.get("heads"); i++) head.add(new Option(String(i), String(i)));
     layer.value = String(model.get("layer"));
+    // 48-px tiles and a 1-px gap per cell (AttentionViewer._thumbnails), times the presentation scale.
+    const cell = 49 * model.get("display_scale");
+    const heads = model.get("heads"), layers = model.get("layers");
+    thumbs.style.width = `${cell * heads}px`;
+    headLabels.innerHTML = "";
+    headLabels.style.marginLeft = "4.5em";
+    for (let k = 0; k < heads; k++) {
+      const span = document.createElement("span");
+      span.style.width = `${cell}px`;
+      span.textContent = `head ${k}`;
+      headLabels.appendChild(span);
+    }
+    layerLabels.innerHTML = "";
+    for (let l = 0; l < layers; l++) {
+      const span = document.createElement("span");
+      span.style.height = `${cell}px`;
+      span.style.lineHeight = `${cell}px`;
+      span.textContent = `layer ${l}`;
+      layerLabels.appendChild(span);
+    }
     head.value = String(model.get("head"));
     rollout.checked = model.get("rollout");
   }
@@ -154,7 +188,8 @@ function render({ model, el }) {
   model.on("change:image", () => setImage(photo, "image", "image/jpeg"));
   model.on("change:thumbs", () => setImage(thumbs, "thumbs", "image/png"));
   for (const name of ["layer", "head", "rollout", "layers", "heads"]) model.on(`change:${name}`, () => { fillSelectors(); draw(); });
-  for (const name of ["query", "opacity", "display_scale", "grid"]) model.on(`change:${name}`, draw);
+  for (const name of ["query", "opacity", "grid"]) model.on(`change:${name}`, draw);
+  model.on("change:display_scale", () => { fillSelectors(); draw(); });
   photo.onload = draw;
 
   attn = floats(model.get("attn"));

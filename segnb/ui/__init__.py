@@ -4,7 +4,7 @@
 """
 
 from segnb.ui.attention_viewer import AttentionViewer
-from segnb.ui.common import SharedState
+from segnb.ui.common import ResultStamp, SharedState
 from segnb.ui.labs import ClassicalLab, IoUReport, UpsamplingLab
 from segnb.ui.panels import DatasetPicker, ModelBuilder, TrainPanel
 from segnb.ui.progress import NotebookProgress, NotebookRenderer
@@ -13,6 +13,6 @@ from segnb.ui.studio import InspectPanel, Studio
 
 __all__ = [
     "AttentionViewer", "ClassicalLab", "DatasetPicker", "InspectPanel", "IoUReport", "ModelBuilder",
-    "NotebookProgress", "NotebookRenderer", "SharedState", "SoftMaskViewer", "Studio", "TrainPanel",
+    "NotebookProgress", "NotebookRenderer", "ResultStamp", "SharedState", "SoftMaskViewer", "Studio", "TrainPanel",
     "UpsamplingLab",
 ]

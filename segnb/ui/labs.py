@@ -12,7 +12,17 @@ from segnb import inspect as ins
 from segnb.classical import METHODS, label_segments, score_segments, segment
 from segnb.metrics import confusion_matrix, scores_from_confusion
 from segnb.train import evaluate, predict
-from segnb.ui.common import ErrorBox, PlotView, SharedState, guarded, image_widget, png, row_of
+from segnb.ui.common import (
+    ErrorBox,
+    PlotView,
+    ResultStamp,
+    SharedState,
+    guarded,
+    image_widget,
+    png,
+    row_of,
+    show_strip,
+)
 from segnb.ui.softmask_viewer import SoftMaskViewer
 from segnb.viz import confusion_figure, grid, heatmap_rgb, iou_bar_figure, overlay, size_iou_figure
 
@@ -26,12 +36,19 @@ TOY_INPUTS = {
 }
 
 
-def _table(values: np.ndarray, css: str) -> str:
-    cells = "".join(
-        "<tr>" + "".join(f"<td style='padding:2px 6px;text-align:right'>{v:g}</td>" for v in row) + "</tr>"
-        for row in np.round(np.asarray(values, dtype=float), 2)
-    )
-    return f"<table class='{css}' style='border-collapse:collapse;font-family:monospace'>{cells}</table>"
+def _grid_figure(values: np.ndarray, title: str, colorscale: str = "Blues", integers: bool = False):
+    """A small labelled heatmap with every value written in its cell and on hover (row, column, value)."""
+    import plotly.graph_objects as go
+
+    v = np.round(np.asarray(values, dtype=float), 2)
+    h, w = v.shape
+    figure = go.Figure(go.Heatmap(z=v, colorscale=colorscale, showscale=False, xgap=1, ygap=1,
+                                  texttemplate="%{z:.0f}" if integers else "%{z:.3g}",
+                                  hovertemplate="row %{y}, column %{x}<br>value %{z}<extra></extra>"))
+    figure.update_layout(title=f"{title} ({h}x{w})", margin={"l": 30, "r": 10, "t": 40, "b": 30},
+                         xaxis={"title": "column", "dtick": 1, "side": "bottom", "scaleanchor": "y", "constrain": "domain"},
+                         yaxis={"title": "row", "dtick": 1, "autorange": "reversed", "constrain": "domain"})
+    return figure
 
 
 class UpsamplingLab(W.VBox):
@@ -46,20 +63,21 @@ class UpsamplingLab(W.VBox):
         self.stride = W.IntSlider(2, min=1, max=3, description="stride")
         self.padding = W.IntSlider(0, min=0, max=3, description="padding")
         self.source = W.Dropdown(options=list(TOY_INPUTS), value="2x2 ramp", description="input")
-        self.input_view, self.output_view, self.overlap_view = W.HTML(), W.HTML(), W.HTML()
-        self.output_view.add_class("segnb-upsampling-output")
+        self.input_view = PlotView("input", height=300, width=300, css_class="segnb-upsampling-input")
+        self.output_view = PlotView("output", height=300, width=300, css_class="segnb-upsampling-output")
+        self.overlap_view = PlotView("overlap count", height=300, width=300, css_class="segnb-upsampling-overlap")
         self.score = W.HTML()
         self.score.add_class("segnb-checkerboard-score")
         self.operator.add_class("segnb-operator")
         self.compare_view = W.HTML()
-        self.compare_images = image_widget()
+        self.compare_images = image_widget(css_class="segnb-upsampling-compare")
         for widget in (self.operator, self.kernel, self.stride, self.padding, self.source):
             widget.observe(lambda _: self.update(), names=["value"])
         super().__init__([
             W.HBox([self.operator, self.source]), W.HBox([self.kernel, self.stride, self.padding]), self.errors,
-            W.HBox([W.VBox([W.HTML("<b>input</b>"), self.input_view]),
-                    W.VBox([W.HTML("<b>output</b>"), self.output_view]),
-                    W.VBox([W.HTML("<b>overlap count</b>"), self.overlap_view])]),
+            W.HTML("Each cell shows its value (hover for row and column). The overlap count is how many "
+                   "kernel positions write to each output cell: uneven counts make a checkerboard."),
+            row_of(self.input_view, self.output_view, self.overlap_view),
             self.score, self.compare_view, self.compare_images,
         ])
         self.add_class("segnb-upsampling-lab")
@@ -75,18 +93,21 @@ class UpsamplingLab(W.VBox):
             pool_source = rng.permutation(4 * x.size).reshape(2 * x.shape[0], 2 * x.shape[1]).astype(float)
             s = 2
         out = ins.toy_upsample(x, kind, kernel_size=k, stride=s, padding=p, pool_source=pool_source)
-        self.input_view.value = _table(x, "segnb-toy-input")
-        self.output_view.value = _table(out, "segnb-toy-output")
+        self.input_view.draw(_grid_figure(x, "input"))
+        self.output_view.draw(_grid_figure(out, f"output of {kind}"))
         self.output = out
         if kind == "transposed":
             overlap = ins.overlap_map(k, s, p, x.shape)
-            self.overlap_view.value = _table(overlap, "segnb-toy-overlap")
+            self.overlap = overlap
+            self.overlap_view.draw(_grid_figure(overlap, "overlap count", colorscale="Oranges", integers=True))
             big = ins.overlap_map(k, s, p, 16)
             score = ins.checkerboard_score(big[k:-k, k:-k] if big.shape[0] > 2 * k + 2 else big, stride=s)
             self.score.value = (f"checkerboard score of the overlap counts (16x16 input): <b>{score:.3f}</b> "
                                 f"({'uneven: expect a checkerboard' if np.ptp(big[k:-k, k:-k]) > 0 else 'even overlap'})")
         else:
-            self.overlap_view.value = "<i>only transposed convolutions overlap</i>"
+            self.overlap = None
+            self.overlap_view.clear("Only transposed convolutions overlap: choose the operator 'transposed' "
+                                    "to see how many kernel positions write to each output cell.")
             self.score.value = f"checkerboard score of the output: <b>{ins.checkerboard_score(out, stride=s):.3f}</b>"
         return out
 
@@ -118,18 +139,25 @@ class IoUReport(W.VBox):
         self.run_button = W.Button(description="Evaluate", button_style="primary", icon="check")
         self.run_button.add_class("segnb-evaluate")
         self.sort = W.Checkbox(False, description="sort, worst first")
-        self.summary = W.HTML()
-        self.bars = PlotView("per-class IoU", height=320, css_class="segnb-iou-bars")
+        self.summary = W.HTML("Press Evaluate to score the current model on the validation split.")
+        self.summary.add_class("segnb-iou-summary")
+        self.bars = PlotView("per-class IoU", height=320, css_class="segnb-iou-bars",
+                             empty="Per-class IoU bars appear here after Evaluate.")
         self.confusion = PlotView("confusion (rows: truth, normalised)", height=320, width=500,
-                                  css_class="segnb-confusion")
-        self.sizes = PlotView("IoU by object size (pixels)", height=260, width=640, css_class="segnb-size-iou")
+                                  css_class="segnb-confusion",
+                                  empty="The confusion matrix (which class is taken for which) appears here.")
+        self.sizes = PlotView("IoU by object size (pixels)", height=260, width=640, css_class="segnb-size-iou",
+                              empty="IoU by object size appears here: small objects are the hard ones.")
         self.gallery = W.HBox()
         self.gallery.add_class("segnb-worst-gallery")
+        self.gallery_title = W.HTML()
         self.run_button.on_click(lambda _: self.evaluate())
         self.sort.observe(lambda _: self._draw_bars(), names=["value"])
-        super().__init__([W.HBox([self.run_button, self.sort]), self.errors, self.summary,
-                          row_of(self.bars, self.confusion), W.HTML("<b>worst images</b> (click to inspect)"),
-                          self.gallery, self.sizes, self.viewer])
+        self.results = W.VBox([self.summary, row_of(self.bars, self.confusion), self.gallery_title,
+                               self.gallery, self.sizes, self.viewer])
+        self.results.add_class("segnb-results")
+        self.stamp = ResultStamp(self.state, self.results, again="Press Evaluate")
+        super().__init__([W.HBox([self.run_button, self.sort]), self.errors, self.stamp, self.results])
         self.add_class("segnb-iou-report")
 
     @guarded
@@ -138,10 +166,12 @@ class IoUReport(W.VBox):
         if data is None or model is None:
             raise ValueError("Load a dataset and build (and train) a model first.")
         self.report = evaluate(model, data)
+        self.stamp.stamp()
         self.summary.value = (f"validation mIoU <b>{self.report.miou:.3f}</b>, pixel accuracy "
                               f"{self.report.scores.pixel_accuracy:.3f} over {len(self.report.per_image)} images")
+        self.gallery_title.value = "<b>worst images</b> (lowest mIoU first; click one to inspect it below)"
         self._draw_bars()
-        figure = confusion_figure(self.report.scores.confusion, data.class_names,
+        figure = confusion_figure(self.report.scores.confusion, self.state.names(),
                                   title="confusion (rows: truth, normalised)")
         figure.update_traces(texttemplate="%{z:.2f}")
         self.confusion.draw(figure)
@@ -152,8 +182,8 @@ class IoUReport(W.VBox):
     def _draw_bars(self):
         if self.report is None:
             return
-        self.bars.draw(iou_bar_figure(self.report.class_names, self.report.scores.iou, sort=self.sort.value,
-                                      title="per-class IoU"))
+        self.bars.draw(iou_bar_figure(self.state.names() or self.report.class_names, self.report.scores.iou,
+                                      sort=self.sort.value, title="per-class IoU"))
 
     def _draw_gallery(self):
         data = self.state.data
@@ -165,7 +195,8 @@ class IoUReport(W.VBox):
                               layout=W.Layout(width="auto"))
             button.add_class("segnb-worst-open")
             button.on_click(lambda _, i=row["index"]: self.open_image(i))
-            thumb = image_widget(overlay(image, mask, data.palette, 0.5), width=120)
+            thumb = image_widget(overlay(image, mask, self.state.palette(), 0.65, ignore_index=data.ignore_index),
+                                 width=120)
             items.append(W.VBox([thumb, button]))
         self.gallery.children = items
 
@@ -175,7 +206,7 @@ class IoUReport(W.VBox):
         data, model = self.state.data, self.state.model
         image, _ = data[data.eval_split][index]
         probs = predict(model, image).probs[0].numpy()
-        self.viewer.set_prediction(image, probs, data.class_names, data.palette)
+        self.viewer.set_prediction(image, probs, self.state.names(), data.palette, self.state.overlay_palette)
         self.state.image_index = index
         return index
 
@@ -214,12 +245,18 @@ class ClassicalLab(W.VBox):
         self.run_button = W.Button(description="Run", button_style="primary", icon="magic")
         self.run_button.add_class("segnb-classical-run")
         self.pictures = image_widget(css_class="segnb-classical-pictures")
-        self.scores = W.HTML()
+        self.captions = W.HTML()
+        self.captions.add_class("segnb-classical-captions")
+        self.scores = W.HTML("Press Run: the method's segments, each given the true class most of its pixels "
+                             "have, beside the model and the truth.")
         self.method.observe(lambda _: self._show_params(), names=["value"])
         self.run_button.on_click(lambda _: self.run())
         self._show_params()
+        self.results = W.VBox([self.captions, self.pictures, self.scores])
+        self.results.add_class("segnb-results")
+        self.stamp = ResultStamp(self.state, self.results, again="Press Run")
         super().__init__([W.HBox([self.method, self.index, self.run_button]), self.param_box, self.errors,
-                          self.pictures, self.scores])
+                          self.stamp, self.results])
         self.add_class("segnb-classical-lab")
 
     def _show_params(self):
@@ -236,17 +273,33 @@ class ClassicalLab(W.VBox):
         segments = segment(image, self.method.value, **params)
         labels = label_segments(segments, target, data.num_classes, data.ignore_index)
         scores = score_segments(segments, target, data.num_classes, data.ignore_index)
-        tiles = [image, overlay(image, labels, data.palette, 0.6)]
-        rows = [(f"{self.method.value} ({segments.max() + 1} segments, matched)", scores.miou, scores.pixel_accuracy)]
+        palette, ignore = self.state.palette(), data.ignore_index
+        method = self.method.value
+        setting = ", ".join(f"{w.description} {w.value:g}" for w in self.params[method].values())
+        count = int(segments.max()) + 1
+        if method == "slic":
+            superpixels = int(segment(image, "slic", **params, merge_threshold=None).max()) + 1
+            found = f"{superpixels} superpixels merged into {count} regions"
+        else:
+            found = f"{count} regions"
+        tiles = [image, overlay(image, labels, palette, 0.65, ignore_index=ignore)]
+        captions = ["image", f"{method}: {found}, mIoU {scores.miou:.3f}"]
+        rows = [(f"{method} ({setting}): {found}", scores.miou, scores.pixel_accuracy)]
         if self.state.model is not None:
             pred = predict(self.state.model, image).masks[0].numpy()
             model_scores = scores_from_confusion(confusion_matrix(torch.from_numpy(pred), torch.from_numpy(target),
                                                                   data.num_classes, data.ignore_index))
-            tiles.append(overlay(image, pred, data.palette, 0.6))
-            rows.append((f"model {self.state.model.spec['arch']}", model_scores.miou, model_scores.pixel_accuracy))
-        tiles.append(overlay(image, target, data.palette, 0.6))
-        self.pictures.value = png(grid(tiles, columns=len(tiles)))
-        self.scores.value = "<table class='segnb-classical-scores'><tr><th>method</th><th>mIoU</th><th>pixel acc.</th></tr>" + "".join(
-            f"<tr><td>{html.escape(n)}</td><td>{m:.3f}</td><td>{a:.3f}</td></tr>" for n, m, a in rows) + "</table>"
+            tiles.append(overlay(image, pred, palette, 0.65, ignore_index=ignore))
+            name = f"model {self.state.model.spec['arch']} on {self.state.model.spec['encoder']}"
+            captions.append(f"model ({self.state.run_name()}): mIoU {model_scores.miou:.3f}")
+            rows.append((f"{name} ({self.state.run_name()})", model_scores.miou, model_scores.pixel_accuracy))
+        tiles.append(overlay(image, target, palette, 0.65, ignore_index=ignore))
+        captions.append("ground truth")
+        show_strip(self.pictures, self.captions, tiles, captions)
+        self.stamp.stamp()
+        self.scores.value = ("<table class='segnb-classical-scores'><tr><th>method</th><th>mIoU</th>"
+                             "<th>pixel accuracy</th></tr>" + "".join(
+                                 f"<tr><td>{html.escape(n)}</td><td>{m:.3f}</td><td>{a:.3f}</td></tr>"
+                                 for n, m, a in rows) + "</table>")
         self.result = {"segments": segments, "labels": labels, "rows": rows}
         return rows

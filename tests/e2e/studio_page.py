@@ -25,7 +25,36 @@ IMAGES = 100  # dataset size picked on the slider (80 training images: epochs of
 
 JS_PROGRESS = """el => parseFloat(el.querySelector('.progress-bar').style.width || '0')"""
 JS_TRACE_POINTS = """el => { const gd = el.querySelector('.segnb-curves .js-plotly-plot');
-    return gd && gd.data && gd.data[0] ? gd.data[0].x.length : -1; }"""
+    const t = gd && gd.data ? gd.data.find(t => t.name === 'validation mIoU') : null;
+    return t ? t.x.length : -1; }"""
+JS_AXES = """el => { const gd = el.querySelector('.segnb-curves .js-plotly-plot');
+    const axis = name => { const t = gd.data.find(t => t.name === name); return t ? (t.yaxis || 'y') : null; };
+    return {loss: axis('validation loss'), miou: axis('validation mIoU'), log: gd.layout.yaxis.type,
+            steps: (gd.data.find(t => t.name === 'training loss (smoothed)') || {x: []}).x.length}; }"""
+JS_CLASS_MARKERS = """el => { const gd = el.querySelector('.segnb-class-curves .js-plotly-plot');
+    return gd && gd.data ? gd.data.map(t => t.mode) : []; }"""
+JS_PIXELS = """c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let h = 0; for (let i = 0; i < d.length; i++) h = (h * 31 + d[i]) >>> 0; return h; }"""
+JS_IMAGE_HASH = """img => { if (!img.complete || !img.naturalWidth) return null;
+    const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+    const x = c.getContext('2d'); x.drawImage(img, 0, 0); const d = x.getImageData(0, 0, c.width, c.height).data;
+    let h = 0; for (let i = 0; i < d.length; i++) h = (h * 31 + d[i]) >>> 0; return [c.width, c.height, h]; }"""
+# The smallest computed font size of any visible element with text of its own, with an example.
+JS_SMALLEST_TEXT = """root => { let small = [1e9, ''];
+    for (const el of root.querySelectorAll('*')) {
+        const own = Array.from(el.childNodes).some(n => n.nodeType === 3 && n.textContent.trim());
+        if (!own) continue;
+        const r = el.getBoundingClientRect();
+        if (!r.width || !r.height) continue;
+        const s = getComputedStyle(el);
+        if (s.visibility === 'hidden' || s.display === 'none') continue;
+        const size = parseFloat(s.fontSize);
+        if (size < small[0]) small = [size, el.tagName + ': ' + el.textContent.trim().slice(0, 40)];
+    }
+    return small; }"""
+MAIN_VIEW = {"Dataset": ".segnb-preview", "Model": ".segnb-stages", "Train": ".segnb-curves",
+             "Inspect": ".segnb-softmask-canvas", "Upsampling": ".segnb-upsampling-output",
+             "IoU": ".segnb-iou-bars", "Classical": ".segnb-classical-pictures"}
 JS_DRAWN = """el => Number(el.dataset.drawn || 0)"""
 
 
@@ -81,7 +110,7 @@ class StudioSession:
     def tab(self, name: str) -> Locator:
         self.root.locator(".lm-TabBar-tab", has_text=re.compile(f"^{name}$")).first.click()
         panel = self.root.locator(PANEL[name])
-        expect(panel, f"the {name} tab shows its panel").to_be_visible(timeout=15_000)
+        expect(panel, f"the {name} tab shows its panel").to_be_visible(timeout=60_000)  # made when first opened
         return panel
 
     def shot(self, name: str) -> None:
@@ -103,7 +132,9 @@ class StudioSession:
         """Every step in order; on a failure the whole page is saved (PNG and HTML) for a person."""
         try:
             for step in (self.every_tab_renders, self.dataset, self.model, self.inspect,
-                         self.train_while_inspecting, self.iou, self.upsampling, self.classical, self.instances):
+                         self.train_while_inspecting, self.iou, self.upsampling, self.classical,
+                         self.instances, self.save_lesson, self.new_model_marks_old_results, self.restore_lesson,
+                         self.presentation):
                 step()
         except Exception as error:
             self.page.screenshot(path=str(self.artifacts / f"{self.prefix}-failure.png"), full_page=True)
@@ -129,7 +160,7 @@ class StudioSession:
         assert int(value.inner_text()) == IMAGES
         start = time.monotonic()
         panel.locator(".segnb-load").click()
-        expect(panel.locator(".widget-html", has_text="classes").first,
+        expect(panel.locator(".segnb-dataset-summary", has_text="classes (void"),
                "the dataset summary appears after Load").to_be_visible(timeout=60_000)
         preview = panel.locator(".segnb-preview")
         until(lambda: preview.evaluate("img => img.complete && img.naturalWidth > 0"), 30,
@@ -181,8 +212,15 @@ class StudioSession:
                        "the loss curve gains a point per epoch")
         until(lambda: panel.locator(".segnb-curves g.scatterlayer path.point").count() >= points,
               20, "the loss curve's points are drawn")
-        lines = panel.locator(".segnb-class-curves g.scatterlayer path.js-line")
-        until(lambda: lines.count() == len(SHAPES_CLASSES), 20, "the per-class IoU chart draws a line per class")
+        # Loss and mIoU on different axes (the loss on a log scale), the training loss drawn per step,
+        # and after one epoch the per-class IoU chart shows a marker per class (not empty lines).
+        axes = panel.evaluate(JS_AXES)
+        assert axes["loss"] and axes["miou"] and axes["loss"] != axes["miou"], f"loss and mIoU share an axis: {axes}"
+        assert axes["log"] == "log" and axes["steps"] >= 2, axes
+        modes = until(lambda: panel.evaluate(JS_CLASS_MARKERS), 20, "the per-class IoU chart is drawn")
+        assert len(modes) == len(SHAPES_CLASSES) and all("markers" in m for m in modes), modes
+        points = panel.locator(".segnb-class-curves g.scatterlayer path.point")
+        until(lambda: points.count() >= len(SHAPES_CLASSES), 20, "the per-class IoU chart draws its markers")
         self.shot("Train")
 
         # While it trains: the soft-mask controls are front-end only, so they answer at once.
@@ -209,6 +247,18 @@ class StudioSession:
         assert hidden != pixels, "hiding every class changes the pictured pixels"
         for i in range(toggles.count()):
             toggles.nth(i).check()
+        # The soft mask is soft: the picture changes with the temperature.
+        temperature = inspect.locator("input.segnb-temperature")
+        drawn = canvas.evaluate(JS_DRAWN)
+        temperature.fill("0.25")
+        until(lambda: canvas.evaluate(JS_DRAWN) > drawn, 5, "moving the temperature redraws the canvas")
+        cold = canvas.evaluate(JS_PIXELS)
+        drawn = canvas.evaluate(JS_DRAWN)
+        temperature.fill("4")
+        until(lambda: canvas.evaluate(JS_DRAWN) > drawn, 5, "moving the temperature redraws the canvas")
+        hot = canvas.evaluate(JS_PIXELS)
+        assert cold != hot, "the soft-mask canvas is the same at temperatures 0.25 and 4"
+        temperature.fill("1")
         canvas.hover(position={"x": 40, "y": 40})
         readout = inspect.locator(".segnb-softmask-readout")
         expect(readout, "hovering shows class probabilities").to_contain_text("%", timeout=5_000)
@@ -258,11 +308,14 @@ class StudioSession:
 
     def upsampling(self) -> None:
         panel = self.tab("Upsampling")
-        cells = panel.locator(".segnb-toy-output td")
-        before = cells.count()
-        assert before > 0, "the upsampling output is a table of numbers"
+        cells = panel.locator(".segnb-upsampling-output g.textpoint, .segnb-upsampling-output .hm text")
+        values = panel.locator(".segnb-upsampling-output .js-plotly-plot")
+        JS_Z = "gd => JSON.stringify(gd.data[0].z)"
+        before = until(lambda: values.count() and values.evaluate(JS_Z), 15, "the output is a heatmap")
+        assert "output of transposed" in panel.locator(".segnb-upsampling-output").inner_text()
         panel.locator(".segnb-operator select").select_option("nearest")
-        until(lambda: cells.count() != before, 15, "changing the operator recomputes the output")
+        until(lambda: values.evaluate(JS_Z) != before, 15, "changing the operator recomputes the output")
+        assert cells.count() >= 0
         self.no_error_box(panel, "Upsampling")
         self.shot("Upsampling")
 
@@ -274,6 +327,8 @@ class StudioSession:
               "the classical method draws its segments beside the model and the truth")
         rows = panel.locator(".segnb-classical-scores tr")
         expect(rows, "a score row for the method and one for the model").to_have_count(3)
+        captions = panel.locator(".segnb-strip-label").all_inner_texts()
+        assert len(captions) == 4 and "superpixels merged into" in captions[1], captions
         self.no_error_box(panel, "Classical")
         self.shot("Classical")
 
@@ -314,3 +369,70 @@ class StudioSession:
               "the pasted 28x28 mask is drawn")
         self.no_error_box(panel, "Instances")
         self.shot("Instances")
+
+    # -- lessons, staleness and presentation ----------------------------------------------------
+    def save_lesson(self) -> None:
+        panel = self.tab("Train")
+        self.trained_status = panel.locator(".segnb-train-status").inner_text()
+        assert "validation mIoU" in self.trained_status, self.trained_status
+        sample = panel.locator("img.segnb-sample")
+        self.trained_sample = until(lambda: sample.evaluate(JS_IMAGE_HASH), 20, "the prediction strip is drawn")
+        path = self.root.locator(".segnb-lesson-path input")
+        path.fill(str(self.artifacts / f"{self.prefix}-lesson.json"))
+        path.press("Enter")
+        self.root.locator(".segnb-save-lesson").click()
+        expect(self.root.locator(".segnb-lesson-status"), "Save says what it saved"
+               ).to_contain_text("Saved", timeout=30_000)
+        assert "safetensors" in self.root.locator(".segnb-lesson-status").inner_text()
+
+    def new_model_marks_old_results(self) -> None:
+        panel = self.tab("Model")
+        panel.locator(".segnb-build").click()
+        stale = self.root.locator(".segnb-results.segnb-stale")
+        until(lambda: stale.count() >= 4, 30, "Build marks the old results of Train, Inspect, IoU and Classical")
+        for name in ("Train", "Inspect", "IoU", "Classical"):
+            panel = self.tab(name)
+            results = panel.locator(".segnb-results")
+            text = results.inner_text()
+            numbers = re.findall(r"\d+\.\d+", text)
+            marked = "segnb-stale" in (results.get_attribute("class") or "")
+            assert marked or not numbers, f"{name}: old numbers {numbers[:5]} on screen, not marked"
+            expect(panel.locator(".segnb-stale-note"), f"{name} says its results are the previous model's"
+                   ).to_contain_text("previous model")
+            self.shot(f"{name}-stale")
+
+    def restore_lesson(self) -> None:
+        self.root.locator(".segnb-restore-lesson").click()
+        expect(self.root.locator(".segnb-lesson-status"), "Restore says it restored"
+               ).to_contain_text("Restored", timeout=120_000)
+        panel = self.tab("Train")
+        status = panel.locator(".segnb-train-status").inner_text()
+        miou = re.search(r"validation mIoU (\d\.\d+)", self.trained_status).group(1)
+        assert f"validation mIoU {miou}" in status and "restored" in status, (self.trained_status, status)
+        sample = panel.locator("img.segnb-sample")
+        restored = until(lambda: sample.evaluate(JS_IMAGE_HASH), 30, "the restored prediction strip is drawn")
+        assert restored == self.trained_sample, "the restored lesson predicts differently from the trained model"
+        assert "segnb-stale" not in (panel.locator(".segnb-results").get_attribute("class") or "")
+        self.shot("Train-restored")
+
+    def presentation(self) -> None:
+        for name in TABS:
+            self.tab(name)
+            self.shot(name)
+        self.root.locator(".segnb-presentation-toggle").click()
+        expect(self.root, "presentation mode is on").to_have_class(re.compile("segnb-presentation"))
+        viewport = self.page.viewport_size
+        for name in TABS:
+            panel = self.tab(name)
+            time.sleep(0.5)  # charts redraw at their presentation size
+            size, example = self.root.evaluate(JS_SMALLEST_TEXT)
+            assert size >= 22, f"presentation mode, {name} tab: text of {size} px ({example})"
+            view = panel.locator(MAIN_VIEW[name]).first
+            view.scroll_into_view_if_needed()
+            box = view.bounding_box()
+            assert box and box["width"] <= viewport["width"] and box["height"] <= viewport["height"], \
+                f"{name}: the main view ({box}) is larger than the {viewport} screen"
+            assert box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= viewport["width"] + 1 \
+                and box["y"] + box["height"] <= viewport["height"] + 1, f"{name}: main view outside the screen: {box}"
+            self.page.screenshot(path=str(self.artifacts / f"{self.prefix}-present-{name.lower()}.png"))
+        self.root.locator(".segnb-presentation-toggle").click()

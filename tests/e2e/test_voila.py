@@ -11,7 +11,7 @@ from .studio_page import ConsoleErrors, StudioSession
 @pytest.mark.e2e
 def test_studio_in_voila(voila_studio, page: Page, artifacts):
     errors = ConsoleErrors(page)
-    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.set_viewport_size({"width": 1280, "height": 720})  # a projector
     page.goto(voila_studio["url"])
     root = page.locator(".segnb-studio").first
     expect(root, "Voila renders the Studio").to_be_visible(timeout=120_000)

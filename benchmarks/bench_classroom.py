@@ -1,0 +1,192 @@
+"""A class on one machine: N student pages of `segnb studio` (Voila) opened at once.
+
+    .venv/bin/python benchmarks/bench_classroom.py [--pages 10] [--preheat 0 [--warmup S]] [--deadline 300]
+
+Starts `segnb studio` on 127.0.0.1, opens N pages in headless chromium (one browser, a context
+per student, all at the same moment), and prints for each page the seconds until it is
+interactive (the Studio's Load button is on screen) and until it answered a first click (Load
+-> the dataset summary), the peak memory of the server and its kernels together (PSS, so that
+libraries shared between kernels count once) and of the browser, and every error. Bounded: pages
+not interactive by --deadline count as failures. Goals: every page interactive within 30 s, the
+server and its kernels within 8 GB, no errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+CHROMIUM = os.environ.get("SEGNB_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pss_mb(pids) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def group(pid: int) -> list[int]:
+    """The process and all its descendants."""
+    try:
+        parent = psutil.Process(pid)
+        return [parent.pid, *(c.pid for c in parent.children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return []
+
+
+class Sampler(threading.Thread):
+    """Peak PSS of the server group and of the browser group, sampled every 0.5 s."""
+
+    def __init__(self, server_pid: int):
+        super().__init__(daemon=True)
+        self.server_pid, self.browser_pids = server_pid, []
+        self.peak_server = self.peak_browser = 0.0
+        self.kernels = 0
+        self.done = threading.Event()
+
+    def run(self):
+        while not self.done.is_set():
+            pids = group(self.server_pid)
+            self.kernels = max(self.kernels, len(pids) - 1)
+            self.peak_server = max(self.peak_server, pss_mb(pids))
+            browser = [p for b in self.browser_pids for p in group(b)]
+            self.peak_browser = max(self.peak_browser, pss_mb(browser))
+            self.done.wait(0.5)
+
+
+async def student(browser, url: str, number: int, deadline: float, start: float) -> dict:
+    context = await browser.new_context(viewport={"width": 1280, "height": 720})
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error"
+            and "Failed to load resource" not in m.text else None)
+    result = {"page": number, "interactive_s": None, "first_answer_s": None, "errors": errors}
+    try:
+        left = max(1.0, deadline - (time.monotonic() - start))
+        await page.goto(url, timeout=left * 1000)
+        await page.locator(".segnb-studio .segnb-load").wait_for(state="visible", timeout=left * 1000)
+        result["interactive_s"] = time.monotonic() - start
+        await page.locator(".segnb-load").click()
+        left = max(1.0, deadline - (time.monotonic() - start))
+        await page.locator(".segnb-dataset-summary", has_text="classes (void").wait_for(timeout=left * 1000)
+        result["first_answer_s"] = time.monotonic() - start
+        shown = await page.locator(".segnb-error").all_inner_texts()
+        errors += [f"error box: {t}" for t in shown if t.strip()]
+    except Exception as error:  # a page that never became interactive is a result, not a crash
+        errors.append(f"{type(error).__name__}: {str(error).splitlines()[0]}")
+    finally:
+        await context.close()
+    return result
+
+
+async def classroom(url: str, pages: int, deadline: float, sampler: Sampler) -> list[dict]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        sampler.browser_pids = [c.pid for c in psutil.Process().children(recursive=True)
+                                if "chrom" in c.name().lower()][:1]
+        start = time.monotonic()
+        results = await asyncio.gather(*(student(browser, url, i + 1, deadline, start) for i in range(pages)))
+        await browser.close()
+    return list(results)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pages", type=int, default=10)
+    parser.add_argument("--preheat", type=int, default=0, help="Voila's preheated kernel pool size")
+    parser.add_argument("--deadline", type=float, default=300.0, help="seconds for the whole class")
+    parser.add_argument("--warmup", type=float, default=None,
+                        help="seconds to let the preheated pool fill before the class arrives (default 40 per kernel)")
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="segnb-classroom-"))
+    port, token = free_port(), secrets.token_hex(16)
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update({"JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+                "IPYTHONDIR": str(home / "ipython"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    log = open(home / "voila.log", "wb")  # noqa: SIM115
+    server = subprocess.Popen([sys.executable, "-m", "segnb.cli", "studio", "--port", str(port), "--token", token,
+                               "--preheat", str(args.preheat)], cwd=home, env=env, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    sampler = Sampler(server.pid)
+    sampler.start()
+    try:
+        import urllib.request
+
+        for _ in range(240):  # the server answers at all
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/voila/static/none", timeout=2)
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                time.sleep(0.5)
+        if args.preheat:  # let the pool fill before the class arrives
+            time.sleep(args.warmup if args.warmup is not None else 40 * args.preheat)
+        load = os.getloadavg()
+        t0 = time.monotonic()
+        results = asyncio.run(classroom(f"http://127.0.0.1:{port}/?token={token}", args.pages, args.deadline,
+                                        sampler))
+        wall = time.monotonic() - t0
+    finally:
+        sampler.done.set()
+        sampler.join(2)
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(10)
+        log.close()
+
+    print(f"{args.pages} student pages of `segnb studio` at once, preheated kernels: {args.preheat}"
+          f"{f' (after {args.warmup if args.warmup is not None else 40 * args.preheat:.0f} s)' if args.preheat else ''}, "
+          f"{os.cpu_count()} CPUs, load average before {load[0]:.1f} (other work on the machine counts)")
+    print(f"{'page':>4} {'interactive s':>14} {'first answer s':>15}  errors")
+    for r in results:
+        fmt = lambda v: "   never" if v is None else f"{v:8.1f}"  # noqa: E731
+        print(f"{r['page']:>4} {fmt(r['interactive_s']):>14} {fmt(r['first_answer_s']):>15}  "
+              f"{'; '.join(r['errors'])[:160] or 'none'}")
+    times = [r["interactive_s"] for r in results if r["interactive_s"] is not None]
+    errors = sum(bool(r["errors"]) or r["interactive_s"] is None for r in results)
+    print(f"interactive: {len(times)}/{args.pages} pages, slowest {max(times, default=float('nan')):.1f} s, "
+          f"median {sorted(times)[len(times) // 2] if times else float('nan'):.1f} s (goal: all within 30 s)")
+    print(f"peak memory, server and {sampler.kernels} kernels (PSS): {sampler.peak_server / 1024:.2f} GB "
+          f"(goal <= 8 GB); browser: {sampler.peak_browser / 1024:.2f} GB; pages with errors: {errors}; "
+          f"wall {wall:.0f} s")
+    print(f"server log: {home / 'voila.log'}")
+    ok = len(times) == args.pages and max(times) <= 30 and sampler.peak_server <= 8 * 1024 and not errors
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
