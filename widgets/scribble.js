@@ -84,6 +84,8 @@ function render({ model, el }) {
     const k = Math.max(1, Math.round((Math.max(384, w) / w) * model.get("display_scale")));
     canvas.width = w * k;
     canvas.height = h * k;
+    // In the Studio's presentation mode (.segnb-presentation above us) the CSS scale grows.
+    canvas.style.width = `calc(${w * k}px * var(--segnb-scale))`;
   }
 
   function loadMask() {

@@ -119,9 +119,9 @@ class InteractivePanel(W.VBox):
         self.method.observe(self._on_method, names=["value"])
         self.target.observe(lambda _: self.update(), names=["value"])
         self.beta.observe(lambda _: self.update(), names=["value"])
-        self.load_button.on_click(lambda _: self.load())
+        self.load_button.on_click(lambda _: self.load(self.index.value))
         self.train_button.on_click(lambda _: self.train_in_background(self.train_seconds.value))
-        self.state.observe(lambda _: self.load(), names=["data", "image_index"])
+        self.state.observe(lambda _: self.load(self.state.image_index), names=["data", "image_index"])
         super().__init__([
             W.HBox([self.method, self.target, self.index, self.load_button], layout=W.Layout(flex_flow="row wrap")),
             self.note,
@@ -131,19 +131,17 @@ class InteractivePanel(W.VBox):
         ])
         self.add_class("segnb-interactive-panel")
         if self.state.data is not None:
-            self.load()
+            self.load(self.state.image_index)
 
     # ------------------------------------------------------------------ data
 
     @guarded
-    def load(self, index: int | None = None) -> int:
-        """Show image ``index`` (default: the Studio's current image) of the evaluation split."""
+    def load(self, index: int = 0) -> int:
+        """Show image ``index`` of the evaluation split (the Studio's current image follows ``state.image_index``)."""
         data = self.state.data
         if data is None:
             raise ValueError("Load a dataset first (Dataset tab, or state.data = segnb.load_dataset('shapes')).")
         split = data[data.eval_split]
-        if index is None:
-            index = self.state.image_index if self.index.value == 0 else self.index.value
         index = min(int(index), len(split) - 1)
         self.index.value = index
         self.image, self.gt = split[index]

@@ -18,13 +18,14 @@ from segnb.inspect.attention import find_vit
 from segnb.train import predict
 from segnb.ui.attention_viewer import AttentionViewer
 from segnb.ui.common import ErrorBox, SharedState, guarded
+from segnb.ui.interactive import InteractivePanel
 from segnb.ui.labs import ClassicalLab, IoUReport, UpsamplingLab
 from segnb.ui.panels import DatasetPicker, ModelBuilder, TrainPanel
 from segnb.ui.softmask_viewer import SoftMaskViewer
 
 __all__ = ["Studio", "InspectPanel", "TABS"]
 
-TABS = ("Dataset", "Model", "Train", "Inspect", "Upsampling", "IoU", "Classical")
+TABS = ("Dataset", "Model", "Train", "Inspect", "Upsampling", "IoU", "Classical", "Interactive")
 LESSON_FORMAT = "segnb-lesson/1"
 
 
@@ -81,8 +82,9 @@ class Studio(W.VBox):
         self.upsampling = UpsamplingLab(self.state)
         self.iou = IoUReport(self.state, viewer=self.inspect.softmask)
         self.classical = ClassicalLab(self.state)
+        self.interactive = InteractivePanel(self.state)
         self.tabs = W.Tab(children=[self.dataset, self.builder, self.train, self.inspect, self.upsampling,
-                                    self.iou, self.classical])
+                                    self.iou, self.classical, self.interactive])
         self.tabs.titles = TABS
         self.tabs.add_class("segnb-studio-tabs")
         self.presentation = W.ToggleButton(presentation, description="presentation", icon="desktop")
