@@ -6,7 +6,8 @@
 // Python answers with `mask`, a uint8 plane (H x W, 0/1), drawn as a coloured overlay.
 
 const COLOURS = { 1: "#2ecc40", 2: "#ff4136" };  // foreground green, background red
-const MASK_RGB = [30, 144, 255];
+const MASK_RGB = [255, 0, 200];  // magenta: unlike any class colour of the built-in data or a grey EM slice
+const EDGE_RGB = [255, 230, 0];  // the mask's outline, opaque, readable on a projector
 
 function bytesOf(value) {
   if (!value) return new Uint8Array(0);
@@ -44,7 +45,7 @@ function render({ model, el }) {
   const opacity = document.createElement("input");
   Object.assign(opacity, { type: "range", min: 0, max: 1, step: 0.05 });
   opacity.className = "segnb-opacity";
-  tools.append(...Object.values(toolButtons), "brush", brush, brushLabel, undo, clear, "mask", opacity);
+  tools.append(...Object.values(toolButtons), "brush", brush, brushLabel, undo, clear, "mask opacity", opacity);
 
   const canvas = document.createElement("canvas");
   canvas.className = "segnb-scribble-canvas";
@@ -91,17 +92,28 @@ function render({ model, el }) {
   function loadMask() {
     const { h, w } = dims();
     const mask = bytesOf(model.get("mask"));
-    if (!h || !w || mask.length !== h * w) { maskCanvas = null; draw(); return; }
+    if (!h || !w || mask.length !== h * w) {
+      maskCanvas = null;
+      canvas.dataset.maskPixels = "0";
+      draw();
+      return;
+    }
     maskCanvas = document.createElement("canvas");
     maskCanvas.width = w;
     maskCanvas.height = h;
     const mctx = maskCanvas.getContext("2d");
     const frame = mctx.createImageData(w, h);
+    let count = 0;
     for (let i = 0; i < h * w; i++) {
       if (!mask[i]) continue;
-      frame.data.set([...MASK_RGB, 255], i * 4);
+      const x = i % w, y = (i - x) / w;
+      const edge = x === 0 || y === 0 || x === w - 1 || y === h - 1 || !mask[i - 1] || !mask[i + 1] ||
+        !mask[i - w] || !mask[i + w];
+      frame.data.set(edge ? [...EDGE_RGB, 255] : [...MASK_RGB, 150], i * 4);
+      count += 1;
     }
     mctx.putImageData(frame, 0, 0);
+    canvas.dataset.maskPixels = String(count);  // for tests and curious users
     draw();
   }
 
@@ -133,8 +145,8 @@ function render({ model, el }) {
     ctx.imageSmoothingEnabled = false;
     ctx.clearRect(0, 0, canvas.width, canvas.height);
     if (photo.complete && photo.naturalWidth) ctx.drawImage(photo, 0, 0, canvas.width, canvas.height);
-    if (maskCanvas) {
-      ctx.globalAlpha = model.get("opacity");
+    if (maskCanvas && model.get("opacity") > 0) {
+      ctx.globalAlpha = Math.min(1, 0.3 + model.get("opacity"));
       ctx.drawImage(maskCanvas, 0, 0, canvas.width, canvas.height);
       ctx.globalAlpha = 1;
     }

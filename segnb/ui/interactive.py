@@ -127,7 +127,7 @@ class InteractivePanel(W.VBox):
             self.note,
             W.HBox([self.beta, self.train_seconds, self.train_button, self.sam_path],
                    layout=W.Layout(flex_flow="row wrap")),
-            self.errors, self.canvas, self.score,
+            self.errors, self.score, self.canvas,
         ])
         self.add_class("segnb-interactive-panel")
         if self.state.data is not None:
@@ -236,7 +236,8 @@ class InteractivePanel(W.VBox):
                 f"· {len(self.canvas.strokes)} strokes, {len(self.canvas.clicks)} clicks · "
                 f"{self.method.value} {seconds * 1000:.0f} ms")
         self.canvas.show_mask(mask, text)
-        self.score.value = f'<b class="segnb-interactive-iou">IoU {self.last_iou:.3f}</b> <span>{html.escape(text)}</span>'
+        self.score.value = (f'<span class="segnb-interactive-iou" style="font-size:1.6em;font-weight:bold">'
+                            f"IoU {self.last_iou:.3f}</span> <span>({html.escape(what)}, {self.target.value})</span>")
         return self.last_iou
 
     # ---------------------------------------------------------------- train
