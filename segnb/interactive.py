@@ -43,7 +43,7 @@ from skimage.draw import line as draw_line
 from skimage.morphology import skeletonize
 
 __all__ = [
-    "FOREGROUND", "BACKGROUND", "check_strokes", "rasterize_strokes", "random_walker_segment",
+    "FOREGROUND", "BACKGROUND", "check_strokes", "rasterize_strokes", "random_walker_segment", "graph_cut_segment",
     "scribbles_from_mask", "click_maps", "first_click", "next_click", "object_masks", "iou",
     "ClickModel", "train_click_model", "RandomWalkerClicks", "ClickReport", "evaluate_clicks",
     "SamSegmenter", "SAM_FILES",
@@ -167,6 +167,88 @@ def random_walker_segment(image: np.ndarray, strokes=None, seeds: np.ndarray | N
     return result if return_probability else result.astype(np.int32)
 
 
+def _cut_graph(image, strokes, seeds, smoothness, beta, bins, sigma):
+    """The s-t graph of :func:`graph_cut_segment`: (CSR integer capacities, source, sink)."""
+    from scipy.sparse import coo_matrix
+
+    data, channel_axis = _as_float_image(image)
+    if sigma > 0:
+        data = ndimage.gaussian_filter(data, (sigma, sigma, 0) if channel_axis is not None else sigma)
+    pixels = data.reshape(data.shape[0], data.shape[1], -1)
+    h, w, _ = pixels.shape
+    if seeds is None:
+        seeds = rasterize_strokes(strokes, (h, w))
+    seeds = np.asarray(seeds)
+    fg, bg = seeds == FOREGROUND, seeds == BACKGROUND
+    if not fg.any() or not bg.any():
+        raise ValueError("The graph cut needs foreground and background scribbles; paint both.")
+    index = np.arange(h * w).reshape(h, w)
+    diffs = [((pixels[:, 1:] - pixels[:, :-1]) ** 2).sum(-1), ((pixels[1:] - pixels[:-1]) ** 2).sum(-1)]
+    if beta is None:
+        beta = 1.0 / (2 * max(1e-12, float(np.mean(np.concatenate([d.ravel() for d in diffs])))))
+    scale = 100.0
+    pairs = [(index[:, :-1], index[:, 1:], diffs[0]), (index[:-1], index[1:], diffs[1])]
+    rows, cols, caps = [], [], []
+    for a, b, d in pairs:
+        weight = np.rint(scale * smoothness * np.exp(-beta * d)).astype(np.int64).ravel()
+        rows += [a.ravel(), b.ravel()]
+        cols += [b.ravel(), a.ravel()]
+        caps += [weight, weight]
+    # region terms: -log colour frequency among each label's seeds
+    quantised = np.minimum((np.clip(pixels, 0, 1) * bins).astype(np.int64), bins - 1)
+    code = np.zeros((h, w), np.int64)
+    for c in range(quantised.shape[-1]):
+        code = code * bins + quantised[..., c]
+    n_codes = bins ** quantised.shape[-1]
+    cost = {}
+    for name, region in (("fg", fg), ("bg", bg)):
+        histogram = np.bincount(code[region], minlength=n_codes).astype(np.float64) + 1.0
+        cost[name] = -np.log(histogram[code] / histogram.sum())
+    infinite = np.int64(scale * (smoothness * 4 + cost["fg"].max() + cost["bg"].max()) + 1)
+    to_source = np.where(fg, infinite, np.where(bg, 0, np.rint(scale * cost["bg"]))).astype(np.int64).ravel()
+    to_sink = np.where(bg, infinite, np.where(fg, 0, np.rint(scale * cost["fg"]))).astype(np.int64).ravel()
+    source, sink = h * w, h * w + 1
+    every = np.arange(h * w)
+    rows += [np.full(h * w, source), every]
+    cols += [every, np.full(h * w, sink)]
+    caps += [to_source, to_sink]
+    rows, cols, caps = np.concatenate(rows), np.concatenate(cols), np.concatenate(caps)
+    keep = caps > 0
+    graph = coo_matrix((caps[keep], (rows[keep], cols[keep])), shape=(h * w + 2, h * w + 2)).tocsr()
+    graph.sum_duplicates()
+    return graph, source, sink
+
+
+def graph_cut_segment(image: np.ndarray, strokes=None, seeds: np.ndarray | None = None, smoothness: float = 50.0,
+                      beta: float | None = None, bins: int = 16, sigma: float = 0.0) -> np.ndarray:
+    """A foreground mask from scribbles by a minimum s-t cut (Boykov and Jolly's interactive graph cut).
+
+    Each pixel is a node joined to its 4 neighbours by ``smoothness * exp(-beta * |I_p - I_q|^2)``
+    (cutting between similar pixels is expensive), to the source by the cost of calling it
+    background and to the sink by the cost of calling it foreground: ``-log`` of its colour's
+    frequency among the foreground (background) seed pixels, in a ``bins``-per-channel histogram.
+    Seed pixels are tied to their label by an infinite capacity. The maximum flow is
+    ``scipy.sparse.csgraph.maximum_flow`` (Dinic's algorithm, integer capacities: the costs are
+    scaled by 100 and rounded); the foreground is what the source still reaches in the residual
+    graph. ``beta`` defaults to ``1 / (2 mean |I_p - I_q|^2)``, as in GrabCut.
+
+    Returns:
+        (H, W) bool: True where the cut puts the foreground.
+    """
+    from scipy.sparse.csgraph import breadth_first_order, maximum_flow
+
+    graph, source, sink = _cut_graph(image, strokes, seeds, smoothness, beta, bins, sigma)
+    h, w = np.asarray(image).shape[:2]
+    flow = maximum_flow(graph, source, sink).flow
+    residual = (graph - flow).tocsr()
+    residual.data = (residual.data > 0).astype(np.int8)
+    residual.eliminate_zeros()
+    reached = breadth_first_order(residual, source, directed=True, return_predecessors=False)
+    mask = np.zeros(h * w + 2, bool)
+    mask[reached] = True
+    return mask[: h * w].reshape(h, w)
+
+
 def _longest_path(pixels: set[tuple[int, int]]) -> list[tuple[int, int]]:
     """The longest geodesic path in a set of 8-connected pixels (two breadth-first searches)."""
 
@@ -198,13 +280,13 @@ def scribbles_from_mask(mask: np.ndarray, labels: dict[int, int] | None = None, 
                         ignore_index: int = 255) -> list[dict]:
     """Scribbles a careful user might draw, derived from a ground-truth mask (for tests and benchmarks).
 
-    For every connected region of each class: erode it by ``size + margin`` so a brush of radius
-    ``size`` stays inside it, skeletonise what is left, and draw the longest path along the
-    skeleton as one polyline (a stroke through the middle of the region), keeping every
+    Each class is eroded by ``size + margin`` so a brush of radius ``size`` stays inside it; every
+    connected part left with at least ``min_area`` pixels is skeletonised and gets the longest
+    path along its skeleton as one polyline (a stroke through its middle), keeping every
     ``step``-th point. ``strokes_per_region > 1`` adds the longest paths of what remains of the
-    skeleton. Regions with fewer than ``min_area`` pixels left after erosion get no stroke, and
-    thin classes (less than a fifth of the class survives erosion, e.g. membranes) are
-    skeletonised without erosion.
+    skeleton. Regions of at least ``min_area`` pixels left without such a part get a one-pixel
+    stroke along their own middle line, and thin classes (less than a fifth of the class survives
+    erosion, e.g. membranes) are skeletonised without erosion.
 
     Args:
         labels: ground-truth class -> stroke label, e.g. ``{1: FOREGROUND, 0: BACKGROUND}``
@@ -219,20 +301,30 @@ def scribbles_from_mask(mask: np.ndarray, labels: dict[int, int] | None = None, 
         eroded = ndimage.binary_erosion(region_all, structure=_disk(size + margin), border_value=1)
         if eroded.sum() < 0.2 * region_all.sum():  # a thin class: follow its centre line instead
             eroded = region_all
-        components, n = ndimage.label(eroded, structure=np.ones((3, 3)))
-        for index, box in enumerate(ndimage.find_objects(components), start=1):
-            component = components[box] == index
-            if component.sum() < min_area:
-                continue
-            skeleton = skeletonize(component)
+        components, _ = ndimage.label(eroded, structure=np.ones((3, 3)))
+        boxes = ndimage.find_objects(components)
+        parts = [(box, components[box] == i, size) for i, box in enumerate(boxes, start=1)]
+        parts = [(box, part, brush) for box, part, brush in parts if part.sum() >= min_area]
+        # regions left without a part (erosion removed them, or left too little): a one-pixel
+        # stroke along their own middle line
+        kept = np.zeros_like(region_all)
+        for box, part, _ in parts:
+            kept[box] |= part
+        regions, _ = ndimage.label(region_all, structure=np.ones((3, 3)))
+        for i, box in enumerate(ndimage.find_objects(regions), start=1):
+            part = regions[box] == i
+            if part.sum() >= min_area and not kept[box][part].any():
+                parts.append((box, part, 0))
+        for box, part, brush in parts:
+            skeleton = skeletonize(part)
             for _ in range(strokes_per_region):
                 rows, cols = np.nonzero(skeleton)
-                if len(rows) < 2:
-                    break
+                if len(rows) == 0:
+                    break  # (a skeleton of one pixel gives a dot)
                 path = _longest_path({(int(r), int(c)) for r, c in zip(rows, cols, strict=True)})
                 keep = path[::step] + ([path[-1]] if (len(path) - 1) % step else [])
                 points = [float(v) for y, x in keep for v in (x + box[1].start, y + box[0].start)]
-                strokes.append({"label": int(stroke_label), "size": float(size), "points": points})
+                strokes.append({"label": int(stroke_label), "size": float(brush), "points": points})
                 # the next stroke of this region goes where this one's brush did not reach
                 drawn = np.zeros_like(skeleton)
                 drawn[tuple(np.transpose(path))] = True
@@ -362,7 +454,12 @@ class ClickModel:
 
     @classmethod
     def load(cls, path) -> ClickModel:
-        state = torch.load(Path(path), map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(Path(path), map_location="cpu", weights_only=False)
+        except FileNotFoundError:
+            raise
+        except Exception as error:  # truncated or foreign files: say what the file should be
+            raise ValueError(f"{path} is not a segnb click model (saved by ClickModel.save): {error}") from None
         if not isinstance(state, dict) or state.get("format") != "segnb-click-model/1":
             raise ValueError(f"{path} is not a segnb click model (saved by ClickModel.save).")
         model = cls(encoder=state["encoder"], click_radius=state["click_radius"])
@@ -459,9 +556,9 @@ def train_click_model(data, steps: int = 600, seconds: float | None = 120.0, bat
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        model.history.append(float(loss))
+        model.history.append(loss.item())
         if progress is not None and step % 20 == 0:
-            progress(step, float(loss))
+            progress(step, model.history[-1])
         if seconds is not None and clock() - start > seconds:
             break
     model.net.eval()

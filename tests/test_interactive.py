@@ -78,6 +78,40 @@ def test_random_walker_needs_two_labels():
         core.random_walker_segment(image, [{"label": 1, "size": 2, "points": [20, 20]}])
 
 
+def test_graph_cut_is_a_minimum_cut_as_networkx_finds_it():
+    import networkx as nx
+
+    from segnb.interactive import _cut_graph
+
+    rng = np.random.default_rng(1)
+    image = (rng.random((9, 11, 3)) * 255).astype(np.uint8)
+    image[2:7, 3:8] = [200, 180, 40]
+    strokes = [{"label": 1, "size": 0, "points": [5, 4]}, {"label": 2, "size": 0, "points": [0, 0, 10, 0]}]
+    mask = core.graph_cut_segment(image, strokes, smoothness=5)
+    graph, source, sink = _cut_graph(image, strokes, None, 5.0, None, 16, 0.0)
+    coo = graph.tocoo()
+    g = nx.DiGraph()
+    g.add_weighted_edges_from(zip(coo.row.tolist(), coo.col.tolist(), coo.data.tolist(), strict=True),
+                              weight="capacity")
+    value, (reachable, _) = nx.minimum_cut(g, source, sink)
+    side = np.zeros(graph.shape[0], bool)
+    side[list(reachable)] = True
+    ours = np.append(mask.ravel(), [True, False])  # pixels, then source and sink
+    cut = sum(c for r, k, c in zip(coo.row, coo.col, coo.data, strict=True) if ours[r] and not ours[k])
+    assert cut == value  # our partition is a minimum cut
+    assert (ours == side).all()  # and the same one (the source side reachable in the residual graph)
+    assert mask[4, 5] and not mask[0].any()
+
+
+def test_graph_cut_finds_a_flat_object_and_needs_both_labels():
+    image, truth = _two_regions()
+    strokes = [{"label": core.FOREGROUND, "size": 2, "points": [20, 20, 40, 30]},
+               {"label": core.BACKGROUND, "size": 2, "points": [3, 3, 60, 3, 60, 44]}]
+    assert core.iou(core.graph_cut_segment(image, strokes), truth) > 0.95
+    with pytest.raises(ValueError, match="foreground and background"):
+        core.graph_cut_segment(image, strokes[:1])
+
+
 def test_scribbles_from_a_mask_stay_inside_their_class_and_reach_every_region():
     data = load_shapes(n=4, size=96, seed=5)
     _, mask = data["train"][0]
@@ -85,9 +119,8 @@ def test_scribbles_from_a_mask_stay_inside_their_class_and_reach_every_region():
     strokes = core.scribbles_from_mask(things, {1: core.FOREGROUND, 0: core.BACKGROUND}, size=2, min_area=10)
     seeds = core.rasterize_strokes(strokes, mask.shape)
     assert (things[seeds == core.FOREGROUND] == 1).all() and (things[seeds == core.BACKGROUND] == 0).all()
-    eroded_regions = core.object_masks(things, [1], 1)
-    reached = [(seeds[region] == core.FOREGROUND).any() for region in eroded_regions if region.sum() > 200]
-    assert reached and all(reached)
+    regions = core.object_masks(things, [1], 10)
+    assert regions and all((seeds[region] == core.FOREGROUND).any() for region in regions)
 
 
 def test_random_walker_scribbles_on_membranes_beat_the_trivial_answer():
