@@ -304,6 +304,11 @@ def test_the_panel_shows_the_studios_image_and_scores_each_scribble(panel):
     background = [float(v) for y_, x_ in ring[:: max(1, len(ring) // 40)] for v in (x_, y_)]
     panel.canvas.strokes = panel.canvas.strokes + [{"label": 2, "size": 1, "points": background, "t": 2}]
     assert panel.last_iou >= first - 0.05 and panel.last_iou > 0.5
+    walker = panel.last_iou
+    panel.method.value = "graph cut"  # the same strokes, another method: scored again
+    assert panel.last_iou is not None and "graph cut" in panel.canvas.status and panel.errors.value == ""
+    assert panel.last_iou == pytest.approx(core.iou(core.graph_cut_segment(panel.image, seeds=core.rasterize_strokes(
+        panel.canvas.strokes, (64, 64))), target)) and walker is not None
 
 
 def test_the_panel_with_clicks_and_a_click_model(panel, click_model):

@@ -26,6 +26,7 @@ __all__ = ["ScribbleCanvas", "InteractivePanel", "METHODS"]
 
 METHODS = {
     "random walker": "scribbles and clicks are seeds of skimage's random walker (no weights)",
+    "graph cut": "scribbles and clicks are seeds of a minimum cut (Boykov-Jolly, scipy's max-flow; no weights)",
     "click model": "a U-Net on the image + click maps, trained here on the built-in dataset",
     "SAM": "Segment Anything from a local checkpoint folder (transformers)",
 }
@@ -154,7 +155,7 @@ class InteractivePanel(W.VBox):
 
     def _on_method(self, change) -> None:
         self.note.value = f"<i>{html.escape(METHODS[change['new']])}</i>"
-        self.canvas.tool = "foreground" if change["new"] == "random walker" else "positive"
+        self.canvas.tool = "foreground" if change["new"] in ("random walker", "graph cut") else "positive"
         self.update()
 
     def _on_edit(self, change) -> None:
@@ -185,7 +186,7 @@ class InteractivePanel(W.VBox):
         """The mask (bool H x W) from the current strokes and clicks with the chosen method, or None."""
         method = self.method.value
         clicks = self.canvas.click_list
-        if method == "random walker":
+        if method in ("random walker", "graph cut"):
             strokes = list(self.canvas.strokes) + [
                 {"label": core.FOREGROUND if p else core.BACKGROUND, "size": 2, "points": [x, y]}
                 for x, y, p in clicks]
@@ -197,6 +198,8 @@ class InteractivePanel(W.VBox):
                 seeds[border & (seeds == 0)] = core.BACKGROUND
             elif core.FOREGROUND not in labels:
                 return None
+            if method == "graph cut":
+                return core.graph_cut_segment(self.image, seeds=seeds)
             return core.random_walker_segment(self.image, seeds=seeds, beta=self.beta.value) == core.FOREGROUND
         if not clicks:
             return None
