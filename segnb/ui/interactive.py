@@ -102,10 +102,12 @@ class InteractivePanel(W.VBox):
         self.index = W.BoundedIntText(0, min=0, max=100_000, description="image #")
         self.load_button = W.Button(description="Load image", icon="image")
         self.load_button.add_class("segnb-interactive-load")
-        self.beta = W.FloatLogSlider(130, base=10, min=1, max=4, description="beta")
+        self.beta = W.FloatLogSlider(130, base=10, min=1, max=4, step=0.001, description="beta",
+                                     readout_format=".0f")
         self.train_seconds = W.IntSlider(60, min=10, max=180, step=10, description="train (s)")
         self.train_button = W.Button(description="Train click model", icon="graduation-cap")
         self.train_button.add_class("segnb-interactive-train")
+        self.train_button.layout.width = "auto"
         self.sam_path = W.Text("", placeholder="folder of a SAM checkpoint (config.json, model.safetensors, ...)",
                                description="SAM", layout=W.Layout(width="420px"))
         self.note = W.HTML(f"<i>{html.escape(METHODS['random walker'])}</i>")
