@@ -32,6 +32,14 @@ print("TARGET", TARGET[0], TARGET[1])
 panel"""
 BLOCK = "t0 = time.time()\nwhile time.time() - t0 < 45:  # the kernel is busy, as in a training loop\n    sum(range(10_000))"
 SIZE = 96
+STUDIO = """\
+from segnb.ui import Studio
+
+studio = Studio()
+studio.dataset.size.value = 40
+studio.dataset.load_button.click()
+studio.tabs.selected_index = studio.tabs.titles.index("Interactive")
+studio"""
 
 JS_DATA = """c => ({drawn: Number(c.dataset.drawn || 0), strokes: Number(c.dataset.strokes || 0),
     clicks: Number(c.dataset.clicks || 0), mask: Number(c.dataset.maskPixels || 0)})"""
@@ -58,7 +66,7 @@ def _run(page: Page, marker: str, timeout: float) -> dict:
 @pytest.mark.e2e
 def test_scribbles_and_clicks_in_jupyterlab(jupyter_lab, page: Page, artifacts):
     errors = ConsoleErrors(page)
-    (jupyter_lab["root"] / NOTEBOOK).write_text(notebook(SETUP, BLOCK))
+    (jupyter_lab["root"] / NOTEBOOK).write_text(notebook(SETUP, BLOCK, STUDIO))
     page.set_viewport_size({"width": 1200, "height": 950})
     workspace = f"e2e-{uuid.uuid4().hex[:8]}"
     page.goto(f"{jupyter_lab['url']}/lab/workspaces/{workspace}/tree/{NOTEBOOK}?reset&token={jupyter_lab['token']}")
@@ -67,7 +75,7 @@ def test_scribbles_and_clicks_in_jupyterlab(jupyter_lab, page: Page, artifacts):
     assert '"error"' not in cell["outputs"], cell["outputs"]
     x, y = (int(v) for v in re.search(r"TARGET (\d+) (\d+)", cell["outputs"]).groups())
 
-    panel = page.locator(".jp-Notebook .segnb-interactive-panel")
+    panel = page.locator(".jp-Notebook .segnb-interactive-panel").first
     canvas = panel.locator("canvas.segnb-scribble-canvas")
     status = panel.locator(".segnb-scribble-status")
     expect(canvas).to_be_visible(timeout=30_000)
@@ -141,6 +149,17 @@ def test_scribbles_and_clicks_in_jupyterlab(jupyter_lab, page: Page, artifacts):
     expect(status).to_contain_text("2 strokes, 1 clicks", timeout=30_000)
     assert canvas.evaluate(JS_DATA)["mask"] > 0
     panel.screenshot(path=str(artifacts / "interactive-after.png"))
+    # 4. The Studio's Interactive tab shows the image chosen in the Studio, ready to paint on.
+    cell = _run(page, "studio = Studio()", 180)
+    assert '"error"' not in cell["outputs"], cell["outputs"]
+    studio = page.locator(".jp-Notebook .segnb-studio").last
+    studio.scroll_into_view_if_needed()
+    expect(studio.locator(".lm-TabBar-tab", has_text=re.compile("^Interactive$"))).to_be_visible(timeout=30_000)
+    tab_canvas = studio.locator(".segnb-interactive-panel canvas.segnb-scribble-canvas")
+    expect(tab_canvas).to_be_visible(timeout=30_000)
+    until(lambda: tab_canvas.evaluate("c => c.width > 0 && c.getContext('2d').getImageData(c.width / 2, c.height / 2,"
+                                      " 1, 1).data[3] > 0"), 30, "the Interactive tab draws the Studio's image")
+    studio.screenshot(path=str(artifacts / "interactive-studio-tab.png"))
     print("masks:", first_mask, clicks_mask, canvas.evaluate(JS_DATA), f"two strokes drawn in {drawn_in:.2f} s;",
           "Python answered while the cell ran" if answered_while_busy else "Python answered after the cell")
     assert not errors, "JavaScript errors:\n" + "\n".join(errors)
