@@ -21,6 +21,7 @@ from segnb.train import predict
 from segnb.ui.attention_viewer import AttentionViewer
 from segnb.ui.common import ErrorBox, PlotView, ResultStamp, SharedState, guarded, user_message
 from segnb.ui.instances import InstancePanel
+from segnb.ui.interactive import InteractivePanel
 from segnb.ui.labs import ClassicalLab, IoUReport, UpsamplingLab
 from segnb.ui.panels import DatasetPicker, ModelBuilder, TrainPanel
 from segnb.ui.softmask_viewer import SoftMaskViewer
@@ -28,7 +29,7 @@ from segnb.widgets import asset
 
 __all__ = ["Studio", "InspectPanel", "TABS"]
 
-TABS = ("Dataset", "Model", "Train", "Inspect", "Upsampling", "IoU", "Classical", "Instances")
+TABS = ("Dataset", "Model", "Train", "Inspect", "Upsampling", "IoU", "Classical", "Instances", "Interactive")
 LESSON_FORMAT = "segnb-lesson/1"
 
 
@@ -116,6 +117,7 @@ class Studio(W.VBox):
             ("IoU", lambda: IoUReport(self.state, viewer=self.inspect.softmask)),
             ("Classical", lambda: ClassicalLab(self.state)),
             ("Instances", lambda: InstancePanel(self.state)),  # segnb/ui/instances.py
+            ("Interactive", lambda: InteractivePanel(self.state)),  # segnb/ui/interactive.py
         ]
         self._built: dict[str, W.Widget] = {}
         self._slots = [W.VBox([W.HTML(f"<i>opening {name} ...</i>")]) for name, _ in self.panels]

@@ -16,10 +16,11 @@ from playwright.sync_api import Locator, Page, expect
 
 from segnb.data.shapes import SHAPES_CLASSES
 
-TABS = ("Dataset", "Model", "Train", "Inspect", "Upsampling", "IoU", "Classical", "Instances")
+TABS = ("Dataset", "Model", "Train", "Inspect", "Upsampling", "IoU", "Classical", "Instances", "Interactive")
 PANEL = {"Dataset": ".segnb-dataset-picker", "Model": ".segnb-model-builder", "Train": ".segnb-train-panel",
          "Inspect": ".segnb-inspect-panel", "Upsampling": ".segnb-upsampling-lab", "IoU": ".segnb-iou-report",
-         "Classical": ".segnb-classical-lab", "Instances": ".segnb-instance-panel"}
+         "Classical": ".segnb-classical-lab", "Instances": ".segnb-instance-panel",
+         "Interactive": ".segnb-interactive-panel"}
 ARCH, ENCODER = "setr-pup", "test_vit"  # a ViT model, so that the Inspect tab shows attention maps
 IMAGES = 100  # dataset size picked on the slider (80 training images: epochs of a few seconds)
 
