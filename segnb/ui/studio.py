@@ -184,6 +184,8 @@ class Studio(W.VBox):
     upsampling = property(lambda self: self.panel("Upsampling"))
     iou = property(lambda self: self.panel("IoU"))
     classical = property(lambda self: self.panel("Classical"))
+    instances = property(lambda self: self.panel("Instances"))
+    interactive = property(lambda self: self.panel("Interactive"))
 
     def _built_panel(self, name: str) -> W.Widget | None:
         return self._built.get(name)
