@@ -145,7 +145,7 @@ class Trainer:
                  warmup_steps: int | None = None, max_minutes: float | None = None,
                  checkpoint_dir=None, resume=None, progress: bool | Callback = True,
                  num_workers: int = 0, augment_scale: tuple[float, float] | None = None,
-                 class_weight_method: str = "inverse_sqrt", seed: int = 0):
+                 class_weight_method: str = "inverse_sqrt", seed: int = 0, augment: bool = True):
         if epochs < 1 or batch_size < 1 or lr <= 0:
             raise SegnbError(f"epochs, batch_size and lr must be positive (got {epochs}, {batch_size}, {lr}).")
         # Refuse a second run on this model while one trains it (active from the end of __init__).
@@ -154,6 +154,7 @@ class Trainer:
         self.data, self.epochs, self.batch_size, self.lr = data, epochs, batch_size, lr
         self.image_size, self.seed, self.max_minutes = image_size, seed, max_minutes
         self.grad_clip, self.num_workers, self.augment_scale = grad_clip, num_workers, augment_scale
+        self.augment = augment  # False: no random flip or rescale of training images (an ablation)
         self.class_names = list(data.class_names)
         n_model = getattr(model, "num_classes", None)
         if n_model is not None and n_model != data.num_classes:
@@ -224,6 +225,7 @@ class Trainer:
     # ------------------------------------------------------------------ data
     def _transform(self, train: bool) -> SegTransform:
         mean, std = normalisation(self.unwrapped)
+        train = train and self.augment
         return SegTransform(size=self.image_size, train=train, ignore_index=self.data.ignore_index,
                             scale=self.augment_scale if train else None, mean=mean, std=std)
 
@@ -675,7 +677,8 @@ def fit(model, data: SegmentationDataset, epochs: int = 10, batch_size: int = 16
         **options: ``image_size``, ``weight_decay``, ``grad_clip``, ``warmup_steps``,
             ``max_minutes`` (a wall-clock budget), ``checkpoint_dir`` (best and last
             checkpoints), ``resume`` (a checkpoint or run folder to continue from),
-            ``progress`` (False to silence), ``num_workers``, ``augment_scale``, ``seed``.
+            ``progress`` (False to silence), ``num_workers``, ``augment_scale``, ``seed``,
+            ``augment`` (False: no random flip or rescale of the training images).
 
     Returns:
         The :class:`History` (``history.stopped`` says why it ended), or a handle with ``background=True``.

@@ -308,3 +308,20 @@ def test_training_thread_does_not_touch_signal_handlers(tiny_data):
     thread.start()
     thread.join(60)
     assert result["h"].stopped == "completed" and signal.getsignal(signal.SIGINT) is before
+
+
+def test_augment_false_gives_the_training_loader_untouched_images(tiny_data):
+    """fit(augment=False) (an ablation in notebook 07): no random flip or rescale of training pairs."""
+    from segnb.train import Trainer
+
+    model = _model(tiny_data)
+    plain = Trainer(model, tiny_data, epochs=1, progress=False, augment=False, augment_scale=(0.5, 2.0), image_size=32)
+    augmented = Trainer(model, tiny_data, epochs=1, progress=False, augment_scale=(0.5, 2.0), image_size=32)
+    image, mask = tiny_data["train"][0]
+    reference = plain._transform(False)(image, mask)
+    torch.manual_seed(0)
+    draws = [plain.train_loader.dataset[0] for _ in range(8)]
+    assert all(torch.equal(x, reference[0]) and torch.equal(y, reference[1]) for x, y in draws)
+    torch.manual_seed(0)
+    changed = [augmented._transform(True)(image, mask) for _ in range(8)]
+    assert any(not torch.equal(x, reference[0]) for x, _ in changed), "augmentation should change some draws"
