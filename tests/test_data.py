@@ -710,3 +710,24 @@ def test_pixel_counts_from_the_histogram_still_refuse_values_outside_the_classes
         data = load_dataset(tmp_path, val_fraction=0, class_names=["only"], binary=True)
     with pytest.raises(DatasetError, match=r"values \[1\] outside the 1 classes"):
         data.pixel_counts()
+
+
+def test_two_named_classes_with_0_255_masks_read_255_as_the_second_class(tmp_path):
+    """Naming the two classes of a 0/255 folder must not turn the second class into void
+    (it did: the ISBI membranes then trained with every cell pixel ignored, mIoU looked fine)."""
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for i in range(6):
+        mask = np.zeros((16, 16), np.uint8)
+        mask[4:12, 4 + i % 3 : 12] = 255
+        Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(tmp_path / "images" / f"{i}.png")
+        Image.fromarray(mask).save(tmp_path / "masks" / f"{i}.png")
+    data = load_dataset(tmp_path, class_names=["membrane", "cell"])
+    _, mask = data["train"][0]
+    assert set(np.unique(mask).tolist()) == {0, 1}
+    assert data.frequencies()[1] > 0.1
+    assert any("255 as 'cell'" in note for note in data.notes), data.notes
+    void = load_dataset(tmp_path, class_names=["membrane", "cell"], binary=False, ignore_index=255)
+    assert set(np.unique(void["train"][0][1]).tolist()) <= {0, 255}

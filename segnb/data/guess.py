@@ -117,8 +117,11 @@ def settle_labels(
     if lossy_masks not in ("auto", "keep"):
         raise DatasetError(f"lossy_masks must be 'auto' (snap or refuse) or 'keep', got {lossy_masks!r}.")
     notes: list[str] = []
-    guess_binary = binary is None and not palette_masks and not color_map and class_names is None \
-        and num_classes is None and not reduce_labels
+    named = len(class_names) if class_names is not None else num_classes
+    # Binary is guessed when nothing names the classes, and also when exactly two are named: masks of
+    # only 0 and 255 then mean classes 0 and 1, never "class 0, and the other class all void".
+    guess_binary = binary is None and not palette_masks and not color_map and not reduce_labels \
+        and named in (None, 2)
     guess_count = class_names is None and num_classes is None and not color_map
     if not (lossy or guess_binary or guess_count):
         for split in splits.values():
@@ -161,7 +164,13 @@ def settle_labels(
         )
     if guess_binary:
         binary = values == {0, 255}
-        if binary:
+        if binary and named == 2:
+            names = class_names or ["class 0", "class 1"]
+            notes.append(
+                f"All {n_masks} training masks hold only 0 and 255, and two classes were named: 0 is read "
+                f"as {names[0]!r} and 255 as {names[1]!r} (not as void). Pass binary=False if 255 means void."
+            )
+        elif binary:
             notes.append(
                 f"All {n_masks} training masks hold only 0 and 255: read as two classes, background (0) "
                 "and foreground (255). Pass binary=False if 255 means void."
