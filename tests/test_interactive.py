@@ -9,12 +9,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import shared_data
 from skimage.draw import disk, line
 from skimage.segmentation import random_walker
 
 from segnb import interactive as core
 from segnb.data import load_dataset, load_shapes
-from tests.conftest import shared_data
 
 # ------------------------------------------------------------------------------ strokes
 
