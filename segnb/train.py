@@ -572,11 +572,12 @@ class Trainer:
             self._restore_buffers(saved_buffers)
             raise
         if self.skips_on_device:  # fused AdamW/SGD: the update (and its step count) is skipped on the flag
-            optimizer.grad_scale, optimizer.found_inf = None, bad.float()
+            inner = getattr(optimizer, "optimizer", optimizer)  # under accelerate's wrapper: torch's own
+            inner.grad_scale, inner.found_inf = None, bad.float()
             try:
                 optimizer.step()
             finally:
-                del optimizer.grad_scale, optimizer.found_inf
+                del inner.grad_scale, inner.found_inf
         else:  # any other optimizer, or fp16's GradScaler: the host reads the flag (one sync)
             self._check_flag()
             self.scaler.step(optimizer)
