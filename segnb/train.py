@@ -122,12 +122,14 @@ SCHEDULES = {
 
 
 def auto_workers() -> int:
-    """DataLoader workers for streaming: one per CPU core this process may use, less one, at most 8."""
+    """DataLoader workers: one per CPU core this process may use, less one for the training loop,
+    at most 8; none below 3 cores (a single worker only adds the cost of passing tensors over)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    return max(0, min(8, cores - 1))
+    workers = min(8, cores - 1)
+    return workers if workers >= 2 else 0
 
 
 SYNC_EVERY = 25  # the host reads the non-finite flag every this many steps (and at each epoch's end)

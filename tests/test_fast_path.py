@@ -79,7 +79,9 @@ def test_cache_false_streams_through_a_dataloader_and_says_so(data):
 def test_num_workers_auto_comes_from_the_cpu_count(data, monkeypatch):
     monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda pid: set(range(5)))
     assert train_module.auto_workers() == 4
-    monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda pid: {0})
+    monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda pid: set(range(32)))
+    assert train_module.auto_workers() == 8
+    monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda pid: {0, 1})
     assert train_module.auto_workers() == 0
     trainer = Trainer(_model(data), data, epochs=1, cache=False, progress=False)
     assert trainer.train_loader.num_workers == 0
