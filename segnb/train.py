@@ -513,7 +513,7 @@ class Trainer:
             count += len(images)
             self.last_loss = loss
             self.elapsed = time.monotonic() - run_start
-            if self.step % SYNC_EVERY == 0 or not self.skips_on_device:
+            if self.step % SYNC_EVERY == 0:
                 self._check_flag()
             self.notify("on_step_end")
             if self._deadline and time.monotonic() > self._deadline:
@@ -569,6 +569,8 @@ class Trainer:
             if self.grad_clip:
                 self.scaler.unscale_(optimizer)
                 self.accelerator.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            if not self.skips_on_device:  # a custom optimizer, or fp16's GradScaler: the host reads the flag
+                self._check_flag()
         except BaseException:
             optimizer.zero_grad(set_to_none=True)
             self._restore_buffers(saved_buffers)
@@ -580,8 +582,7 @@ class Trainer:
                 optimizer.step()
             finally:
                 del inner.grad_scale, inner.found_inf
-        else:  # any other optimizer, or fp16's GradScaler: the host reads the flag (one sync)
-            self._check_flag()
+        else:
             self.scaler.step(optimizer)
             self.scaler.update()
         with torch.no_grad():  # a bad step leaves batch norm as it was
@@ -838,12 +839,16 @@ class TrainingHandle:
         return self.history
 
 
-def fit(model, data: SegmentationDataset, epochs: int = 10, batch_size: int = 16, lr: float = 1e-3,
+def fit(model, data: SegmentationDataset, epochs: int | None = None, batch_size: int = 16, lr: float = 1e-3,
         loss="ce", optimizer="adamw", scheduler="cosine", precision: str = "auto", device="auto",
         callbacks: Sequence[Callback] = (), background: bool = False, **options) -> History | TrainingHandle:
     """Train ``model`` on ``data``'s training split, validating on its validation split every epoch.
 
     Args:
+        epochs: passes over the training data; 10 when neither it nor ``max_minutes`` is given.
+            With ``max_minutes`` alone, training runs until the budget is spent and the schedule
+            (warm-up, cosine decay) is laid over that time; with both, the first limit reached sets
+            it. ``history.limit`` says which ended the run.
         loss: ``ce``, ``weighted_ce`` (class weights from the dataset's pixel frequencies),
             ``dice``, ``focal``, ``lovasz``, ``ce+dice``, or a module ``(logits, target) -> loss``.
         optimizer: ``adamw``, ``sgd``, or a function ``params -> optimizer``.
@@ -856,7 +861,12 @@ def fit(model, data: SegmentationDataset, epochs: int = 10, batch_size: int = 16
         **options: ``image_size``, ``weight_decay``, ``grad_clip``, ``warmup_steps``,
             ``max_minutes`` (a wall-clock budget), ``checkpoint_dir`` (best and last
             checkpoints), ``resume`` (a checkpoint or run folder to continue from),
-            ``progress`` (False to silence), ``num_workers``, ``augment_scale``, ``seed``.
+            ``progress`` (False to silence), ``num_workers`` (``"auto"``: the CPU count less one,
+            for streaming and the first decoding pass), ``augment`` (False: no random flips or
+            scaling), ``augment_scale``, ``seed``, ``cache`` (``"auto"``, ``"device"``, ``"ram"`` or
+            False: where the decoded splits live, see :mod:`segnb.data.cache`), ``eval_every``
+            (validate every n epochs, and after the last), ``compile`` (``torch.compile`` the model;
+            eager, with a warning, if it fails).
 
     Returns:
         The :class:`History` (``history.stopped`` says why it ended), or a handle with ``background=True``.
@@ -868,6 +878,8 @@ def fit(model, data: SegmentationDataset, epochs: int = 10, batch_size: int = 16
         model keeps the weights of the last completed step and the last checkpoint is intact.
     """
     model.trained_on = data.provenance()  # save_model records it; segnb eval defaults to it
+    if epochs is None and not options.get("max_minutes"):
+        epochs = 10
     trainer = Trainer(model, data, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
                       optimizer=optimizer, scheduler=scheduler, precision=precision, device=device,
                       callbacks=callbacks, **options)

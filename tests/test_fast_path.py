@@ -230,7 +230,7 @@ def test_eval_every_validates_every_nth_epoch_and_at_the_end(data):
 
 def test_a_budgeted_run_ends_with_the_learning_rate_at_its_final_value(data):
     lr = 1e-2
-    history = fit(_model(data), data, epochs=None, max_minutes=0.05, batch_size=4, lr=lr, progress=False)
+    history = fit(_model(data), data, max_minutes=0.05, batch_size=4, lr=lr, progress=False)  # no epochs
     assert history.limit == "time" and history.stopped.startswith("time budget of 0.05 min reached")
     final = 0.01 * lr  # the cosine schedule's end
     assert history.epochs and abs(history.epochs[-1]["lr"] - final) <= 0.05 * final
@@ -243,9 +243,13 @@ def test_with_epochs_and_a_budget_the_first_limit_ends_the_run(data):
     assert math.isclose(history.epochs[-1]["lr"], train_module.cosine_lr(3, 4, 1e-3, 0))  # 4 steps, no warm-up
 
 
-def test_neither_epochs_nor_a_budget_is_refused(data):
+def test_neither_epochs_nor_a_budget_is_refused_by_the_trainer_and_fit_trains_ten_epochs(data, monkeypatch):
     with pytest.raises(train_module.SegnbError, match="max_minutes"):
-        fit(_model(data), data, epochs=None, progress=False)
+        Trainer(_model(data), data, epochs=None, progress=False)
+    planned = {}
+    monkeypatch.setattr(Trainer, "run", lambda self: planned.setdefault("epochs", self.epochs))
+    fit(_model(data), data, progress=False)
+    assert planned["epochs"] == 10
 
 
 # ---------------------------------------------------------------- 6. compile
