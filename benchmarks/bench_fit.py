@@ -7,6 +7,8 @@
     # on a GPU: bf16 against fp32, peak memory, compile
     .venv/bin/python benchmarks/bench_fit.py --device cuda --model unet-r18 --size 352 480 \
         --images 367 --batch-size 32 --precision bf16 fp32
+    .venv/bin/python benchmarks/bench_fit.py --device cuda --model unet-r34 --size 512 512 \
+        --images 367 --batch-size 16 --precision bf16 fp32
 
 The built-in dataset is exported at 360x480 as JPEG images and PNG masks to a temporary folder
 (what a dataset on disk looks like). Both sides are timed from reading that folder to the end of
@@ -51,9 +53,9 @@ def make_model(name: str, num_classes: int, class_names) -> nn.Module:
         model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, num_classes, 1))
         model.num_classes = num_classes
         return model
-    if name == "unet-r18":
-        return build_model("unet", "resnet18", class_names=class_names, pretrained=False)
-    raise SystemExit(f"--model must be tiny or unet-r18, got {name!r}")
+    if name in ("unet-r18", "unet-r34"):
+        return build_model("unet", "resnet" + name[-2:], class_names=class_names, pretrained=False)
+    raise SystemExit(f"--model must be tiny, unet-r18 or unet-r34, got {name!r}")
 
 
 def read_split(folder: Path, size, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,7 +143,7 @@ def with_fit(root: Path, args, precision: str, num_classes: int, class_names) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tiny", choices=["tiny", "unet-r18"])
+    parser.add_argument("--model", default="tiny", choices=["tiny", "unet-r18", "unet-r34"])
     parser.add_argument("--images", type=int, default=200, help="training images (plus a quarter for validation)")
     parser.add_argument("--size", type=int, nargs=2, default=(96, 128), help="training size: height width")
     parser.add_argument("--epochs", type=int, default=5)
