@@ -559,16 +559,19 @@ class Trainer:
         saved_buffers = [b.detach().clone() for b in self._buffers]
         try:
             loss = self._forward_loss(images, masks)
-            bad = self._bad | ~torch.isfinite(loss.detach())  # on the device: no sync
+            optimizer.zero_grad(set_to_none=True)
+            self.accelerator.backward(self.scaler.scale(loss))
+            bad = ~torch.isfinite(loss.detach())  # on the device: no sync
+            if self.grad_clip:
+                self.scaler.unscale_(optimizer)
+                norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+                if not self.scaler.is_enabled():  # fp16: inf gradients are the GradScaler's to skip
+                    bad = bad | ~torch.isfinite(norm)  # also what another process's bad loss did to ours
             first = bad & ~self._bad  # this is the first bad step: remember its number and loss
             self._bad_step = torch.where(first, self._device_step, self._bad_step)
             self._bad_loss = torch.where(first, loss.detach().float(), self._bad_loss)
+            bad = bad | self._bad  # and it stays set: no later step changes anything either
             self._bad, self._device_step = bad, self._device_step + 1
-            optimizer.zero_grad(set_to_none=True)
-            self.accelerator.backward(self.scaler.scale(loss))
-            if self.grad_clip:
-                self.scaler.unscale_(optimizer)
-                self.accelerator.clip_grad_norm_(self.model.parameters(), self.grad_clip)
             if not self.skips_on_device:  # a custom optimizer, or fp16's GradScaler: the host reads the flag
                 self._check_flag()
         except BaseException:
@@ -680,7 +683,7 @@ class Trainer:
             saved = "No checkpoint was written yet (the first is written when an epoch ends)."
         else:
             saved = "No checkpoint was written (no checkpoint_dir)."
-        return (f"non-finite loss ({bad.value}) at step {bad.step} (epoch {bad.epoch + 1}); that step was not "
+        return (f"{bad.what} at step {bad.step} (epoch {bad.epoch + 1}); that step was not "
                 f"applied, and the model was put back to its weights {when}. {saved} "
                 "Try a lower lr, gradient clipping, or precision='fp32'.")
 
@@ -752,7 +755,9 @@ class Trainer:
 
 class _NonFiniteLoss(Exception):
     def __init__(self, value: float, step: int, epoch: int):
-        super().__init__(f"non-finite loss ({value}) at step {step}")
+        what = f"non-finite loss ({value})" if not math.isfinite(value) else f"non-finite gradients (loss {value:.4g})"
+        super().__init__(f"{what} at step {step}")
+        self.what = what
         self.value, self.step, self.epoch = value, step, epoch
 
 

@@ -291,3 +291,36 @@ print("workers", trainer.train_loader.num_workers, history.stopped)
     text = "".join(o.get("text", "") for o in nb.cells[0].outputs if o.get("output_type") == "stream")
     assert "workers 2 completed" in text
     assert not np.any([o.get("output_type") == "error" for o in nb.cells[0].outputs])
+
+
+class InfGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+
+class InfGradientAtCall(torch.nn.Module):
+    """A finite loss whose gradients are not (as another DDP process's NaN would make ours)."""
+
+    def __init__(self, call):
+        super().__init__()
+        self.call, self.calls = call, 0
+
+    def forward(self, logits, target):
+        self.calls += 1
+        if self.calls == self.call:
+            logits = InfGradient.apply(logits)
+        return torch.nn.functional.cross_entropy(logits.float(), target, ignore_index=255)
+
+
+def test_non_finite_gradients_under_a_finite_loss_are_never_applied(data):
+    model = _model(data)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    history = fit(model, data, epochs=1, batch_size=8, loss=InfGradientAtCall(1), progress=False)
+    assert history.stopped.startswith("non-finite gradients (loss ") and "at step 0 (epoch 1)" in history.stopped
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, start[key]), key
