@@ -411,6 +411,7 @@ class Trainer:
             self._prepare_data()  # the decoded cache's cold pass (memoised), or streaming loaders
             self.notify("on_data_ready")  # the progress output says which path was taken, and why
             self._steps_started = (time.monotonic(), self.step)  # the time budget's schedule counts from here
+            self._reset_flag()  # counts steps from here (a resumed run's too)
             epochs = range(self.start_epoch, self.epochs) if self.epochs else itertools.count(self.start_epoch)
             for epoch in epochs:
                 self.epoch = epoch
