@@ -165,14 +165,14 @@ def main() -> None:
         for precision in args.precision:
             hand, ours = [], []
             for round_ in range(args.rounds):
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats()
-                hand.append(preloaded_loop(root, args, precision, shapes.num_classes, shapes.class_names))
-                hand_memory = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats()
-                ours.append(with_fit(root, args, precision, shapes.num_classes, shapes.class_names))
-                fit_memory = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+                peak = {}
+                sides = [("loop", preloaded_loop, hand), ("fit", with_fit, ours)]
+                for name, run, results in sides if round_ % 2 == 0 else sides[::-1]:  # alternate the order
+                    if device.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats()
+                    results.append(run(root, args, precision, shapes.num_classes, shapes.class_names))
+                    peak[name] = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+                hand_memory, fit_memory = peak["loop"], peak["fit"]
                 memory = (f"; peak GPU memory: loop {hand_memory:.2f} GiB, fit {fit_memory:.2f} GiB"
                           if device.type == "cuda" else "")
                 print(f"{precision} round {round_ + 1}: preloaded loop {hand[-1]['images_per_s']:.1f} images/s "
