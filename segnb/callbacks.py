@@ -1,9 +1,10 @@
 """Callbacks: what happens around the training loop without living inside it.
 
-Eight named events, called in this order (``order`` sorts callbacks, low first):
+Nine named events, called in this order (``order`` sorts callbacks, low first):
 
 ==================  ===========================================================
 ``on_fit_start``    once, after the model, data and optimizer are ready
+``on_data_ready``   once, when the data path is set (``trainer.data_path`` says which, and why)
 ``on_epoch_start``  before each epoch's first step
 ``on_step_end``     after each optimizer step (``trainer.last_loss`` is a tensor:
                     call ``float()`` on it only when you need it)
@@ -36,7 +37,7 @@ __all__ = [
     "TensorBoardLogger",
 ]
 
-EVENTS = ("on_fit_start", "on_epoch_start", "on_step_end", "on_eval_end", "on_epoch_end",
+EVENTS = ("on_fit_start", "on_data_ready", "on_epoch_start", "on_step_end", "on_eval_end", "on_epoch_end",
           "on_checkpoint", "on_stop", "on_fit_end")
 
 
@@ -50,6 +51,7 @@ class Callback:
     order = 0
 
     def on_fit_start(self, trainer): ...
+    def on_data_ready(self, trainer): ...
     def on_epoch_start(self, trainer): ...
     def on_step_end(self, trainer): ...
     def on_eval_end(self, trainer): ...
@@ -71,7 +73,8 @@ class ProgressCallback(Callback):
     def _sync(self, trainer, loss: bool = False):
         s = self.state
         s.done, s.total = trainer.step - trainer.start_step, trainer.total_steps - trainer.start_step
-        s.epoch, s.epochs = trainer.epoch + 1, trainer.epochs
+        s.epoch = trainer.epoch + 1
+        s.epochs = trainer.epochs or -(-trainer.total_steps // max(1, trainer.steps_per_epoch))  # time budget: planned
         s.images, s.elapsed = trainer.images_seen, trainer.elapsed
         s.device, s.precision = str(trainer.device), trainer.precision
         if loss and trainer.last_loss is not None:
@@ -80,6 +83,11 @@ class ProgressCallback(Callback):
     def on_fit_start(self, trainer):
         self._sync(trainer)
         self.renderer.update(self.state, force=True)
+
+    def on_data_ready(self, trainer):
+        note = getattr(self.renderer, "note", None)
+        if note is not None:
+            note(f"data: {trainer.data_path}")
 
     def on_step_end(self, trainer):
         if hasattr(self.renderer, "due") and not self.renderer.due():

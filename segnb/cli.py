@@ -134,7 +134,8 @@ def _train(args, demo: bool = False) -> int:
           f"device {device}, {torch.get_num_threads()} threads", file=sys.stderr)
     out = Path(args.out)
     try:
-        history = fit(model, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
+        epochs = args.epochs if args.epochs is not None else (None if args.max_minutes else 10)
+        history = fit(model, data, epochs=epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
                       scheduler=args.scheduler,
                       device=device, precision=args.precision, image_size=args.image_size,
                       max_minutes=args.max_minutes, checkpoint_dir=out / "checkpoints", seed=args.seed or 0,
@@ -381,7 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--encoder", default="vgg-tiny")
         p.add_argument("--pretrained", default=False, type=lambda v: {"true": True, "false": False}.get(v.lower(), v),
                        help="false, true, auto, or a .safetensors path")
-        p.add_argument("--epochs", type=_positive_int, default=3 if demo else 10)
+        p.add_argument("--epochs", type=_positive_int, default=None,
+                       help="passes over the training data (default: 10; with --max-minutes alone, "
+                            "the time budget sets the schedule)")
         p.add_argument("--batch-size", type=_positive_int, default=16)
         p.add_argument("--lr", type=_positive_float, default=1e-2 if demo else 1e-3)
         p.add_argument("--loss", type=_loss, default="weighted_ce" if demo else "ce",

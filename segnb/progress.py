@@ -102,6 +102,11 @@ class ConsoleRenderer:
             self.stream.write(line + "\n")
         self.stream.flush()
 
+    def note(self, text: str) -> None:
+        """One line of its own, e.g. which path the data takes."""
+        self.stream.write(("\r\x1b[K" if self.tty else "") + text + "\n")
+        self.stream.flush()
+
     def close(self, state: ProgressState) -> None:
         self.update(state, force=True)
         if self.tty:

@@ -24,8 +24,10 @@ loop and :func:`lr_find`. Running the model to look at it (``predict``,
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -37,12 +39,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from segnb import infer
 from segnb.callbacks import Callback, CheckpointCallback, ProgressCallback, StopTraining
 from segnb.data.base import SegmentationDataset, SegTransform
+from segnb.data.cache import (
+    CACHE_CHOICES,
+    CachedBatches,
+    cached_split,
+    choose_cache,
+    estimate_bytes,
+)
 from segnb.errors import SegnbError
 from segnb.infer import Inference, normalisation, to_tensor
 from segnb.losses import class_weights, make_loss
@@ -61,16 +69,18 @@ class History:
     epochs: list[dict] = field(default_factory=list)
     steps: int = 0
     stopped: str = ""
+    limit: str = ""  # the limit that ended the run: "epochs" or "time" ("" when something else did)
 
     def last(self, key: str, default=None):
         return self.epochs[-1].get(key, default) if self.epochs else default
 
     def as_dict(self) -> dict:
-        return {"epochs": self.epochs, "steps": self.steps, "stopped": self.stopped}
+        return {"epochs": self.epochs, "steps": self.steps, "stopped": self.stopped, "limit": self.limit}
 
     @classmethod
     def from_dict(cls, data: dict) -> History:
-        return cls(list(data.get("epochs", [])), int(data.get("steps", 0)), data.get("stopped", ""))
+        return cls(list(data.get("epochs", [])), int(data.get("steps", 0)), data.get("stopped", ""),
+                   data.get("limit", ""))
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -111,6 +121,20 @@ SCHEDULES = {
 }
 
 
+def auto_workers() -> int:
+    """DataLoader workers: one per CPU core this process may use, less one for the training loop,
+    at most 8; none below 3 cores (a single worker only adds the cost of passing tensors over)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    workers = min(8, cores - 1)
+    return workers if workers >= 2 else 0
+
+
+SYNC_EVERY = 25  # the host reads the non-finite flag every this many steps (and at each epoch's end)
+
+
 def _accelerator(device: torch.device):
     """An ``accelerate.Accelerator`` for this device; precision stays ours (explicit autocast)."""
     from accelerate import Accelerator
@@ -138,23 +162,32 @@ class Trainer:
     is refused, and :class:`segnb.infer.Inference` looks at :meth:`snapshot` copies.
     """
 
-    def __init__(self, model, data: SegmentationDataset, epochs: int = 10, batch_size: int = 16,
+    def __init__(self, model, data: SegmentationDataset, epochs: int | None = 10, batch_size: int = 16,
                  lr: float = 1e-3, loss="ce", optimizer: str | Callable = "adamw", scheduler="cosine",
                  precision: str = "auto", device="auto", callbacks: Sequence[Callback] = (),
                  image_size=None, weight_decay: float = 1e-4, grad_clip: float | None = 1.0,
                  warmup_steps: int | None = None, max_minutes: float | None = None,
                  checkpoint_dir=None, resume=None, progress: bool | Callback = True,
-                 num_workers: int = 0, augment_scale: tuple[float, float] | None = None,
-                 class_weight_method: str = "inverse_sqrt", seed: int = 0, augment: bool = True):
-        if epochs < 1 or batch_size < 1 or lr <= 0:
-            raise SegnbError(f"epochs, batch_size and lr must be positive (got {epochs}, {batch_size}, {lr}).")
+                 num_workers: int | str = "auto", augment_scale: tuple[float, float] | None = None,
+                 class_weight_method: str = "inverse_sqrt", seed: int = 0, cache="auto",
+                 augment: bool = True, eval_every: int = 1, compile: bool = False):
+        if epochs is None and not max_minutes:
+            raise SegnbError("Give epochs=, max_minutes= (a time budget), or both.")
+        if (epochs is not None and epochs < 1) or batch_size < 1 or lr <= 0 or eval_every < 1:
+            raise SegnbError(f"epochs, batch_size, lr and eval_every must be positive (got {epochs}, {batch_size}, "
+                             f"{lr}, {eval_every}).")
+        if max_minutes is not None and not max_minutes > 0:
+            raise SegnbError(f"max_minutes must be a positive number of minutes, got {max_minutes!r}.")
+        if cache not in CACHE_CHOICES:
+            raise SegnbError(f"cache must be one of {CACHE_CHOICES}, got {cache!r}.")
         # Refuse a second run on this model while one trains it (active from the end of __init__).
         self.active, self.thread, self._claimed = False, None, model
         infer.claim(model, self)
         self.data, self.epochs, self.batch_size, self.lr = data, epochs, batch_size, lr
         self.image_size, self.seed, self.max_minutes = image_size, seed, max_minutes
-        self.grad_clip, self.num_workers, self.augment_scale = grad_clip, num_workers, augment_scale
-        self.augment = augment  # False: no random flip or rescale of training images (an ablation)
+        self.num_workers = auto_workers() if num_workers == "auto" else int(num_workers)
+        self.grad_clip, self.augment_scale, self.augment = grad_clip, augment_scale, augment
+        self.eval_every, self.warmup_steps = eval_every, warmup_steps
         self.class_names = list(data.class_names)
         n_model = getattr(model, "num_classes", None)
         if n_model is not None and n_model != data.num_classes:
@@ -180,25 +213,45 @@ class Trainer:
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         params = [p for p in self.model.parameters() if p.requires_grad]
+        # Fused AdamW/SGD take a device-side "skip this update" flag (found_inf): no host sync per step.
+        fused = all(p.is_floating_point() and p.device.type in ("cuda", "cpu") for p in params)
         if callable(optimizer) and not isinstance(optimizer, str):
             self.optimizer = optimizer(params)
         elif optimizer == "adamw":
-            self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+            self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
         elif optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+            self.optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay,
+                                             fused=fused or None)
         else:
             raise SegnbError(f"optimizer must be 'adamw', 'sgd' or a function params -> optimizer, got {optimizer!r}.")
         self.optimizer_name = optimizer if isinstance(optimizer, str) else getattr(optimizer, "__name__", "custom")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        # The update is skipped on the device flag when the optimizer can (fused); otherwise the
+        # host reads the flag every step (a custom optimizer, or fp16 with its GradScaler).
+        self.skips_on_device = (getattr(self.optimizer, "_step_supports_amp_scaling", False)
+                                and not self.scaler.is_enabled())
 
-        self.train_loader = self._loader(data.train_split, train=True)
-        self.eval_loader = self._eval_loader(data.eval_split)
-        self.model, self.optimizer, self.train_loader = self.accelerator.prepare(
-            self.model, self.optimizer, self.train_loader)
+        # How data reaches the model: a decoded cache (on the GPU or in RAM), or streaming workers.
+        self.cache, self.data_path = self._choose_data_path(cache)
+        self.train_loader = self.eval_loader = None
+        if not self.cache:
+            self._stream_loaders()
+            self.model, self.optimizer, self.train_loader = self.accelerator.prepare(
+                self.model, self.optimizer, self.train_loader)
+            self.steps_per_epoch = len(self.train_loader)
+        else:  # decoded in run(), so that a bad file is a failure of the run; batches never go through prepare
+            self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+            world = self.accelerator.num_processes
+            share = -(-len(data[data.train_split]) // world)
+            self.steps_per_epoch = -(-share // batch_size)
+        self.forward_model = self.model
+        self.compile = compile
+        if compile:
+            self.forward_model = torch.compile(self.model)
         self._buffers = list(self.model.buffers())  # batch-norm statistics: restored when a step fails
-        self.steps_per_epoch = len(self.train_loader)
-        self.total_steps = epochs * self.steps_per_epoch
-        self.warmup = warmup_steps if warmup_steps is not None else min(100, self.total_steps // 10)
+        self._deadline = self._steps_started = None
+        self.total_steps = self._planned_steps()
+        self.warmup = self._warmup()
 
         self.history = History()
         self.epoch = self.step = self.start_step = self.start_epoch = 0
@@ -208,6 +261,7 @@ class Trainer:
         self._stop_event = threading.Event()
         self._step_lock = threading.RLock()  # held during a step: snapshots are taken between steps
         self._snapshot: tuple[int, nn.Module] | None = None
+        self._reset_flag()
         self.checkpoint_dir = checkpoint_dir
         self.callbacks: list[Callback] = list(callbacks)
         if progress is True and self.is_main_process:
@@ -223,9 +277,51 @@ class Trainer:
         self.active = True
 
     # ------------------------------------------------------------------ data
+    def _choose_data_path(self, cache) -> tuple[str | bool, str]:
+        """Where the decoded splits live ("device", "ram") or False (streaming), and why, in one line."""
+        if cache is False:
+            return choose_cache(0, self.device, False)
+        data = self.data
+        nbytes = sum(estimate_bytes(data[name], self.image_size, data.num_classes)
+                     for name in {data.train_split, data.eval_split} if len(data[name]))
+        return choose_cache(nbytes, self.device, cache)
+
+    def _prepare_data(self) -> None:
+        """The cold pass, once: decode, check and resize both splits (memoised on the dataset);
+        then batches come from :class:`CachedBatches`. Images of different sizes without an
+        ``image_size`` cannot be stacked: then the files stream through workers, and the line says so."""
+        if self.train_loader is not None:
+            return
+        data, size = self.data, self.image_size
+        try:
+            train, val = (cached_split(data[name], size, data.ignore_index, data.num_classes, self.num_workers)
+                          for name in (data.train_split, data.eval_split))
+        except SegnbError as err:
+            if "different sizes" not in str(err):
+                raise
+            self.cache = False
+            self.data_path = ("the images have different sizes and no image_size was given, so they cannot be "
+                              "cached: files are decoded every epoch (DataLoader); pass image_size=(h, w) to cache")
+            self._stream_loaders()
+            self.train_loader = self.accelerator.prepare(self.train_loader)
+            return
+        if self.cache == "device":
+            train, val = train.to(self.device), val.to(self.device)
+        mean, std = normalisation(self.unwrapped)
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        common = dict(mean=mean, std=std, seed=self.seed, rank=rank, world=world,
+                      channels_last=self.device.type == "cuda")
+        self.train_loader = CachedBatches(train, self.batch_size, self.device, shuffle=True, augment=self.augment,
+                                          scale=self.augment_scale, **common)
+        self.eval_loader = CachedBatches(val, self.batch_size, self.device, pad=False, **common)
+
+    def _stream_loaders(self) -> None:
+        self.train_loader = self._loader(self.data.train_split, train=True)
+        self.eval_loader = self._eval_loader(self.data.eval_split)
+
     def _transform(self, train: bool) -> SegTransform:
         mean, std = normalisation(self.unwrapped)
-        train = train and self.augment
+        train = train and self.augment  # augment=False: the training images as they are, shuffled
         return SegTransform(size=self.image_size, train=train, ignore_index=self.data.ignore_index,
                             scale=self.augment_scale if train else None, mean=mean, std=std)
 
@@ -294,7 +390,7 @@ class Trainer:
         self.history = History.from_dict(meta["history"])
         self.start_epoch = self.epoch = int(meta["epoch"])
         self.start_step = self.step = int(meta["step"])
-        if self.start_epoch >= self.epochs:
+        if self.epochs is not None and self.start_epoch >= self.epochs:
             warnings.warn(f"The checkpoint is at epoch {self.start_epoch} of {self.epochs}: nothing left to train.",
                           stacklevel=3)
 
@@ -312,20 +408,30 @@ class Trainer:
             self._keep_good_weights()  # what a non-finite loss goes back to
             self._check_first_batch()
             self.notify("on_fit_start")
-            for epoch in range(self.start_epoch, self.epochs):
+            self._prepare_data()  # the decoded cache's cold pass (memoised), or streaming loaders
+            self.notify("on_data_ready")  # the progress output says which path was taken, and why
+            self._steps_started = (time.monotonic(), self.step)  # the time budget's schedule counts from here
+            self._reset_flag()  # counts steps from here (a resumed run's too)
+            epochs = range(self.start_epoch, self.epochs) if self.epochs else itertools.count(self.start_epoch)
+            for epoch in epochs:
                 self.epoch = epoch
                 self.notify("on_epoch_start")
                 epoch_start, images_before = time.monotonic(), self.images_seen
                 train_loss = self._train_epoch(start)
-                if self._stop_event.is_set():
+                out_of_time = self.history.limit == "time"
+                if self._stop_event.is_set() and not out_of_time:
                     break
                 self._sync_buffers()
-                self.scores, val_loss = self._evaluate()
-                self.notify("on_eval_end")
+                last = out_of_time or epoch + 1 == self.epochs
+                if (epoch + 1) % self.eval_every == 0 or last:  # validation every eval_every epochs, and at the end
+                    self.scores, val_loss = self._evaluate()
+                    self.notify("on_eval_end")
+                    figures = {"val_loss": val_loss, **self._epoch_scores()}
+                else:
+                    figures = {"val_loss": None, "miou": None}
                 seconds = time.monotonic() - epoch_start
                 self.history.epochs.append({
-                    "epoch": epoch + 1, "step": self.step, "train_loss": train_loss, "val_loss": val_loss,
-                    **self._epoch_scores(),
+                    "epoch": epoch + 1, "step": self.step, "train_loss": train_loss, **figures,
                     "lr": self.optimizer.param_groups[0]["lr"],
                     "images_per_s": (self.images_seen - images_before) / max(seconds, 1e-9), "seconds": seconds,
                 })
@@ -334,6 +440,8 @@ class Trainer:
                 self.notify("on_epoch_end")
                 if self._stop_event.is_set():
                     break
+            else:
+                self.history.limit = "epochs"
         except StopTraining as stop:
             self.request_stop(str(stop) or "stopped by a callback")
         except _NonFiniteLoss as bad:
@@ -379,16 +487,20 @@ class Trainer:
         infer.release(self._claimed, self)
 
     def _train_epoch(self, run_start: float) -> float:
-        """One pass over the training data; returns the mean training loss."""
+        """One pass over the training data; returns the mean training loss.
+
+        Nothing here waits for the GPU: the loss stays a tensor, and the host reads the
+        non-finite flag only every ``SYNC_EVERY`` steps and at the end (:meth:`_check_flag`)."""
         model, accelerator = self.model, self.accelerator
         model.train()
         if hasattr(self.train_loader, "set_epoch"):
-            self.train_loader.set_epoch(self.epoch)
-        if hasattr(self.train_loader, "generator") and self.train_loader.generator is not None:
-            self.train_loader.generator.manual_seed(self.seed + self.epoch)  # same order after resume
+            self.train_loader.set_epoch(self.epoch)  # the same order for the same epoch, also after a resume
+        if isinstance(getattr(self.train_loader, "generator", None), torch.Generator):
+            self.train_loader.generator.manual_seed(self.seed + self.epoch)
         loss_sum, count = torch.zeros((), device=self.device), 0
         for images, masks in self.train_loader:
-            lr = self.schedule(self.step, self.total_steps, self.lr, self.warmup)
+            self.total_steps = self._planned_steps()  # from the epochs, the time left, or both
+            lr = self.schedule(self.step, self.total_steps, self.lr, self._warmup())
             try:
                 with self._step_lock:  # inspection copies the weights between two steps, never during one
                     loss = self.train_step(images, masks, lr)
@@ -400,20 +512,45 @@ class Trainer:
             count += len(images)
             self.last_loss = loss
             self.elapsed = time.monotonic() - run_start
+            if self.step % SYNC_EVERY == 0:
+                self._check_flag()
             self.notify("on_step_end")
             if self._deadline and time.monotonic() > self._deadline:
+                self.history.limit = "time"
                 self.request_stop(f"time budget of {self.max_minutes:g} min reached at step {self.step}")
             if self._stop_event.is_set():
                 break
+        self._check_flag()
         total = accelerator.reduce(torch.stack([loss_sum, torch.tensor(float(count), device=self.device)]), "sum")
         return float(total[0] / total[1].clamp(min=1))
 
-    def train_step(self, images: torch.Tensor, masks: torch.Tensor, lr: float) -> torch.Tensor:
-        """One step: learning rate, forward under autocast, loss, non-finite guard, backward, clip, update.
+    def _planned_steps(self) -> int:
+        """How many steps the run will take: from ``epochs``; with a time budget, from the steps done
+        so far and the time left (the fewer of the two), so the schedule ends when the time runs out."""
+        by_epochs = self.epochs * self.steps_per_epoch if self.epochs else None
+        if not self._deadline or not self._steps_started:
+            return by_epochs or 10 * self.steps_per_epoch  # a time budget's first guess, before any step
+        began, first_step = self._steps_started
+        now, done = time.monotonic(), self.step - first_step
+        if done == 0 or now <= began:
+            return by_epochs or 10 * self.steps_per_epoch
+        # Whole steps that still fit in the time left: none in the last one, so it runs at the final lr.
+        by_time = self.step + math.floor(done / (now - began) * max(0.0, self._deadline - now))
+        return max(self.step, min(by_epochs, by_time) if by_epochs else by_time)
 
-        ``fit()`` and :func:`lr_find` both use it. When anything goes wrong before the update (a
-        non-finite loss, a bad mask, out of memory) nothing changes: the gradients are dropped and the
-        batch-norm statistics the forward pass moved are put back. Returns the loss (a tensor).
+    def _warmup(self) -> int:
+        return self.warmup_steps if self.warmup_steps is not None else min(100, self.total_steps // 10)
+
+    def train_step(self, images: torch.Tensor, masks: torch.Tensor, lr: float) -> torch.Tensor:
+        """One step: learning rate, forward under autocast, loss, backward, clip, update.
+
+        ``fit()`` and :func:`lr_find` both use it. It never waits for the GPU. A non-finite loss
+        sets a flag on the device (``self._bad``), which stays set: from then on no step changes
+        anything. The optimizer skips its update on it (fused AdamW/SGD read it as ``found_inf``,
+        as under a GradScaler), and the batch-norm statistics the forward pass moved are put back
+        with ``torch.where``. The host reads the flag every few steps (:meth:`_check_flag`) and
+        stops, naming the first bad step. An error (a bad mask, out of memory) changes nothing
+        either. Returns the loss (a tensor).
         """
         optimizer = self.optimizer
         for group in optimizer.param_groups:
@@ -421,20 +558,55 @@ class Trainer:
         saved_buffers = [b.detach().clone() for b in self._buffers]
         try:
             loss = self._forward_loss(images, masks)
-            if not torch.isfinite(loss):  # one sync per step: the price of never applying a NaN
-                raise _NonFiniteLoss(float(loss.detach()), self.step, self.epoch)
             optimizer.zero_grad(set_to_none=True)
             self.accelerator.backward(self.scaler.scale(loss))
+            bad = ~torch.isfinite(loss.detach())  # on the device: no sync
             if self.grad_clip:
                 self.scaler.unscale_(optimizer)
-                self.accelerator.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+                norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+                if not self.scaler.is_enabled():  # fp16: inf gradients are the GradScaler's to skip
+                    bad = bad | ~torch.isfinite(norm)  # also what another process's bad loss did to ours
+            first = bad & ~self._bad  # this is the first bad step: remember its number and loss
+            self._bad_step = torch.where(first, self._device_step, self._bad_step)
+            self._bad_loss = torch.where(first, loss.detach().float(), self._bad_loss)
+            bad = bad | self._bad  # and it stays set: no later step changes anything either
+            self._bad, self._device_step = bad, self._device_step + 1
+            if not self.skips_on_device:  # a custom optimizer, or fp16's GradScaler: the host reads the flag
+                self._check_flag()
         except BaseException:
             optimizer.zero_grad(set_to_none=True)
             self._restore_buffers(saved_buffers)
             raise
-        self.scaler.step(optimizer)
-        self.scaler.update()
+        if self.skips_on_device:  # fused AdamW/SGD: the update (and its step count) is skipped on the flag
+            inner = getattr(optimizer, "optimizer", optimizer)  # under accelerate's wrapper: torch's own
+            inner.grad_scale, inner.found_inf = None, bad.float()
+            try:
+                optimizer.step()
+            finally:
+                del inner.grad_scale, inner.found_inf
+        else:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        with torch.no_grad():  # a bad step leaves batch norm as it was
+            for buffer, old in zip(self._buffers, saved_buffers, strict=True):
+                buffer.copy_(torch.where(bad, old, buffer))
         return loss.detach()
+
+    def _reset_flag(self) -> None:
+        """The device-side record of the first non-finite loss (none yet)."""
+        self._bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        self._bad_step = torch.zeros((), dtype=torch.long, device=self.device)
+        self._bad_loss = torch.zeros((), device=self.device)
+        self._device_step = torch.full((), self.step, dtype=torch.long, device=self.device)
+
+    def _check_flag(self) -> None:
+        """The host reads the non-finite flag (one sync): after a bad step, training stops there.
+        The skipped steps after it did not happen: the step count goes back to the bad step's."""
+        if bool(self._bad):
+            value, step = float(self._bad_loss), int(self._bad_step)
+            self.images_seen -= (self.step - step) * self.batch_size * self.accelerator.num_processes
+            self.step = step
+            raise _NonFiniteLoss(value, step, self.epoch)
 
     def _forward_loss(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """The loss of one batch, the forward pass under the training autocast."""
@@ -442,7 +614,25 @@ class Trainer:
             images = images.to(memory_format=torch.channels_last)
         dtype = infer.AUTOCAST_DTYPES[self.precision]
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            return self._step_loss(self.model, images, masks)
+            # The compiled model when compile=True worked (semantic models only), else the model itself.
+            model = self._run_model if self.forward_model is not self.model else self.model
+            return self._step_loss(model, images, masks)
+
+    def _run_model(self, images: torch.Tensor) -> torch.Tensor:
+        """The model, compiled when ``compile=True``; a compilation that fails falls back to eager, once."""
+        if self.forward_model is self.model:
+            return self.model(images)
+        try:
+            return self.forward_model(images)
+        except Exception as error:  # torch.compile raises at the first call, before anything runs
+            if getattr(self, "_compiled_once", False):
+                raise
+            warnings.warn(f"compile=True: torch.compile failed ({type(error).__name__}: {str(error)[:200]}); "
+                          "training runs eagerly.", stacklevel=2)
+            self.forward_model, self.compile = self.model, False
+            return self.model(images)
+        finally:
+            self._compiled_once = True
 
     @torch.no_grad()
     def _restore_buffers(self, saved: list[torch.Tensor]) -> None:
@@ -493,7 +683,7 @@ class Trainer:
             saved = "No checkpoint was written yet (the first is written when an epoch ends)."
         else:
             saved = "No checkpoint was written (no checkpoint_dir)."
-        return (f"non-finite loss ({bad.value}) at step {bad.step} (epoch {bad.epoch + 1}); that step was not "
+        return (f"{bad.what} at step {bad.step} (epoch {bad.epoch + 1}); that step was not "
                 f"applied, and the model was put back to its weights {when}. {saved} "
                 "Try a lower lr, gradient clipping, or precision='fp32'.")
 
@@ -529,18 +719,20 @@ class Trainer:
                     buffer.copy_(self.accelerator.reduce(buffer.clone(), "sum") // self.accelerator.num_processes)
 
     def _evaluate(self) -> tuple[Scores, float]:
-        """Validation: scores and loss on the evaluation split, run as inference at the training precision."""
+        """Validation: scores and loss on the evaluation split (the cached one when cached), run as
+        inference under the training autocast. The loss is the training loss function (weighted CE,
+        Dice, ...), averaged over the images, so the two loss curves are comparable."""
         meter = ConfusionMeter(self.data.num_classes, self.data.ignore_index)
-        loss_sum = torch.zeros(2, device=self.device, dtype=torch.float64)  # (loss * pixels, pixels)
+        loss_sum = torch.zeros(2, device=self.device, dtype=torch.float64)  # (loss * images, images)
         with Inference(self.unwrapped, precision=self.precision) as run:
             for images, masks in self.eval_loader:
                 logits = run(images)
                 with torch.inference_mode(False):  # metric buffers stay ordinary tensors
                     masks = masks.to(run.device)
-                    valid = (masks != self.data.ignore_index).sum()
-                    if valid > 0:
-                        ce = F.cross_entropy(logits, masks, ignore_index=self.data.ignore_index, reduction="sum")
-                        loss_sum += torch.stack([ce.double(), valid.double()])
+                    loss = self.loss_fn(logits, masks).double()
+                    counted = (masks != self.data.ignore_index).any()  # an all-void batch has no loss
+                    weight = counted.double() * len(masks)  # on the device: no sync
+                    loss_sum += torch.stack([torch.where(counted, loss, 0.0) * weight, weight])
                     meter.update(logits, masks)
         confusion = meter.confusion if meter.confusion is not None else torch.zeros(
             self.data.num_classes, self.data.num_classes, dtype=torch.long, device=self.device)
@@ -572,7 +764,9 @@ class Trainer:
 
 class _NonFiniteLoss(Exception):
     def __init__(self, value: float, step: int, epoch: int):
-        super().__init__(f"non-finite loss ({value}) at step {step}")
+        what = f"non-finite loss ({value})" if not math.isfinite(value) else f"non-finite gradients (loss {value:.4g})"
+        super().__init__(f"{what} at step {step}")
+        self.what = what
         self.value, self.step, self.epoch = value, step, epoch
 
 
@@ -659,12 +853,16 @@ class TrainingHandle:
         return self.history
 
 
-def fit(model, data: SegmentationDataset, epochs: int = 10, batch_size: int = 16, lr: float = 1e-3,
+def fit(model, data: SegmentationDataset, epochs: int | None = None, batch_size: int = 16, lr: float = 1e-3,
         loss="ce", optimizer="adamw", scheduler="cosine", precision: str = "auto", device="auto",
         callbacks: Sequence[Callback] = (), background: bool = False, **options) -> History | TrainingHandle:
     """Train ``model`` on ``data``'s training split, validating on its validation split every epoch.
 
     Args:
+        epochs: passes over the training data; 10 when neither it nor ``max_minutes`` is given.
+            With ``max_minutes`` alone, training runs until the budget is spent and the schedule
+            (warm-up, cosine decay) is laid over that time; with both, the first limit reached sets
+            it. ``history.limit`` says which ended the run.
         loss: ``ce``, ``weighted_ce`` (class weights from the dataset's pixel frequencies),
             ``dice``, ``focal``, ``lovasz``, ``ce+dice``, or a module ``(logits, target) -> loss``.
         optimizer: ``adamw``, ``sgd``, or a function ``params -> optimizer``.
@@ -677,8 +875,12 @@ def fit(model, data: SegmentationDataset, epochs: int = 10, batch_size: int = 16
         **options: ``image_size``, ``weight_decay``, ``grad_clip``, ``warmup_steps``,
             ``max_minutes`` (a wall-clock budget), ``checkpoint_dir`` (best and last
             checkpoints), ``resume`` (a checkpoint or run folder to continue from),
-            ``progress`` (False to silence), ``num_workers``, ``augment_scale``, ``seed``,
-            ``augment`` (False: no random flip or rescale of the training images).
+            ``progress`` (False to silence), ``num_workers`` (``"auto"``: the CPU count less one,
+            for streaming and the first decoding pass), ``augment`` (False: no random flips or
+            scaling), ``augment_scale``, ``seed``, ``cache`` (``"auto"``, ``"device"``, ``"ram"`` or
+            False: where the decoded splits live, see :mod:`segnb.data.cache`), ``eval_every``
+            (validate every n epochs, and after the last), ``compile`` (``torch.compile`` the model;
+            eager, with a warning, if it fails).
 
     Returns:
         The :class:`History` (``history.stopped`` says why it ended), or a handle with ``background=True``.
@@ -690,6 +892,8 @@ def fit(model, data: SegmentationDataset, epochs: int = 10, batch_size: int = 16
         model keeps the weights of the last completed step and the last checkpoint is intact.
     """
     model.trained_on = data.provenance()  # save_model records it; segnb eval defaults to it
+    if epochs is None and not options.get("max_minutes"):
+        epochs = 10
     trainer_class = getattr(model, "trainer_class", Trainer)  # Mask R-CNN brings its own (segnb.instances)
     trainer = trainer_class(model, data, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
                             optimizer=optimizer, scheduler=scheduler, precision=precision, device=device,
@@ -839,6 +1043,7 @@ def lr_find(model, data: SegmentationDataset, start_lr: float = 1e-6, end_lr: fl
     factor = (end_lr / start_lr) ** (1 / max(1, steps - 1))
     lrs, losses, smooth, best = [], [], 0.0, math.inf
     try:
+        trainer._prepare_data()
         trainer.model.train()
         batches = iter(trainer.train_loader)
         for i in range(steps):
@@ -850,6 +1055,7 @@ def lr_find(model, data: SegmentationDataset, start_lr: float = 1e-6, end_lr: fl
             lr = start_lr * factor**i
             try:
                 value = float(trainer.train_step(images, masks, lr))
+                trainer._check_flag()
             except _NonFiniteLoss:
                 break  # not applied, not recorded
             smooth = 0.8 * smooth + 0.2 * value if i else value

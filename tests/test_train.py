@@ -60,8 +60,8 @@ def test_fit_learns_and_records_plain_floats(tiny_data):
 def test_events_fire_in_the_documented_order(tiny_data):
     recorder = Recorder()
     fit(_model(tiny_data), tiny_data, epochs=2, batch_size=12, callbacks=[recorder], progress=False)
-    expected = (["on_fit_start"] + (["on_epoch_start"] + ["on_step_end"] * 2 + ["on_eval_end", "on_epoch_end"]) * 2
-                + ["on_fit_end"])
+    epoch = ["on_epoch_start"] + ["on_step_end"] * 2 + ["on_eval_end", "on_epoch_end"]
+    expected = ["on_fit_start", "on_data_ready"] + epoch * 2 + ["on_fit_end"]
     assert recorder.events == expected
 
 
@@ -116,7 +116,8 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
         def on_step_end(self, trainer):
             snapshots[trainer.step] = {k: v.clone() for k, v in trainer.unwrapped.state_dict().items()}
 
-    history = fit(model, tiny_data, epochs=3, batch_size=8, loss=NaNAtStep(5), callbacks=[Snapshot()],
+    # The 6th call: steps 0-2 of epoch 1, its validation (the training loss function), then steps 3 and 4.
+    history = fit(model, tiny_data, epochs=3, batch_size=8, loss=NaNAtStep(6), callbacks=[Snapshot()],
                   checkpoint_dir=tmp_path, progress=False)
     assert history.stopped.startswith("non-finite loss (nan) at step 4 (epoch 2)")
     assert f"Last good checkpoint: {tmp_path / 'last'} (epoch 1)" in history.stopped

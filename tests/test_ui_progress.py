@@ -13,7 +13,9 @@ def test_notebook_progress_draws_once_then_updates_in_place():
     with mock.patch("segnb.ui.progress.display", return_value=handle) as display:
         history = fit(model, data, epochs=2, batch_size=8, progress=NotebookProgress(interval=0))
     assert history.stopped == "completed"
-    assert display.call_count == 1  # one output, updated in place
+    assert display.call_count == 2  # the bar, updated in place, and one line on the data's path
+    note = display.call_args_list[1].args[0].data
+    assert "segnb-progress-note" in note and "data: the decoded split" in note
     assert handle.update.call_count >= 6
     last_html = handle.update.call_args.args[0].data
     assert "epoch 2/2" in last_html and "img/s" in last_html and "<progress" in last_html

@@ -196,22 +196,24 @@ class CachedBatches:
     normalised on ``device``. Iterating gives ``(images (B, 3, H, W) float, masks (B, H, W) int64)``.
 
     Several processes (DDP) each take every ``world``-th index of the shuffled order, so
-    each rank sees its own share and the same number of batches.
+    each rank sees its own share and the same number of batches. With ``pad=False`` (validation)
+    no index is repeated to even the shares out: every image is seen exactly once, over all ranks.
     """
 
     def __init__(self, decoded: DecodedSplit, batch_size: int, device, *, shuffle: bool = False,
                  augment: bool = False, hflip: bool = True, scale: tuple[float, float] | None = None,
                  mean: Sequence[float], std: Sequence[float], seed: int = 0, rank: int = 0,
-                 world: int = 1, channels_last: bool = False):
+                 world: int = 1, channels_last: bool = False, pad: bool = True):
         self.decoded, self.batch_size, self.device = decoded, batch_size, torch.device(device)
         self.shuffle, self.augment, self.hflip, self.scale = shuffle, augment, hflip, scale
         self.mean, self.std, self.seed, self.rank, self.world = mean, std, seed, rank, world
-        self.channels_last = channels_last
+        self.channels_last, self.pad = channels_last, pad
         self.epoch = 0
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
 
     def __len__(self) -> int:
-        share = -(-len(self.decoded) // self.world)
+        n = len(self.decoded)
+        share = -(-n // self.world) if self.pad else len(range(self.rank, n, self.world))
         return -(-share // self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
@@ -225,8 +227,10 @@ class CachedBatches:
             order = torch.randperm(n, generator=self.generator)
         else:
             order = torch.arange(n)
-        if self.world > 1:  # pad so every rank has the same count, then stride
-            order = torch.cat([order, order[: (-n) % self.world]])[self.rank :: self.world]
+        if self.world > 1:  # pad so every rank has the same count (unless pad=False), then stride
+            if self.pad:
+                order = torch.cat([order, order[: (-n) % self.world]])
+            order = order[self.rank :: self.world]
         return order
 
     def __iter__(self):

@@ -36,6 +36,11 @@ class InstanceTrainer(Trainer):
         self._thing_ids = list(getattr(model, "thing_ids", range(data.num_classes)))
         self._term_sums: dict[str, torch.Tensor] = {}
         self._term_count = 0
+        # Per-object targets need their own batches (segnb.instances.targets): no decoded cache.
+        if kwargs.get("cache", "auto") not in ("auto", False):
+            raise SegnbError("Mask R-CNN trains from its own per-object batches: use cache=False (or 'auto').")
+        kwargs["cache"] = False
+        kwargs.setdefault("num_workers", 0)
         super().__init__(model, data, *args, **kwargs)
         for callback in self.callbacks:
             if isinstance(callback, CheckpointCallback) and callback.monitor == "miou":

@@ -6,6 +6,7 @@ only draws, throttled, and keeps drawing while the kernel is busy in ``fit()``.
 
 from __future__ import annotations
 
+import html
 import time
 
 from IPython.display import HTML, display
@@ -47,11 +48,15 @@ class NotebookRenderer(ThrottledRenderer):
         self._handle = None
 
     def draw(self, state: ProgressState) -> None:
-        html = HTML(format_progress_html(state))
+        bar = HTML(format_progress_html(state))
         if self._handle is None:
-            self._handle = display(html, display_id=True)
+            self._handle = display(bar, display_id=True)
         else:
-            self._handle.update(html)
+            self._handle.update(bar)
+
+    def note(self, text: str) -> None:
+        """One line under the bar, e.g. which path the data takes and why."""
+        display(HTML(f'<div class="segnb-progress-note">{html.escape(text)}</div>'))
 
 
 def NotebookProgress(interval: float = 0.5) -> ProgressCallback:  # noqa: N802 - reads as a class

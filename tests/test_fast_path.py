@@ -1,0 +1,326 @@
+"""Issue 13 in fit(): the decoded cache, augmentation on the device, a step without host syncs,
+validation with the training loss, a time budget that drives the schedule, compile with a fallback."""
+
+import math
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+from nbclient import NotebookClient
+from PIL import Image
+
+import segnb.train as train_module
+from segnb.callbacks import Callback
+from segnb.data import load_dataset, load_shapes
+from segnb.data.cache import STATS, CachedBatches
+from segnb.data.export import export_folder
+from segnb.models import build_model
+from segnb.train import Trainer, fit
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_shapes(n=40, size=32, seed=3)
+
+
+def _model(data, arch="fcn32s", seed=0):
+    torch.manual_seed(seed)
+    return build_model(arch, "vgg-tiny", class_names=data.class_names)
+
+
+class Lines:
+    """A progress renderer that keeps what it would print."""
+
+    def __init__(self):
+        self.notes = []
+
+    def update(self, state, force=False): ...
+    def close(self, state): ...
+
+    def note(self, text):
+        self.notes.append(text)
+
+
+def _progress():
+    from segnb.callbacks import ProgressCallback
+
+    renderer = Lines()
+    return ProgressCallback(renderer), renderer
+
+
+# ---------------------------------------------------------------- 1. which path the data takes
+
+
+def test_a_cached_run_takes_batches_from_the_cache_and_says_why(data):
+    progress, lines = _progress()
+    seen = {}
+
+    class Watch(Callback):
+        def on_step_end(self, trainer):
+            seen["loader"] = trainer.train_loader
+
+    before = dict(STATS)
+    fit(_model(data), data, epochs=1, batch_size=8, progress=progress, callbacks=[Watch()])
+    assert isinstance(seen["loader"], CachedBatches) and seen["loader"].decoded.images.dtype == torch.uint8
+    assert len(lines.notes) == 1 and "kept in RAM" in lines.notes[0] and lines.notes[0].startswith("data: ")
+    fit(_model(data), data, epochs=1, batch_size=8, progress=False)  # the second fit reuses the cold pass
+    assert STATS["hits"] >= before["hits"] + 2
+
+
+def test_cache_false_streams_through_a_dataloader_and_says_so(data):
+    progress, lines = _progress()
+    trainer = Trainer(_model(data), data, epochs=1, batch_size=8, cache=False, num_workers=0, progress=progress)
+    history = trainer.run()
+    assert history.stopped == "completed" and isinstance(trainer.train_loader, torch.utils.data.DataLoader)
+    assert "cache=False" in lines.notes[0]
+
+
+def test_num_workers_auto_comes_from_the_cpu_count(data, monkeypatch):
+    monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda pid: set(range(5)))
+    assert train_module.auto_workers() == 4
+    monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda pid: set(range(32)))
+    assert train_module.auto_workers() == 8
+    monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert train_module.auto_workers() == 0
+    trainer = Trainer(_model(data), data, epochs=1, cache=False, progress=False)
+    assert trainer.train_loader.num_workers == 0
+    trainer.close()
+
+
+def test_images_of_different_sizes_without_image_size_stream_and_say_why(tmp_path):
+    root = export_folder(load_shapes(n=12, size=32, seed=0), tmp_path / "mixed")
+    for folder, suffix, resample in (("images", "jpg", Image.BILINEAR), ("masks", "png", Image.NEAREST)):
+        path = sorted((root / "train" / folder).glob(f"*.{suffix}"))[0]
+        Image.open(path).resize((40, 36), resample).save(path)
+    mixed = load_dataset(str(root))
+    progress, lines = _progress()
+    history = fit(_model(mixed), mixed, epochs=1, batch_size=1, progress=progress)
+    assert history.stopped == "completed"
+    assert "different sizes" in lines.notes[0] and "image_size" in lines.notes[0]
+
+
+def test_the_cache_follows_the_datasets_ignore_index_and_classes(data):
+    trainer = Trainer(_model(data), data, epochs=1, batch_size=8, progress=False)
+    trainer._prepare_data()
+    decoded = trainer.train_loader.decoded
+    assert decoded.ignore_index == data.ignore_index and decoded.num_classes == data.num_classes
+    x, y = data[data.train_split][0]
+    assert torch.equal(decoded.labels(decoded.masks[:1])[0], torch.from_numpy(y).long())
+    trainer.close()
+
+
+def test_validation_striding_never_pads_or_repeats_an_image(data):
+    decoded = Trainer(_model(data), data, epochs=1, batch_size=8, progress=False)
+    decoded._prepare_data()
+    split = decoded.eval_loader.decoded
+    decoded.close()
+    seen = []
+    for rank in range(3):
+        batches = CachedBatches(split, 2, "cpu", rank=rank, world=3, pad=False, mean=(0, 0, 0), std=(1, 1, 1))
+        order = batches._order().tolist()
+        assert len(batches) == math.ceil(len(order) / 2)
+        seen += order
+    assert sorted(seen) == list(range(len(split)))
+
+
+# ---------------------------------------------------------------- 2. augmentation on the device
+
+
+def test_augment_false_trains_on_the_images_as_they_are(data):
+    trainer = Trainer(_model(data), data, epochs=1, batch_size=8, augment=False, augment_scale=(0.5, 2.0),
+                      progress=False)
+    trainer._prepare_data()
+    assert trainer.train_loader.augment is False
+    trainer.close()
+    trainer = Trainer(_model(data), data, epochs=1, batch_size=8, augment_scale=(0.5, 2.0), progress=False)
+    trainer._prepare_data()
+    loader = trainer.train_loader
+    assert loader.augment and loader.scale == (0.5, 2.0)
+    assert (loader.mean, loader.std) == train_module.normalisation(trainer.unwrapped)
+    trainer.close()
+
+
+# ---------------------------------------------------------------- 3. the step without host syncs
+
+
+class NaNFromCall(torch.nn.Module):
+    def __init__(self, call):
+        super().__init__()
+        self.call, self.calls = call, 0
+
+    def forward(self, logits, target):
+        self.calls += 1
+        loss = torch.nn.functional.cross_entropy(logits.float(), target, ignore_index=255)
+        return loss * float("nan") if self.calls == self.call else loss
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_a_bad_step_is_skipped_on_the_device_named_and_the_schedule_does_not_move(optimizer, monkeypatch):
+    data = load_shapes(n=80, size=32, seed=4)  # 16 steps of 4 in one epoch: the flag is read at its end
+    model = _model(data, "unet-classic")  # batch norm
+    states, reads = {}, []
+    real_check = Trainer._check_flag
+
+    def counted(self):
+        reads.append(self.step)
+        return real_check(self)
+
+    monkeypatch.setattr(Trainer, "_check_flag", counted)
+
+    class Record(Callback):
+        def on_step_end(self, trainer):
+            states[trainer.step] = {k: v.clone() for k, v in trainer.unwrapped.state_dict().items()}
+            states["trainer"] = trainer
+
+    history = fit(model, data, epochs=1, batch_size=4, optimizer=optimizer, loss=NaNFromCall(6),
+                  callbacks=[Record()], progress=False)
+    trainer = states["trainer"]
+    assert history.stopped.startswith("non-finite loss (nan) at step 5 (epoch 1)")
+    assert trainer.step == 5 and history.steps == 5  # the skipped steps did not happen
+    assert reads and len(reads) <= trainer.steps_per_epoch // train_module.SYNC_EVERY + 1  # not every step
+    after_good = states[5]  # weights and batch-norm statistics after the 5 good steps
+    for step in range(6, trainer.steps_per_epoch + 1):  # the bad step and every one after it changed nothing
+        for key, value in states[step].items():
+            assert torch.equal(value, after_good[key]), (step, key)
+    if optimizer == "adamw":  # the optimizer counted only the applied steps
+        counts = {float(s["step"]) for s in trainer.optimizer.state.values()}
+        assert counts == {5.0}
+
+
+def test_a_custom_optimizer_reads_the_flag_every_step(data):
+    model = _model(data)
+    history = fit(model, data, epochs=1, batch_size=8, loss=NaNFromCall(2), progress=False,
+                  optimizer=lambda params: torch.optim.Adam(params, lr=1e-3, foreach=True))
+    assert history.stopped.startswith("non-finite loss (nan) at step 1 (epoch 1)")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# ---------------------------------------------------------------- 4. validation
+
+
+def test_validation_loss_is_the_training_loss_function_on_the_same_batch():
+    data = load_shapes(n=24, size=32, seed=5)
+    model = _model(data)
+    trainer = Trainer(model, data, epochs=1, batch_size=64, loss="weighted_ce", progress=False)
+    trainer._prepare_data()
+    _, val_loss = trainer._evaluate()
+    split = data[data.eval_split]
+    mean, std = train_module.normalisation(model)
+    images = torch.stack([torch.from_numpy(split[i][0]).permute(2, 0, 1) for i in range(len(split))])
+    masks = torch.stack([torch.from_numpy(split[i][1]).long() for i in range(len(split))])
+    x = (images.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    model.eval()
+    with torch.no_grad():
+        expected = trainer.loss_fn(model(x), masks)
+        plain = torch.nn.functional.cross_entropy(model(x), masks, ignore_index=data.ignore_index)
+    trainer.close()
+    assert trainer.loss_fn.weight is not None and not math.isclose(float(plain), float(expected), rel_tol=1e-3)
+    assert math.isclose(val_loss, float(expected), rel_tol=1e-5)
+
+
+def test_eval_every_validates_every_nth_epoch_and_at_the_end(data):
+    history = fit(_model(data), data, epochs=3, batch_size=16, eval_every=2, progress=False)
+    assert [r["miou"] is None for r in history.epochs] == [True, False, False]
+    assert history.epochs[0]["val_loss"] is None and math.isfinite(history.epochs[2]["val_loss"])
+
+
+# ---------------------------------------------------------------- 5. the time budget
+
+
+def test_a_budgeted_run_ends_with_the_learning_rate_at_its_final_value(data):
+    lr = 1e-2
+    history = fit(_model(data), data, max_minutes=0.05, batch_size=4, lr=lr, progress=False)  # no epochs
+    assert history.limit == "time" and history.stopped.startswith("time budget of 0.05 min reached")
+    final = 0.01 * lr  # the cosine schedule's end
+    assert history.epochs and abs(history.epochs[-1]["lr"] - final) <= 0.05 * final
+    assert history.epochs[-1]["miou"] is not None  # the last, partial epoch is validated too
+
+
+def test_with_epochs_and_a_budget_the_first_limit_ends_the_run(data):
+    history = fit(_model(data), data, epochs=1, max_minutes=10, batch_size=8, progress=False)
+    assert history.limit == "epochs" and history.stopped == "completed"
+    assert math.isclose(history.epochs[-1]["lr"], train_module.cosine_lr(3, 4, 1e-3, 0))  # 4 steps, no warm-up
+
+
+def test_neither_epochs_nor_a_budget_is_refused_by_the_trainer_and_fit_trains_ten_epochs(data, monkeypatch):
+    with pytest.raises(train_module.SegnbError, match="max_minutes"):
+        Trainer(_model(data), data, epochs=None, progress=False)
+    planned = {}
+    monkeypatch.setattr(Trainer, "run", lambda self: planned.setdefault("epochs", self.epochs))
+    fit(_model(data), data, progress=False)
+    assert planned["epochs"] == 10
+
+
+# ---------------------------------------------------------------- 6. compile
+
+
+def test_compile_that_fails_says_so_once_and_trains_eagerly(data, monkeypatch):
+    def broken(model, **kwargs):
+        def run(*args):
+            raise RuntimeError("no compiler here")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.warns(UserWarning, match=r"torch.compile failed \(RuntimeError: no compiler here\)"):
+        history = fit(_model(data), data, epochs=1, batch_size=8, compile=True, progress=False)
+    assert history.stopped == "completed" and len(history.epochs) == 1
+
+
+# ---------------------------------------------------------------- workers inside a notebook
+
+
+def test_streaming_workers_train_inside_a_notebook(tmp_path):
+    source = """
+import torch
+from segnb.data import load_shapes
+from segnb.models import build_model
+from segnb.train import Trainer
+data = load_shapes(n=16, size=32, seed=0)
+torch.manual_seed(0)
+model = build_model("fcn32s", "vgg-tiny", class_names=data.class_names)
+trainer = Trainer(model, data, epochs=1, batch_size=4, cache=False, num_workers=2, progress=False)
+history = trainer.run()
+assert trainer.train_loader.num_workers == 2, trainer.train_loader.num_workers
+assert history.stopped == "completed", history.stopped
+print("workers", trainer.train_loader.num_workers, history.stopped)
+"""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+    client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    text = "".join(o.get("text", "") for o in nb.cells[0].outputs if o.get("output_type") == "stream")
+    assert "workers 2 completed" in text
+    assert not np.any([o.get("output_type") == "error" for o in nb.cells[0].outputs])
+
+
+class InfGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+
+class InfGradientAtCall(torch.nn.Module):
+    """A finite loss whose gradients are not (as another DDP process's NaN would make ours)."""
+
+    def __init__(self, call):
+        super().__init__()
+        self.call, self.calls = call, 0
+
+    def forward(self, logits, target):
+        self.calls += 1
+        if self.calls == self.call:
+            logits = InfGradient.apply(logits)
+        return torch.nn.functional.cross_entropy(logits.float(), target, ignore_index=255)
+
+
+def test_non_finite_gradients_under_a_finite_loss_are_never_applied(data):
+    model = _model(data)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    history = fit(model, data, epochs=1, batch_size=8, loss=InfGradientAtCall(1), progress=False)
+    assert history.stopped.startswith("non-finite gradients (loss ") and "at step 0 (epoch 1)" in history.stopped
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, start[key]), key
