@@ -312,12 +312,14 @@ def test_training_thread_does_not_touch_signal_handlers(tiny_data):
 
 
 def test_augment_false_gives_the_training_loader_untouched_images(tiny_data):
-    """fit(augment=False) (an ablation in notebook 07): no random flip or rescale of training pairs."""
+    """fit(augment=False) (an ablation in notebook 07): no random flip or rescale of training pairs,
+    on the streaming path and on the decoded cache."""
+    from segnb.data.augment import normalize
     from segnb.train import Trainer
 
-    model = _model(tiny_data)
-    plain = Trainer(model, tiny_data, epochs=1, progress=False, augment=False, augment_scale=(0.5, 2.0), image_size=32)
-    augmented = Trainer(model, tiny_data, epochs=1, progress=False, augment_scale=(0.5, 2.0), image_size=32)
+    options = dict(epochs=1, progress=False, augment_scale=(0.5, 2.0), image_size=32, cache=False)
+    plain = Trainer(_model(tiny_data), tiny_data, augment=False, **options)
+    augmented = Trainer(_model(tiny_data), tiny_data, **options)
     image, mask = tiny_data["train"][0]
     reference = plain._transform(False)(image, mask)
     torch.manual_seed(0)
@@ -326,3 +328,17 @@ def test_augment_false_gives_the_training_loader_untouched_images(tiny_data):
     torch.manual_seed(0)
     changed = [augmented._transform(True)(image, mask) for _ in range(8)]
     assert any(not torch.equal(x, reference[0]) for x, _ in changed), "augmentation should change some draws"
+
+    cached = Trainer(_model(tiny_data), tiny_data, augment=False, **{**options, "cache": "ram"})
+    cached._prepare_data()
+    decoded = cached.train_loader.decoded
+    originals = normalize(decoded.images, *normalisation_of(cached)).flatten(1)
+    for images, _ in cached.train_loader:  # every batch image is one of the decoded images, untouched
+        distance = torch.cdist(images.flatten(1), originals).min(dim=1).values
+        assert distance.max() < 1e-4
+
+
+def normalisation_of(trainer):
+    from segnb.infer import normalisation
+
+    return normalisation(trainer.unwrapped)

@@ -38,7 +38,7 @@ def test_studio_has_the_instances_tab():
     from segnb.ui.studio import TABS, Studio
 
     studio = Studio()
-    assert TABS[-1] == "Instances" and list(studio.tab_names) == list(TABS)
+    assert "Instances" in TABS and list(studio.tab_names) == list(TABS)
     assert len(studio.tabs.children) == len(TABS)
     assert isinstance(studio.panel("Instances"), InstancePanel)  # built when the tab is first opened
-    assert studio.tabs.children[-1].children[0] is studio.panel("Instances")
+    assert studio.tabs.children[TABS.index("Instances")].children[0] is studio.panel("Instances")

@@ -494,12 +494,17 @@ class TrainPanel(W.VBox):
         self.start_button.disabled, self.stop_button.disabled = True, False
         self.stamp.stamp()
         self._status_line("starting ...")
-        self.handle = fit(model, data, epochs=self.epochs.value, batch_size=self.batch_size.value,
-                          lr=self.lr.value, loss=self.loss.value, max_minutes=self.max_minutes.value,
-                          image_size=self.image_size.value or None,
-                          progress=ProgressCallback(_PanelRenderer(self)),
-                          callbacks=[_PanelCallback(self), *self.extra_callbacks],
-                          background=True, seed=self.state.seed)
+        try:
+            self.handle = fit(model, data, epochs=self.epochs.value, batch_size=self.batch_size.value,
+                              lr=self.lr.value, loss=self.loss.value, max_minutes=self.max_minutes.value,
+                              image_size=self.image_size.value or None,
+                              progress=ProgressCallback(_PanelRenderer(self)),
+                              callbacks=[_PanelCallback(self), *self.extra_callbacks],
+                              background=True, seed=self.state.seed)
+        except Exception:  # e.g. the model trains in another panel: say so, and Start works again
+            self.start_button.disabled, self.stop_button.disabled = False, True
+            self._status_line("not started")
+            raise
         return self.handle
 
     def stop(self):
@@ -537,7 +542,6 @@ class TrainPanel(W.VBox):
             self._draw_curves(trainer.history.epochs)
         image, mask = self.sample_pair
         pred = predict(trainer.unwrapped, image, device=trainer.device).masks[0].numpy()
-        trainer.model.train()
         self._draw_sample(image, mask, pred, trainer.history.epochs[-1]["epoch"])
 
     def _draw_sample(self, image, mask, pred, epoch, when: str | None = None) -> None:
