@@ -447,24 +447,39 @@ class ClickModel:
         return self.predict_batch(image[None], [list(clicks)])[0]
 
     def save(self, path) -> Path:
+        """Weights as safetensors, with the format, encoder, click radius and history in its metadata."""
+        import json
+
+        from safetensors.torch import save_file
+
         path = Path(path)
-        torch.save({"format": "segnb-click-model/1", "encoder": self.encoder, "click_radius": self.click_radius,
-                    "state_dict": self.net.state_dict(), "history": self.history}, path)
+        state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
+        save_file(state, str(path), metadata={"format": "segnb-click-model/1", "encoder": self.encoder,
+                                              "click_radius": json.dumps(self.click_radius),
+                                              "history": json.dumps(self.history)})
         return path
 
     @classmethod
     def load(cls, path) -> ClickModel:
+        """A click model saved by :meth:`save` (never unpickled: safetensors holds tensors only)."""
+        import json
+
+        from safetensors import SafetensorError, safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"No click model at {path}.")
         try:
-            state = torch.load(Path(path), map_location="cpu", weights_only=False)
-        except FileNotFoundError:
-            raise
-        except Exception as error:  # truncated or foreign files: say what the file should be
+            with safe_open(str(path), framework="pt") as handle:
+                meta = handle.metadata() or {}
+                state = {key: handle.get_tensor(key) for key in handle.keys()}
+        except (SafetensorError, OSError, ValueError) as error:  # truncated or foreign files
             raise ValueError(f"{path} is not a segnb click model (saved by ClickModel.save): {error}") from None
-        if not isinstance(state, dict) or state.get("format") != "segnb-click-model/1":
+        if meta.get("format") != "segnb-click-model/1":
             raise ValueError(f"{path} is not a segnb click model (saved by ClickModel.save).")
-        model = cls(encoder=state["encoder"], click_radius=state["click_radius"])
-        model.net.load_state_dict(state["state_dict"])
-        model.history = list(state.get("history", []))
+        model = cls(encoder=meta["encoder"], click_radius=json.loads(meta["click_radius"]))
+        model.net.load_state_dict(state)
+        model.history = list(json.loads(meta.get("history", "[]")))
         return model
 
 

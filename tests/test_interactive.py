@@ -183,7 +183,7 @@ def click_model(request):
     """A small click model, trained once (300 steps on 64 px scenes) and cached across test runs."""
     source = Path(core.__file__).read_bytes()
     key = hashlib.sha1(source + torch.__version__.encode()).hexdigest()[:12]
-    path = Path(request.config.cache.mkdir("segnb-click-model")) / f"click-{key}.pt"
+    path = Path(request.config.cache.mkdir("segnb-click-model")) / f"click-{key}.safetensors"
     if path.is_file():
         return core.ClickModel.load(path)
     torch.set_num_threads(1)
@@ -206,7 +206,7 @@ def test_the_click_model_learns_to_follow_clicks(click_model):
 def test_a_click_model_saves_and_loads(click_model, tmp_path):
     image, _ = load_shapes(n=2, size=64, seed=1)["validation"][0]
     clicks = [(20, 30, True), (5, 5, False)]
-    path = click_model.save(tmp_path / "click.pt")
+    path = click_model.save(tmp_path / "click.safetensors")
     again = core.ClickModel.load(path)
     assert np.allclose(again.predict(image, clicks), click_model.predict(image, clicks), atol=1e-6)
     (tmp_path / "other.pt").write_bytes(b"not a model")

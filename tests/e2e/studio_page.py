@@ -55,7 +55,8 @@ JS_SMALLEST_TEXT = """root => { let small = [1e9, ''];
     return small; }"""
 MAIN_VIEW = {"Dataset": ".segnb-preview", "Model": ".segnb-stages", "Train": ".segnb-curves",
              "Inspect": ".segnb-softmask-canvas", "Upsampling": ".segnb-upsampling-output",
-             "IoU": ".segnb-iou-bars", "Classical": ".segnb-classical-pictures"}
+             "IoU": ".segnb-iou-bars", "Classical": ".segnb-classical-pictures",
+             "Instances": ".segnb-instances-predicted", "Interactive": ".segnb-scribble-canvas"}
 JS_DRAWN = """el => Number(el.dataset.drawn || 0)"""
 
 
