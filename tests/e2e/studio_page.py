@@ -421,6 +421,8 @@ class StudioSession:
         for name in TABS:
             self.tab(name)
             self.shot(name)
+        if self.prefix == "lab":  # a teacher projecting from JupyterLab closes the file browser (Ctrl+B)
+            self.page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
         self.root.locator(".segnb-presentation-toggle").click()
         expect(self.root, "presentation mode is on").to_have_class(re.compile("segnb-presentation"))
         viewport = self.page.viewport_size
