@@ -531,8 +531,11 @@ class TrainPanel(W.VBox):
             self._status_line(f"epoch {state.epoch}/{state.epochs}, step {state.done}/{state.total}, "
                               f"{state.images_per_s:.1f} images/s, ETA {format_duration(state.eta)}{loss} "
                               f"on {state.device} ({state.precision})")
-            if state.loss is not None and state.epochs:
-                per_epoch = max(1, state.total) / state.epochs
+            trainer = getattr(self.handle, "trainer", None)
+            if state.loss is not None and trainer is not None:
+                # Steps per epoch from the run itself: with a time budget the planned total is not
+                # epochs x steps per epoch, and the curve would be drawn on the wrong x scale.
+                per_epoch = max(1, trainer.steps_per_epoch)
                 self.steps = [*self.steps, (state.done / per_epoch, float(state.loss))]
                 if time.monotonic() - self._last_curve_draw > 2.0:  # a chart redraw is a message
                     self._draw_curves(self.history.epochs if self.history else [])
