@@ -58,6 +58,16 @@ def shapes_small():
     return load_shapes(n=40, size=64, seed=3)
 
 
+def tiny_model(data, arch: str = "fcn32s", seed: int = 0):
+    """A teaching model on the built-in tiny VGG, seeded: what the training tests train."""
+    import torch
+
+    from segnb.models import build_model
+
+    torch.manual_seed(seed)
+    return build_model(arch, "vgg-tiny", class_names=data.class_names)
+
+
 def closed_port() -> int:
     """A loopback port nothing listens on: connections are refused at once (an offline hub)."""
     s = socket.socket()

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_model
 
 from segnb import inspect as ins
 from segnb.callbacks import Callback
@@ -29,8 +30,7 @@ def data():
 
 
 def _model(data, arch="fcn8s", seed=0):
-    torch.manual_seed(seed)
-    return build_model(arch, "vgg-tiny", class_names=data.class_names)
+    return tiny_model(data, arch, seed)
 
 
 def _state(model):

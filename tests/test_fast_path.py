@@ -7,6 +7,7 @@ import nbformat
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_model as _model
 from nbclient import NotebookClient
 from PIL import Image
 
@@ -15,7 +16,6 @@ from segnb.callbacks import Callback
 from segnb.data import load_dataset, load_shapes
 from segnb.data.cache import STATS, CachedBatches
 from segnb.data.export import export_folder
-from segnb.models import build_model
 from segnb.train import Trainer, fit
 
 
@@ -24,9 +24,6 @@ def data():
     return load_shapes(n=40, size=32, seed=3)
 
 
-def _model(data, arch="fcn32s", seed=0):
-    torch.manual_seed(seed)
-    return build_model(arch, "vgg-tiny", class_names=data.class_names)
 
 
 class Lines:

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_model as _model
 
 from segnb.callbacks import (
     EVENTS,
@@ -31,9 +32,6 @@ def tiny_data():
     return load_shapes(n=24, size=32, seed=1)
 
 
-def _model(data, arch="fcn32s", seed=0):
-    torch.manual_seed(seed)
-    return build_model(arch, "vgg-tiny", class_names=data.class_names)
 
 
 class Recorder(Callback):
@@ -315,6 +313,7 @@ def test_augment_false_gives_the_training_loader_untouched_images(tiny_data):
     """fit(augment=False) (an ablation in notebook 07): no random flip or rescale of training pairs,
     on the streaming path and on the decoded cache."""
     from segnb.data.augment import normalize
+    from segnb.infer import normalisation
     from segnb.train import Trainer
 
     options = dict(epochs=1, progress=False, augment_scale=(0.5, 2.0), image_size=32, cache=False)
@@ -332,13 +331,8 @@ def test_augment_false_gives_the_training_loader_untouched_images(tiny_data):
     cached = Trainer(_model(tiny_data), tiny_data, augment=False, **{**options, "cache": "ram"})
     cached._prepare_data()
     decoded = cached.train_loader.decoded
-    originals = normalize(decoded.images, *normalisation_of(cached)).flatten(1)
+    originals = normalize(decoded.images, *normalisation(cached.unwrapped)).flatten(1)
     for images, _ in cached.train_loader:  # every batch image is one of the decoded images, untouched
         distance = torch.cdist(images.flatten(1), originals).min(dim=1).values
         assert distance.max() < 1e-4
 
-
-def normalisation_of(trainer):
-    from segnb.infer import normalisation
-
-    return normalisation(trainer.unwrapped)
