@@ -13,6 +13,7 @@ from segnb.data.cache import (
     choose_cache,
     decode_split,
     estimate_bytes,
+    nearest_exact_index,
 )
 from segnb.data.export import export_folder
 from segnb.errors import SegnbError
@@ -43,6 +44,14 @@ def test_resized_once_like_the_transform(small):
     x, y = SegTransform(size=(32, 40), mean=(0, 0, 0), std=(1, 1, 1))(image, mask)
     np.testing.assert_array_equal(decoded.labels(decoded.masks[3:4])[0].numpy(), y.numpy())
     assert (decoded.images[3].float() / 255 - x).abs().max() <= 1.5 / 255  # uint8 arithmetic: 1 grey level
+
+
+@pytest.mark.parametrize("size_in, size_out", [(360, 96), (480, 128), (37, 37), (50, 7), (7, 50), (101, 64)])
+def test_nearest_index_picks_what_interpolate_picks(size_in, size_out):
+    """The cache resizes masks by indexing; F.interpolate(nearest-exact) is the reference."""
+    values = torch.arange(size_in, dtype=torch.float32)[None, None, :, None]
+    reference = torch.nn.functional.interpolate(values, size=(size_out, 1), mode="nearest-exact")
+    np.testing.assert_array_equal(nearest_exact_index(size_in, size_out), reference[0, 0, :, 0].long().numpy())
 
 
 def test_int16_masks_above_255_classes_and_a_custom_void():

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,9 +90,15 @@ def mask_dtype(num_classes: int) -> torch.dtype:
 
 
 def _store_mask(mask: np.ndarray, ignore_index: int, dtype: torch.dtype) -> torch.Tensor:
-    y = torch.from_numpy(np.require(mask, requirements="W"))
     void = 255 if dtype == torch.uint8 else VOID_INT16
-    return y.masked_fill(y == ignore_index, void).to(dtype)
+    stored = np.where(mask == ignore_index, void, mask).astype(np.uint8 if dtype == torch.uint8 else np.int16)
+    return torch.from_numpy(stored)
+
+
+def nearest_exact_index(size_in: int, size_out: int) -> np.ndarray:
+    """Source rows (or columns) of a nearest resize, as ``F.interpolate(mode="nearest-exact")`` picks them."""
+    scale = size_in / size_out
+    return np.minimum(np.floor((np.arange(size_out) + 0.5) * scale).astype(np.int64), size_in - 1)
 
 
 class _Decode(TorchDataset):
@@ -106,13 +113,15 @@ class _Decode(TorchDataset):
     def __getitem__(self, index: int):
         image, mask = self.split[index]  # decoded and checked (values, sizes) here, once
         x = torch.from_numpy(np.require(image, requirements="W")).permute(2, 0, 1)  # (3, H, W) uint8
-        y = _store_mask(mask, self.ignore_index, self.dtype)  # (H, W)
         if self.size is not None and tuple(x.shape[1:]) != tuple(self.size):
             # torch's uint8 channels-last path: ~25x faster than float, within 1 grey level of it.
             x = F.interpolate(x[None].contiguous(memory_format=torch.channels_last), size=self.size,
                               mode="bilinear", antialias=True, align_corners=False)[0]
-            y = F.interpolate(y[None, None].float(), size=self.size, mode="nearest-exact")[0, 0].to(self.dtype)
-        return x.contiguous(), y.contiguous()
+            # Nearest by indexing, before any per-pixel work: the mask is full-size int64 here.
+            rows = nearest_exact_index(mask.shape[0], self.size[0])
+            columns = nearest_exact_index(mask.shape[1], self.size[1])
+            mask = mask[rows[:, None], columns[None, :]]
+        return x.contiguous(), _store_mask(mask, self.ignore_index, self.dtype)
 
 
 def decode_split(split, size: int | tuple[int, int] | None, ignore_index: int, num_classes: int,
@@ -127,19 +136,36 @@ def decode_split(split, size: int | tuple[int, int] | None, ignore_index: int, n
     """
     size = (size, size) if isinstance(size, int) else (tuple(size) if size is not None else None)
     decode = _Decode(split, size, ignore_index, mask_dtype(num_classes))
-    loader = DataLoader(decode, batch_size=None, shuffle=False, num_workers=num_workers)
+    if num_workers > 0:
+        pairs = iter(DataLoader(decode, batch_size=None, shuffle=False, num_workers=num_workers))
+    else:  # threads: PIL's decoder, numpy and torch's resize release the GIL, so the cores share the work
+        threads = ThreadPoolExecutor(max_workers=decode_threads())
+        pairs = threads.map(decode.__getitem__, range(len(decode)))
     images, masks = [], []
-    for x, y in loader:
-        if images and x.shape != images[0].shape:
-            raise SegnbError(
-                f"{split.name}: images have different sizes ({tuple(images[0].shape[1:])} and "
-                f"{tuple(x.shape[1:])}), so the split cannot be cached without a size. Pass "
-                "image_size=(height, width), or cache=False.")
-        images.append(x)
-        masks.append(y)
+    try:
+        for x, y in pairs:
+            if images and x.shape != images[0].shape:
+                raise SegnbError(
+                    f"{split.name}: images have different sizes ({tuple(images[0].shape[1:])} and "
+                    f"{tuple(x.shape[1:])}), so the split cannot be cached without a size. Pass "
+                    "image_size=(height, width), or cache=False.")
+            images.append(x)
+            masks.append(y)
+    finally:
+        if num_workers == 0:
+            threads.shutdown(cancel_futures=True)
     if not images:
         raise SegnbError(f"{split.name} is empty: nothing to cache.")
     return DecodedSplit(torch.stack(images), torch.stack(masks), ignore_index, num_classes, split.name)
+
+
+def decode_threads() -> int:
+    """Threads for the cold pass without worker processes: the cores this process may use, at most 4."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
 
 
 def available_ram() -> int:
