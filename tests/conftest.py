@@ -68,6 +68,25 @@ def tiny_model(data, arch: str = "fcn32s", seed: int = 0):
     return build_model(arch, "vgg-tiny", class_names=data.class_names)
 
 
+def nan_loss(at: int, then_on: bool = False):
+    """Cross-entropy that turns NaN at call ``at`` (and every call after with ``then_on``), as an
+    exploding loss would."""
+    import torch
+
+    class NaNLoss(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, logits, target):
+            self.calls += 1
+            loss = torch.nn.functional.cross_entropy(logits.float(), target, ignore_index=255)
+            bad = self.calls >= at if then_on else self.calls == at
+            return loss * float("nan") if bad else loss
+
+    return NaNLoss()
+
+
 def closed_port() -> int:
     """A loopback port nothing listens on: connections are refused at once (an offline hub)."""
     s = socket.socket()

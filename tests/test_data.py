@@ -477,8 +477,9 @@ def test_segnb_exposes_load_dataset():
     assert segnb.load_dataset is load_dataset
 
 
-def test_offline_hub_id_uses_the_cached_copy(monkeypatch, tmp_path):
-    """A copy in the hub cache, laid out as huggingface_hub stores a downloaded repository."""
+def _offline_with_cached_sidewalk(monkeypatch, tmp_path) -> str:
+    """An offline hub, and a copy of segments/sidewalk-semantic in the hub cache, laid out as
+    huggingface_hub stores a downloaded repository. Returns the copy's revision."""
     import huggingface_hub.constants as hub_constants
 
     revision = "0123456789abcdef0123456789abcdef01234567"
@@ -488,6 +489,11 @@ def test_offline_hub_id_uses_the_cached_copy(monkeypatch, tmp_path):
     (repo / "refs" / "main").write_text(revision)
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    return revision
+
+
+def test_offline_hub_id_uses_the_cached_copy(monkeypatch, tmp_path):
+    _offline_with_cached_sidewalk(monkeypatch, tmp_path)
     start = time.monotonic()
     with pytest.warns(UserWarning, match="using the cached copy"):
         data = load_dataset("segments/sidewalk-semantic", cache_dir=str(tmp_path / "datasets"))
@@ -688,15 +694,7 @@ def test_a_local_hub_copy_never_lands_in_the_cache_under_a_hub_id(tmp_path, monk
 
 
 def test_the_cached_copy_says_which_copy(monkeypatch, tmp_path):
-    import huggingface_hub.constants as hub_constants
-
-    revision = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "hub" / "datasets--segments--sidewalk-semantic"
-    sidewalk_semantic(repo / "snapshots" / revision)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(revision)
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    revision = _offline_with_cached_sidewalk(monkeypatch, tmp_path)
     with pytest.warns(UserWarning, match=rf"cached copy of 'segments/sidewalk-semantic' at .*{revision} "
                                          r"\(downloaded \d{4}-\d\d-\d\d.*, 6 rows\)"):
         data = load_dataset("segments/sidewalk-semantic")

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import nan_loss, tiny_model
 
 from segnb import inspect as ins
 from segnb.callbacks import Callback
@@ -275,17 +275,6 @@ def test_orphans_of_killed_writes_are_cleaned_at_the_next_start(data, tmp_path):
 # ---------------------------------------------------------------- item 8: non-finite loss
 
 
-class NaNAtCall(torch.nn.Module):
-    def __init__(self, call):
-        super().__init__()
-        self.call, self.calls = call, 0
-
-    def forward(self, logits, target):
-        self.calls += 1
-        loss = torch.nn.functional.cross_entropy(logits.float(), target, ignore_index=255)
-        return loss * float("nan") if self.calls >= self.call else loss
-
-
 class Explode(Callback):
     """The weights run away (as with a too-high learning rate) before the loss turns NaN."""
 
@@ -299,7 +288,7 @@ class Explode(Callback):
 def test_non_finite_loss_without_checkpoints_goes_back_to_the_weights_in_memory(data):
     model = _model(data)
     start = _state(model)
-    history = fit(model, data, epochs=2, batch_size=8, loss=NaNAtCall(2), callbacks=[Explode()], progress=False)
+    history = fit(model, data, epochs=2, batch_size=8, loss=nan_loss(2, then_on=True), callbacks=[Explode()], progress=False)
     assert history.stopped.startswith("non-finite loss (nan) at step 1 (epoch 1)")
     assert "put back to its weights from before training started" in history.stopped
     assert "No checkpoint was written (no checkpoint_dir)" in history.stopped and "/last" not in history.stopped
@@ -309,7 +298,7 @@ def test_non_finite_loss_without_checkpoints_goes_back_to_the_weights_in_memory(
 
 
 def test_non_finite_loss_names_only_checkpoints_that_exist(data, tmp_path):
-    history = fit(_model(data), data, epochs=2, batch_size=8, loss=NaNAtCall(2), checkpoint_dir=tmp_path,
+    history = fit(_model(data), data, epochs=2, batch_size=8, loss=nan_loss(2, then_on=True), checkpoint_dir=tmp_path,
                   progress=False)
     assert "No checkpoint was written yet" in history.stopped and str(tmp_path) not in history.stopped
     assert not (tmp_path / "last").exists()
@@ -494,7 +483,7 @@ def test_lr_find_shares_the_training_step_and_never_suggests_from_the_nan_region
     monkeypatch.setattr(Trainer, "train_step", counted, raising=False)
     model = _model(data)
     before = _state(model)
-    result = lr_find(model, data, start_lr=1e-6, end_lr=1.0, steps=20, batch_size=8, loss=NaNAtCall(10))
+    result = lr_find(model, data, start_lr=1e-6, end_lr=1.0, steps=20, batch_size=8, loss=nan_loss(10, then_on=True))
     assert len(result["losses"]) == 9 and all(math.isfinite(v) for v in result["losses"])
     assert result["suggestion"] in result["lrs"][:9]
     assert len(calls) == 10  # fit's own step, ten times: the tenth loss was NaN and the test ended there

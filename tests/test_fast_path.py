@@ -7,6 +7,7 @@ import nbformat
 import numpy as np
 import pytest
 import torch
+from conftest import nan_loss
 from conftest import tiny_model as _model
 from nbclient import NotebookClient
 from PIL import Image
@@ -141,17 +142,6 @@ def test_augment_false_trains_on_the_images_as_they_are(data):
 # ---------------------------------------------------------------- 3. the step without host syncs
 
 
-class NaNFromCall(torch.nn.Module):
-    def __init__(self, call):
-        super().__init__()
-        self.call, self.calls = call, 0
-
-    def forward(self, logits, target):
-        self.calls += 1
-        loss = torch.nn.functional.cross_entropy(logits.float(), target, ignore_index=255)
-        return loss * float("nan") if self.calls == self.call else loss
-
-
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
 def test_a_bad_step_is_skipped_on_the_device_named_and_the_schedule_does_not_move(optimizer, monkeypatch):
     data = load_shapes(n=80, size=32, seed=4)  # 16 steps of 4 in one epoch: the flag is read at its end
@@ -170,7 +160,7 @@ def test_a_bad_step_is_skipped_on_the_device_named_and_the_schedule_does_not_mov
             states[trainer.step] = {k: v.clone() for k, v in trainer.unwrapped.state_dict().items()}
             states["trainer"] = trainer
 
-    history = fit(model, data, epochs=1, batch_size=4, optimizer=optimizer, loss=NaNFromCall(6),
+    history = fit(model, data, epochs=1, batch_size=4, optimizer=optimizer, loss=nan_loss(6),
                   callbacks=[Record()], progress=False)
     trainer = states["trainer"]
     assert history.stopped.startswith("non-finite loss (nan) at step 5 (epoch 1)")
@@ -187,7 +177,7 @@ def test_a_bad_step_is_skipped_on_the_device_named_and_the_schedule_does_not_mov
 
 def test_a_custom_optimizer_reads_the_flag_every_step(data):
     model = _model(data)
-    history = fit(model, data, epochs=1, batch_size=8, loss=NaNFromCall(2), progress=False,
+    history = fit(model, data, epochs=1, batch_size=8, loss=nan_loss(2), progress=False,
                   optimizer=lambda params: torch.optim.Adam(params, lr=1e-3, foreach=True))
     assert history.stopped.startswith("non-finite loss (nan) at step 1 (epoch 1)")
     assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import nan_loss
 from conftest import tiny_model as _model
 
 from segnb.callbacks import (
@@ -93,19 +94,6 @@ def test_background_training_stops_within_one_step(tiny_data):
     assert handle.wait() is history
 
 
-class NaNAtStep(torch.nn.Module):
-    """Cross-entropy that turns NaN at one step, as an exploding loss would."""
-
-    def __init__(self, step):
-        super().__init__()
-        self.step, self.calls = step, 0
-
-    def forward(self, logits, target):
-        self.calls += 1
-        loss = torch.nn.functional.cross_entropy(logits.float(), target, ignore_index=255)
-        return loss * float("nan") if self.calls == self.step else loss
-
-
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
     model = _model(tiny_data)
     snapshots = {}
@@ -115,7 +103,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
             snapshots[trainer.step] = {k: v.clone() for k, v in trainer.unwrapped.state_dict().items()}
 
     # The 6th call: steps 0-2 of epoch 1, its validation (the training loss function), then steps 3 and 4.
-    history = fit(model, tiny_data, epochs=3, batch_size=8, loss=NaNAtStep(6), callbacks=[Snapshot()],
+    history = fit(model, tiny_data, epochs=3, batch_size=8, loss=nan_loss(6), callbacks=[Snapshot()],
                   checkpoint_dir=tmp_path, progress=False)
     assert history.stopped.startswith("non-finite loss (nan) at step 4 (epoch 2)")
     assert f"Last good checkpoint: {tmp_path / 'last'} (epoch 1)" in history.stopped
