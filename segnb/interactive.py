@@ -123,7 +123,8 @@ def _as_float_image(image: np.ndarray) -> tuple[np.ndarray, int | None]:
 
 
 def random_walker_segment(image: np.ndarray, strokes=None, seeds: np.ndarray | None = None, beta: float = 130.0,
-                          sigma: float = 0.0, tol: float = 1e-3, return_probability: bool = False) -> np.ndarray:
+                          sigma: float = 0.0, tol: float = 1e-3, return_probability: bool = False,
+                          denoise: float = 0.0) -> np.ndarray:
     """A mask from scribbles with ``skimage.segmentation.random_walker`` (no weights, any image).
 
     Args:
@@ -134,6 +135,9 @@ def random_walker_segment(image: np.ndarray, strokes=None, seeds: np.ndarray | N
             pictures such as electron micrographs want more, e.g. 2000).
         sigma: smooth the image with a Gaussian of this width (px) first (0: no smoothing),
             so noise inside a region does not look like an edge.
+        denoise: total-variation denoising of this weight first
+            (``skimage.restoration.denoise_tv_chambolle``; 0: none): it flattens the texture
+            inside regions and keeps their edges sharp, where a Gaussian blurs both.
         return_probability: return the (K, H, W) probabilities of each label instead.
 
     Returns:
@@ -146,6 +150,10 @@ def random_walker_segment(image: np.ndarray, strokes=None, seeds: np.ndarray | N
     from skimage.segmentation import random_walker
 
     data, channel_axis = _as_float_image(image)
+    if denoise > 0:
+        from skimage.restoration import denoise_tv_chambolle
+
+        data = denoise_tv_chambolle(data, weight=denoise, channel_axis=channel_axis)
     if sigma > 0:
         data = ndimage.gaussian_filter(data, (sigma, sigma, 0) if channel_axis is not None else sigma)
     if seeds is None:
@@ -276,9 +284,31 @@ def _longest_path(pixels: set[tuple[int, int]]) -> list[tuple[int, int]]:
     return path
 
 
+def _centre_line_pieces(region: np.ndarray, min_length: int) -> list[tuple[tuple[slice, slice], np.ndarray]]:
+    """The pieces of a region's centre line between its junctions, each at least ``min_length`` px long.
+
+    The centre line is the skeleton; a junction is a skeleton pixel with three or more skeleton
+    neighbours, and cutting the skeleton around every junction leaves one piece per branch (for
+    membranes: one piece per membrane between two cell corners).
+    """
+    skeleton = skeletonize(region)
+    neighbours = ndimage.convolve(skeleton.astype(np.int32), np.ones((3, 3), np.int32), mode="constant") - 1
+    junctions = skeleton & (neighbours >= 3)
+    pieces = skeleton & ~ndimage.binary_dilation(junctions, structure=np.ones((3, 3)))
+    labelled, _ = ndimage.label(pieces, structure=np.ones((3, 3)))
+    found = [(box, labelled[box] == i) for i, box in enumerate(ndimage.find_objects(labelled), start=1)]
+    return [(box, piece) for box, piece in found if piece.sum() >= min_length]
+
+
+def _polyline(path, box, step: int) -> list[float]:
+    """Every ``step``-th pixel of a path (and its last one) as a flat x0, y0, x1, y1, ... list in image coordinates."""
+    keep = path[::step] + ([path[-1]] if (len(path) - 1) % step else [])
+    return [float(v) for y, x in keep for v in (x + box[1].start, y + box[0].start)]
+
+
 def scribbles_from_mask(mask: np.ndarray, labels: dict[int, int] | None = None, size: int = 2, margin: int = 2,
                         min_area: int = 30, strokes_per_region: int = 1, step: int = 4,
-                        ignore_index: int = 255) -> list[dict]:
+                        ignore_index: int = 255, trace=(), trace_min_length: int = 10) -> list[dict]:
     """Scribbles a careful user might draw, derived from a ground-truth mask (for tests and benchmarks).
 
     Each class is eroded by ``size + margin`` so a brush of radius ``size`` stays inside it; every
@@ -288,6 +318,10 @@ def scribbles_from_mask(mask: np.ndarray, labels: dict[int, int] | None = None, 
     skeleton. Regions of at least ``min_area`` pixels left without such a part get a one-pixel
     stroke along their own middle line, and thin classes (less than a fifth of the class survives
     erosion, e.g. membranes) are skeletonised without erosion.
+
+    The classes in ``trace`` are traced as an annotator traces membranes instead: one stroke
+    along each piece of the class's centre line between two junctions (each membrane between two
+    cell corners) that is at least ``trace_min_length`` pixels long, not eroded.
 
     Args:
         labels: ground-truth class -> stroke label, e.g. ``{1: FOREGROUND, 0: BACKGROUND}``
@@ -299,6 +333,11 @@ def scribbles_from_mask(mask: np.ndarray, labels: dict[int, int] | None = None, 
     strokes = []
     for cls, stroke_label in labels.items():
         region_all = mask == cls
+        if cls in trace:
+            for box, piece in _centre_line_pieces(region_all, trace_min_length):
+                path = _longest_path({(int(r), int(c)) for r, c in zip(*np.nonzero(piece), strict=True)})
+                strokes.append({"label": int(stroke_label), "size": float(size), "points": _polyline(path, box, step)})
+            continue
         eroded = ndimage.binary_erosion(region_all, structure=_disk(size + margin), border_value=1)
         if eroded.sum() < 0.2 * region_all.sum():  # a thin class: follow its centre line instead
             eroded = region_all
@@ -323,9 +362,7 @@ def scribbles_from_mask(mask: np.ndarray, labels: dict[int, int] | None = None, 
                 if len(rows) == 0:
                     break  # (a skeleton of one pixel gives a dot)
                 path = _longest_path({(int(r), int(c)) for r, c in zip(rows, cols, strict=True)})
-                keep = path[::step] + ([path[-1]] if (len(path) - 1) % step else [])
-                points = [float(v) for y, x in keep for v in (x + box[1].start, y + box[0].start)]
-                strokes.append({"label": int(stroke_label), "size": float(brush), "points": points})
+                strokes.append({"label": int(stroke_label), "size": float(brush), "points": _polyline(path, box, step)})
                 # the next stroke of this region goes where this one's brush did not reach
                 drawn = np.zeros_like(skeleton)
                 drawn[tuple(np.transpose(path))] = True
