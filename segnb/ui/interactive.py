@@ -108,7 +108,7 @@ class InteractivePanel(W.VBox):
         self.train_button = W.Button(description="Train click model", icon="graduation-cap")
         self.train_button.add_class("segnb-interactive-train")
         self.train_button.layout.width = "auto"
-        self.sam_path = W.Text("", placeholder="folder of a SAM checkpoint (config.json, model.safetensors, ...)",
+        self.sam_path = W.Text("", placeholder="SAM checkpoint folder, or a cached hub id (facebook/sam-vit-base)",
                                description="SAM", layout=W.Layout(width="420px"))
         self.note = W.HTML(f"<i>{html.escape(METHODS['random walker'])}</i>")
         self.score = W.HTML("")
@@ -210,7 +210,7 @@ class InteractivePanel(W.VBox):
                 raise ValueError("No click model yet: press 'Train click model' (about a minute), "
                                  "or pass InteractivePanel(click_model=segnb.interactive.ClickModel.load(path)).")
             return self.click_model.predict(self.image, clicks) > 0.5
-        if self.sam is None or str(self.sam.path) != self.sam_path.value:
+        if self.sam is None or self.sam.checkpoint != self.sam_path.value:
             self.sam = core.SamSegmenter(self.sam_path.value or None)
         return self.sam.predict(self.image, clicks) > 0.5
 
