@@ -61,23 +61,51 @@ def group(pid: int) -> list[int]:
         return []
 
 
+def cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds a process has used so far (not counting its children)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class Sampler(threading.Thread):
-    """Peak PSS of the server group and of the browser group, sampled every 0.5 s."""
+    """Peak PSS of the server group and of the browser group, and the CPU seconds of each of their
+    processes (the last value seen), sampled every 0.5 s."""
 
     def __init__(self, server_pid: int):
         super().__init__(daemon=True)
         self.server_pid, self.browser_pids = server_pid, []
         self.peak_server = self.peak_browser = 0.0
         self.kernels = 0
+        self.cpu: dict[str, dict[int, float]] = {"server": {}, "kernels": {}, "browser": {}}
         self.done = threading.Event()
+
+    def sample(self):
+        pids = group(self.server_pid)
+        try:  # `segnb studio` and Voila; the kernels are Voila's children
+            server = [self.server_pid, *(c.pid for c in psutil.Process(self.server_pid).children())]
+        except psutil.NoSuchProcess:
+            server = []
+        kernels = [p for p in pids if p not in server]
+        self.kernels = max(self.kernels, len(kernels))
+        self.peak_server = max(self.peak_server, pss_mb(pids))
+        browser = [p for b in self.browser_pids for p in group(b)]
+        self.peak_browser = max(self.peak_browser, pss_mb(browser))
+        for kind, some in (("server", server), ("kernels", kernels), ("browser", browser)):
+            for pid in some:
+                used = cpu_s(pid)
+                if used is not None:
+                    self.cpu[kind][pid] = used
+
+    def cpu_total(self, kind: str) -> float:
+        return sum(self.cpu[kind].values())
 
     def run(self):
         while not self.done.is_set():
-            pids = group(self.server_pid)
-            self.kernels = max(self.kernels, len(pids) - 1)
-            self.peak_server = max(self.peak_server, pss_mb(pids))
-            browser = [p for b in self.browser_pids for p in group(b)]
-            self.peak_browser = max(self.peak_browser, pss_mb(browser))
+            self.sample()
             self.done.wait(0.5)
 
 
@@ -116,6 +144,7 @@ async def classroom(url: str, pages: int, deadline: float, sampler: Sampler) -> 
                                 if "chrom" in c.name().lower()][:1]
         start = time.monotonic()
         results = await asyncio.gather(*(student(browser, url, i + 1, deadline, start) for i in range(pages)))
+        sampler.sample()  # the browser's CPU time before it closes
         await browser.close()
     return list(results)
 
@@ -153,6 +182,8 @@ def main() -> int:
         if args.preheat:  # let the pool fill before the class arrives
             time.sleep(args.warmup if args.warmup is not None else 40 * args.preheat)
         load = os.getloadavg()
+        sampler.sample()
+        before = {kind: sampler.cpu_total(kind) for kind in sampler.cpu}  # server start, a preheated pool
         t0 = time.monotonic()
         results = asyncio.run(classroom(f"http://127.0.0.1:{port}/?token={token}", args.pages, args.deadline,
                                         sampler))
@@ -183,6 +214,11 @@ def main() -> int:
     print(f"peak memory, server and {sampler.kernels} kernels (PSS): {sampler.peak_server / 1024:.2f} GB "
           f"(goal <= 8 GB); browser: {sampler.peak_browser / 1024:.2f} GB; pages with errors: {errors}; "
           f"wall {wall:.0f} s")
+    used = {kind: sampler.cpu_total(kind) - before[kind] for kind in sampler.cpu}
+    print(f"CPU seconds while the class opened its pages: kernels {used['kernels']:.0f}, Voila "
+          f"{used['server']:.0f}, browser {used['browser']:.0f}; per page {sum(used.values()) / args.pages:.1f} "
+          f"({os.cpu_count()} CPUs x {wall:.0f} s wall = {os.cpu_count() * wall:.0f} CPU s available)"
+          + (f"; the preheated pool used {before['kernels']:.0f} before the class" if args.preheat else ""))
     print(f"server log: {home / 'voila.log'}")
     ok = len(times) == args.pages and max(times) <= 30 and sampler.peak_server <= 8 * 1024 and not errors
     return 0 if ok else 1
