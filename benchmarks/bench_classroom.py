@@ -90,6 +90,7 @@ class Sampler(threading.Thread):
         self.kernels = 0
         self.cpu: dict[str, dict[int, float]] = {"server": {}, "kernels": {}, "browser": {}}
         self.class_peak_server, self.class_cpu = 0.0, {}
+        self.live_kernels = 0
         self.done = threading.Event()
 
     def sample(self):
@@ -99,6 +100,7 @@ class Sampler(threading.Thread):
         except psutil.NoSuchProcess:
             server = []
         kernels = [p for p in pids if p not in server]
+        self.live_kernels = len(kernels)
         self.kernels = max(self.kernels, len(kernels))
         self.peak_server = max(self.peak_server, pss_mb(pids))
         browser = [p for b in self.browser_pids for p in group(b)]
@@ -193,14 +195,19 @@ def main() -> int:
     server = subprocess.Popen(command, cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
 
-    def pool_fills() -> int:  # Voila logs "Kernel pool of <notebook> is filled with N kernel(s)"
-        return (home / "voila.log").read_bytes().count(b"is filled with")
-
-    def wait_for_fills(count: int, limit: float) -> float:
+    def wait_for_kernels(count: int, limit: float) -> tuple[bool, float]:
+        """Until ``count`` kernels run and all are idle (under 0.2 CPU-s in 3 s: the pool's kernels have
+        run the Studio notebook; Voila's own "pool is filled" comes when they have only started)."""
         started = time.monotonic()
-        while pool_fills() < count and time.monotonic() - started < limit and server.poll() is None:
+        history = []
+        while time.monotonic() - started < limit and server.poll() is None:
+            history.append((time.monotonic(), sampler.live_kernels, sampler.cpu_total("kernels")))
+            recent = [h for h in history if h[0] >= history[-1][0] - 3]
+            if (history[-1][0] - history[0][0] >= 3 and all(h[1] >= count for h in recent)
+                    and recent[-1][2] - recent[0][2] < 0.2):
+                return True, time.monotonic() - started
             time.sleep(0.5)
-        return time.monotonic() - started
+        return False, time.monotonic() - started
 
     sampler = Sampler(server.pid)
     sampler.start()
@@ -218,18 +225,16 @@ def main() -> int:
         if args.preheat:  # let the pool fill before the class arrives
             if args.warmup is not None:
                 time.sleep(args.warmup)
-                warmup = f"after {args.warmup:.0f} s of warm-up, pool full: {pool_fills() >= 1}"
+                warmup = f"after {args.warmup:.0f} s of warm-up"
             else:
-                waited = wait_for_fills(1, 600)
-                warmup = f"pool full after {waited:.0f} s" if pool_fills() >= 1 else f"pool NOT full after {waited:.0f} s"
+                full, waited = wait_for_kernels(args.preheat, 600)
+                warmup = f"pool {'ready' if full else 'NOT ready'} after {waited:.0f} s"
         hold = None
         if args.preheat:
             def hold():  # the pages stay open while Voila refills its pool
                 nonlocal refill
-                fills = pool_fills()
-                waited = wait_for_fills(fills + 1, (args.fill_delay or 1.0) + 600)
-                refill = f"refilled {waited:.0f} s after the last page answered" if pool_fills() > fills \
-                    else f"NOT refilled {waited:.0f} s after the last page answered"
+                full, waited = wait_for_kernels(args.pages + args.preheat, (args.fill_delay or 1.0) + 600)
+                refill = f"{'refilled' if full else 'NOT refilled'} {waited:.0f} s after the last page answered"
         load = os.getloadavg()
         sampler.sample()
         before = {kind: sampler.cpu_total(kind) for kind in sampler.cpu}  # server start, a preheated pool

@@ -329,6 +329,10 @@ def _lab(args) -> int:
     return _serve(command, env)
 
 
+# What the Studio's Dataset tab loads by default (its "images" slider and the lesson seed).
+STUDIO_SHAPES = {"n": 400, "seed": 0}
+
+
 def _studio(args) -> int:
     """The Studio as a standalone page (Voila): no code cells, for students."""
     import json as json_module
@@ -346,7 +350,13 @@ def _studio(args) -> int:
         # segnb's Voila template (segnb/ui/jupyter/voila/templates/segnb): Voila's own, with a still
         # loading message instead of an animation that costs a waiting page's CPU (docs/CLASSROOM.md).
         data = resources.files("segnb.ui").joinpath("jupyter")
-        env = {**os.environ, "SEGNB_PRESENTATION": "1" if args.presentation else "0",
+        # The built-in dataset as the Studio loads it by default, drawn once here for every student.
+        from segnb.data.shapes import CACHE_ENV, rendered_scenes
+
+        shapes = Path(config) / "shapes"
+        shapes.mkdir()
+        rendered_scenes(**STUDIO_SHAPES, size=128, void_border=0, folder=shapes)
+        env = {**os.environ, CACHE_ENV: str(shapes), "SEGNB_PRESENTATION": "1" if args.presentation else "0",
                "JUPYTER_CONFIG_PATH": os.pathsep.join(
                    [config, *filter(None, [os.environ.get("JUPYTER_CONFIG_PATH")])]),
                "JUPYTER_PATH": os.pathsep.join([str(data), *filter(None, [os.environ.get("JUPYTER_PATH")])])}

@@ -234,6 +234,7 @@ def test_studio_uses_segnbs_voila_template_and_the_pool_options(monkeypatch, cap
             "--VoilaKernelManager.fill_delay=120.0"} <= set(child.args)
     template = Path(child.env["JUPYTER_PATH"].split(os.pathsep)[0]) / "voila" / "templates" / "segnb"
     assert json.loads((template / "conf.json").read_text())["base_template"] == "lab"
+    assert child.env["SEGNB_SHAPES_CACHE"]  # the built-in dataset, drawn once for every student
     macro = (template / "spinner.macro.html.j2").read_text()
     assert 'id="loading"' in macro and 'id="loading_text"' in macro and "animation:" not in macro  # no CSS animation
     assert main(["studio"]) == 0

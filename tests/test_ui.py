@@ -519,6 +519,12 @@ def test_studio_page_and_first_tab_do_not_import_torch():
     assert lines[2:] == ["model-tab True True", "api True"], out.stdout + out.stderr
 
 
+def test_segnb_studio_prepares_the_dataset_the_picker_loads_by_default():
+    from segnb.cli import STUDIO_SHAPES
+
+    assert DatasetPicker(SharedState()).spec() == {"source": "shapes", "options": STUDIO_SHAPES}
+
+
 def test_dataset_picker_shows_the_loaders_warnings_and_notes(monkeypatch):
     import warnings
 
