@@ -464,8 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep N kernels that have already opened the Studio ready for the next visitors")
     studio.add_argument("--fill-delay", type=_non_negative_float, default=1.0, metavar="SECONDS",
                         help="with --preheat: wait this long before replacing a kernel taken from the pool "
-                             "(default 1; e.g. 120 so refills do not compete with a class opening pages; a "
-                             "visitor who finds the pool empty waits for a refill)")
+                             "(default 1; 60 for a class, so refills do not compete with the pages opening; a "
+                             "visitor after the pool is used up waits for the delayed refill)")
     studio.set_defaults(run=_studio)
     return parser
 
