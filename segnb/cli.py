@@ -36,6 +36,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of 0 or more, got {text}")
+    return value
+
+
 def _device(text: str) -> str:
     if not DEVICE.match(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
@@ -319,6 +329,10 @@ def _lab(args) -> int:
     return _serve(command, env)
 
 
+# What the Studio's Dataset tab loads by default (its "images" slider and the lesson seed).
+STUDIO_SHAPES = {"n": 400, "seed": 0}
+
+
 def _studio(args) -> int:
     """The Studio as a standalone page (Voila): no code cells, for students."""
     import json as json_module
@@ -333,16 +347,28 @@ def _studio(args) -> int:
         path = Path(config) / "voila.json"
         path.touch(mode=0o600)
         path.write_text(json_module.dumps({"Voila": {"token": token}}))
-        env = {**os.environ, "SEGNB_PRESENTATION": "1" if args.presentation else "0",
+        # segnb's Voila template (segnb/ui/jupyter/voila/templates/segnb): Voila's own, with a still
+        # loading message instead of an animation that costs a waiting page's CPU (docs/CLASSROOM.md).
+        data = resources.files("segnb.ui").joinpath("jupyter")
+        # The built-in dataset as the Studio loads it by default, drawn once here for every student.
+        from segnb.data.shapes import CACHE_ENV, rendered_scenes
+
+        shapes = Path(config) / "shapes"
+        shapes.mkdir()
+        rendered_scenes(**STUDIO_SHAPES, size=128, void_border=0, folder=shapes)
+        env = {**os.environ, CACHE_ENV: str(shapes), "SEGNB_PRESENTATION": "1" if args.presentation else "0",
                "JUPYTER_CONFIG_PATH": os.pathsep.join(
-                   [config, *filter(None, [os.environ.get("JUPYTER_CONFIG_PATH")])])}
+                   [config, *filter(None, [os.environ.get("JUPYTER_CONFIG_PATH")])]),
+               "JUPYTER_PATH": os.pathsep.join([str(data), *filter(None, [os.environ.get("JUPYTER_PATH")])])}
         command = [sys.executable, "-m", "voila", str(notebook), f"--Voila.ip={args.ip}",
-                   f"--port={args.port}", "--no-browser",
+                   f"--port={args.port}", "--no-browser", "--template=segnb",
                    # A busy machine (a class opening pages at once) can take longer than Voila's 4 s
                    # to deliver a cell's output; without this the page comes up without the Studio.
                    "--VoilaExecutor.iopub_timeout=60"]
         if args.preheat > 0:  # kernels that have run the Studio notebook before anyone asks (docs/CLASSROOM.md)
-            command += ["--preheat_kernel=True", f"--VoilaConfiguration.default_pool_size={args.preheat}"]
+            command += ["--preheat_kernel=True", f"--VoilaConfiguration.default_pool_size={args.preheat}",
+                        # Refill the pool this long after a kernel is taken, not while a class opens pages.
+                        f"--VoilaKernelManager.fill_delay={args.fill_delay}"]
         print(f"segnb studio on http://{args.ip}:{args.port}/?token={token}")
         if args.ip == "127.0.0.1":
             print("Listening on this machine only. To expose it deliberately: segnb studio --ip 0.0.0.0 "
@@ -436,6 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
     studio.add_argument("--presentation", action="store_true", help="large fonts and pictures for a projector")
     studio.add_argument("--preheat", type=int, default=0, metavar="N",
                         help="keep N kernels that have already opened the Studio ready for the next visitors")
+    studio.add_argument("--fill-delay", type=_non_negative_float, default=1.0, metavar="SECONDS",
+                        help="with --preheat: wait this long before replacing a kernel taken from the pool "
+                             "(default 1; 60 for a class, so refills do not compete with the pages opening; a "
+                             "visitor after the pool is used up waits for the delayed refill)")
     studio.set_defaults(run=_studio)
     return parser
 

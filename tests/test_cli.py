@@ -223,6 +223,27 @@ def test_server_token_is_never_on_the_command_line(command, monkeypatch, capsys)
         assert not Path(config).exists()
 
 
+def test_studio_uses_segnbs_voila_template_and_the_pool_options(monkeypatch, capsys):
+    """`segnb studio` finds segnb's Voila template (a still loading message, docs/CLASSROOM.md) and
+    passes the preheated pool's size and refill delay to Voila."""
+    monkeypatch.setattr(subprocess, "Popen", _FakeChild)
+    assert main(["studio", "--preheat", "10", "--fill-delay", "120"]) == 0
+    child = _FakeChild.last
+    assert "--template=segnb" in child.args
+    assert {"--preheat_kernel=True", "--VoilaConfiguration.default_pool_size=10",
+            "--VoilaKernelManager.fill_delay=120.0"} <= set(child.args)
+    template = Path(child.env["JUPYTER_PATH"].split(os.pathsep)[0]) / "voila" / "templates" / "segnb"
+    assert json.loads((template / "conf.json").read_text())["base_template"] == "lab"
+    assert child.env["SEGNB_SHAPES_CACHE"]  # the built-in dataset, drawn once for every student
+    macro = (template / "spinner.macro.html.j2").read_text()
+    assert 'id="loading"' in macro and 'id="loading_text"' in macro and "animation:" not in macro  # no CSS animation
+    assert main(["studio"]) == 0
+    assert not any("preheat" in a or "fill_delay" in a for a in _FakeChild.last.args)
+    with pytest.raises(SystemExit):
+        main(["studio", "--fill-delay", "-1"])
+    assert "--fill-delay" in capsys.readouterr().err
+
+
 def test_lab_as_root_says_what_to_do_or_allows_it(monkeypatch, capsys):
     monkeypatch.setattr(subprocess, "Popen", _FakeChild)
     monkeypatch.setattr(os, "geteuid", lambda: 0)

@@ -29,6 +29,31 @@ def test_shapes_is_deterministic_by_seed():
     assert np.array_equal(longer["train"][3][0], a["train"][3][0])
 
 
+def test_shapes_cache_gives_the_same_scenes_drawn_once(tmp_path, monkeypatch):
+    """With $SEGNB_SHAPES_CACHE (set by `segnb studio` for a class) the scenes are drawn once and read
+    back identical; a damaged file is drawn again, never read as pictures."""
+    from segnb.data import shapes
+
+    drawn = load_shapes(n=8, size=32, seed=4, void_border=1)
+    monkeypatch.setenv(shapes.CACHE_ENV, str(tmp_path))
+    first = load_shapes(n=8, size=32, seed=4, void_border=1)
+    files = list(tmp_path.glob("*.npz"))
+    assert len(files) == 1 and "n8-size32-seed4-void1" in files[0].name
+    monkeypatch.setattr(shapes, "render_scene", lambda *a, **k: pytest.fail("drawn again"))
+    again = load_shapes(n=8, size=32, seed=4, void_border=1)
+    for data in (first, again):
+        for split in ("train", "validation"):
+            for i in range(len(drawn[split])):
+                assert all(np.array_equal(x, y) for x, y in zip(drawn[split].get(i, instances=True),
+                                                                data[split].get(i, instances=True), strict=True))
+    files[0].write_bytes(b"not a numpy file")
+    monkeypatch.undo()
+    monkeypatch.setenv(shapes.CACHE_ENV, str(tmp_path))
+    redrawn = load_shapes(n=8, size=32, seed=4, void_border=1)
+    assert np.array_equal(redrawn["train"][2][0], drawn["train"][2][0])
+    assert np.load(files[0])["images"].shape == (8, 32, 32, 3)  # and the file is whole again
+
+
 def test_shapes_has_small_objects_large_objects_and_imbalance():
     from scipy import ndimage
 

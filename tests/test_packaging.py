@@ -53,6 +53,8 @@ def test_wheel_ships_the_widget_front_end(tmp_path):
     for name in front_end:
         assert f"segnb/widgets/{name}" in names
     assert "segnb/data/shapes.py" in names
+    for name in ("conf.json", "spinner.macro.html.j2"):  # segnb studio's Voila template (docs/CLASSROOM.md)
+        assert f"segnb/ui/jupyter/voila/templates/segnb/{name}" in names
     # The files load from an installed copy through importlib.resources.
     target = tmp_path / "site"
     with zipfile.ZipFile(wheel) as archive:

@@ -491,6 +491,40 @@ def test_studio_builds_nothing_before_it_is_asked_for():
     assert out.stdout.split() == ["['Dataset']", "False"], out.stdout + out.stderr  # no encoder list loaded
 
 
+def test_studio_page_and_first_tab_do_not_import_torch():
+    """A class opening the page at once waits for no PyTorch import (docs/CLASSROOM.md): the Studio
+    and a Load of the built-in dataset import none of the heavy libraries; the Model tab then does."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "heavy = ('torch', 'timm', 'segmentation_models_pytorch', 'datasets', 'accelerate', 'scipy')\n"
+        "loaded = lambda: [m for m in heavy if m in sys.modules]\n"
+        "from segnb.ui import Studio\n"
+        "s = Studio()\n"
+        "print('page', loaded())\n"
+        "s.dataset.size.value = 20\n"
+        "s.dataset.load_button.click()\n"
+        "print('loaded', s.state.data is not None and not s.dataset.errors.value, [m for m in loaded() if m != 'scipy'])\n"
+        "s.show_tab('Model')\n"
+        "print('model-tab', 'torch' in sys.modules, s.builder.build() is not None)\n"
+        "import segnb\n"
+        "print('api', callable(segnb.build_model) and callable(segnb.load_dataset))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[0] == "page []", out.stdout + out.stderr
+    assert lines[1] == "loaded True []", out.stdout + out.stderr  # scipy.optimize assigns overlay colours
+    assert lines[2:] == ["model-tab True True", "api True"], out.stdout + out.stderr
+
+
+def test_segnb_studio_prepares_the_dataset_the_picker_loads_by_default():
+    from segnb.cli import STUDIO_SHAPES
+
+    assert DatasetPicker(SharedState()).spec() == {"source": "shapes", "options": STUDIO_SHAPES}
+
+
 def test_dataset_picker_shows_the_loaders_warnings_and_notes(monkeypatch):
     import warnings
 

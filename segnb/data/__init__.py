@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from segnb.data.base import SegmentationDataset, SegTransform, Split, TorchSplit, default_palette
+from segnb.data.base import SegmentationDataset, Split, default_palette
 from segnb.data.folder import load_folder
 from segnb.data.hub import KNOWN_HUB_DATASETS, is_hub_id, load_hub
 from segnb.data.shapes import SHAPES_CLASSES, load_shapes
@@ -26,6 +28,19 @@ __all__ = [
 ]
 
 HUB_FILE_SUFFIXES = {".parquet", ".arrow"}
+
+if TYPE_CHECKING:
+    from segnb.data.transform import SegTransform, TorchSplit
+
+
+def __getattr__(name: str):
+    # The tensor side needs PyTorch: imported on first use, so loading and looking at a dataset does
+    # not (a Studio page opens without it, docs/CLASSROOM.md).
+    if name in ("SegTransform", "TorchSplit"):
+        from segnb.data import transform
+
+        return getattr(transform, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _is_hub_layout(root: Path) -> bool:
@@ -53,12 +68,10 @@ def load_dataset(source, **options) -> SegmentationDataset:
         DatasetError: the source is unknown or unreadable; the message says how to fix it.
         HubUnavailableError: a hub id while offline with no cached copy (within seconds).
     """
-    try:
-        import datasets
-
-        in_memory = isinstance(source, (datasets.Dataset, datasets.DatasetDict))
-    except ImportError:  # pragma: no cover - datasets is a dependency
-        in_memory = False
+    # An in-memory datasets.Dataset means `datasets` is imported already; importing it here for the
+    # check would cost every other source (the built-in shapes in a Studio page) a second.
+    datasets = sys.modules.get("datasets")
+    in_memory = datasets is not None and isinstance(source, (datasets.Dataset, datasets.DatasetDict))
     if in_memory:
         return _call(load_hub, source, options)
     if not isinstance(source, (str, Path)):

@@ -13,14 +13,16 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader
-from torch.utils.data import Dataset as TorchDataset
 
 from segnb.errors import DatasetError
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
+
+    from segnb.data.transform import SegTransform, TorchSplit
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -35,6 +37,16 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def __getattr__(name: str):
+    # The tensor side (segnb/data/transform.py) needs PyTorch: imported when first used, so that
+    # loading and looking at a dataset does not (a Studio page opens without it, docs/CLASSROOM.md).
+    if name in ("SegTransform", "TorchSplit"):
+        from segnb.data import transform
+
+        return getattr(transform, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def default_palette(num_classes: int) -> np.ndarray:
@@ -197,87 +209,6 @@ class Split:
                 "Fix: pass num_classes= (or class_names=) that covers them, ignore_index= for a void "
                 "label, or reduce_labels=True if 0 means background/void (as in ADE20K)."
             )
-
-
-@dataclass
-class SegTransform:
-    """Turns a raw pair into tensors: resize or crop, flip, normalise.
-
-    Images are resized bilinearly with antialiasing; masks always with nearest,
-    so no invented class appears at a boundary. With ``train=True`` the image
-    is flipped horizontally at random and, if ``scale`` is set, rescaled by a
-    random factor and cropped back to ``size``.
-
-    Args:
-        size: ``(height, width)`` or one int; ``None`` keeps each image's size.
-        train: apply random augmentation.
-        mean, std: normalisation, matching the encoder's pretrained configuration.
-        hflip: random horizontal flip when training.
-        scale: range of random rescaling when training, e.g. ``(0.75, 1.5)``.
-        ignore_index: the value that padded mask pixels get.
-    """
-
-    size: int | tuple[int, int] | None = None
-    train: bool = False
-    mean: Sequence[float] = IMAGENET_MEAN
-    std: Sequence[float] = IMAGENET_STD
-    hflip: bool = True
-    scale: tuple[float, float] | None = None
-    ignore_index: int = 255
-
-    def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)  # (3, H, W)
-        y = torch.from_numpy(mask)  # (H, W)
-        size = (self.size, self.size) if isinstance(self.size, int) else self.size
-        if self.train and self.scale is not None:
-            factor = float(torch.empty(1).uniform_(*self.scale))
-            target = size or x.shape[1:]
-            scaled = (max(1, round(target[0] * factor)), max(1, round(target[1] * factor)))
-            x, y = _resize(x, y, scaled)
-            if size is not None:
-                x, y = _random_crop(x, y, size, self.ignore_index)
-        elif size is not None and tuple(x.shape[1:]) != tuple(size):
-            x, y = _resize(x, y, size)
-        if self.train and self.hflip and bool(torch.rand(()) < 0.5):
-            x, y = x.flip(-1), y.flip(-1)
-        mean = torch.tensor(self.mean, dtype=x.dtype).view(3, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype).view(3, 1, 1)
-        return (x - mean) / std, y.long()
-
-
-def _resize(x: torch.Tensor, y: torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor]:
-    size = (int(size[0]), int(size[1]))
-    x = F.interpolate(x[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
-    y = F.interpolate(y[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
-    return x, y
-
-
-def _random_crop(x, y, size, ignore_index):
-    h, w = x.shape[1:]
-    th, tw = size
-    if h < th or w < tw:  # pad: image with zeros, mask with void
-        ph, pw = max(0, th - h), max(0, tw - w)
-        x = F.pad(x, (0, pw, 0, ph))
-        y = F.pad(y, (0, pw, 0, ph), value=ignore_index)
-        h, w = x.shape[1:]
-    top = int(torch.randint(0, h - th + 1, ()))
-    left = int(torch.randint(0, w - tw + 1, ()))
-    return x[:, top : top + th, left : left + tw], y[top : top + th, left : left + tw]
-
-
-class TorchSplit(TorchDataset):
-    """A :class:`Split` with a :class:`SegTransform`: yields ``(image (3,H,W) float, mask (H,W) long)``."""
-
-    def __init__(self, split: Split, transform: SegTransform):
-        self.split = split
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, index: int):
-        image, mask = self.split[index]
-        return self.transform(image, mask)
 
 
 def given_options(function, values: dict, skip: tuple[str, ...] = ("root", "source")) -> dict:
@@ -516,6 +447,8 @@ class SegmentationDataset:
 
     def torch_split(self, split: str, transform: SegTransform | None = None, **options) -> TorchSplit:
         """A torch ``Dataset`` over a split; ``options`` go to :class:`SegTransform`."""
+        from segnb.data.transform import SegTransform, TorchSplit
+
         if transform is None:
             options.setdefault("ignore_index", self.ignore_index)
             transform = SegTransform(**options)
@@ -541,6 +474,11 @@ class SegmentationDataset:
         ``train`` defaults to ``split == data.train_split`` and switches on
         shuffling and augmentation.
         """
+        import torch
+        from torch.utils.data import DataLoader
+
+        from segnb.data.transform import SegTransform
+
         train = (split == self.train_split) if train is None else train
         transform = SegTransform(
             size=image_size, train=train, mean=mean, std=std, ignore_index=self.ignore_index,

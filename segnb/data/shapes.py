@@ -16,9 +16,11 @@ labelled 255 (void), as in PASCAL VOC.
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
+from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from segnb.data.base import SegmentationDataset, Split, given_options
 from segnb.errors import DatasetError
@@ -122,6 +124,8 @@ def render_scene(rng: np.random.Generator, size: int = 128, void_border: int = 0
         edge[:, :-1] |= (mask[:, :-1] != mask[:, 1:]) & (is_thing[:, :-1] | is_thing[:, 1:])
         edge[:, 1:] |= (mask[:, :-1] != mask[:, 1:]) & (is_thing[:, :-1] | is_thing[:, 1:])
         if void_border > 1:
+            from scipy import ndimage  # here: scipy costs a Studio page's first tab half a second
+
             edge = ndimage.binary_dilation(edge, iterations=void_border - 1)
         mask[edge] = 255
     if not instances:
@@ -145,6 +149,46 @@ class _ArraySplit(Split):
 
     def _load(self, index: int):
         return self.images[index], self.masks[index]
+
+
+CACHE_ENV = "SEGNB_SHAPES_CACHE"
+
+
+def _render_all(n: int, size: int, seed: int, void_border: int):
+    images = np.empty((n, size, size, 3), np.uint8)
+    masks = np.empty((n, size, size), np.uint8)
+    ids = np.empty((n, size, size), np.uint8)
+    for i in range(n):
+        images[i], masks[i], ids[i] = render_scene(np.random.default_rng([seed, i]), size, void_border, True)
+    return images, masks, ids
+
+
+def rendered_scenes(n: int, size: int, seed: int, void_border: int, folder: str | os.PathLike | None = None):
+    """The scenes' images, masks and instance ids; from the folder ``$SEGNB_SHAPES_CACHE`` when it is set.
+
+    ``segnb studio`` sets it and renders the Studio's default there once, so a class of students
+    loading the built-in dataset at the same moment read it (milliseconds) instead of each drawing
+    the same 400 scenes (about a CPU-second each, docs/CLASSROOM.md). The file name holds every
+    option and a hash of this file's code, so a changed drawing never reads an old picture.
+    """
+    folder = folder or os.environ.get(CACHE_ENV)
+    if not folder:
+        return _render_all(n, size, seed, void_border)
+    code = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12]
+    path = Path(folder) / f"shapes-{code}-n{n}-size{size}-seed{seed}-void{void_border}.npz"
+    try:
+        with np.load(path) as saved:
+            return saved["images"], saved["masks"], saved["ids"]
+    except (OSError, KeyError, ValueError):  # not there yet, or unreadable: draw them
+        pass
+    arrays = _render_all(n, size, seed, void_border)
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
+    try:  # written whole, then renamed: another kernel never reads half a file
+        np.savez(partial, images=arrays[0], masks=arrays[1], ids=arrays[2])
+        os.replace(partial, path)
+    except OSError:  # a cache that cannot be written only costs the drawing
+        partial.unlink(missing_ok=True)
+    return arrays
 
 
 def load_shapes(
@@ -172,11 +216,7 @@ def load_shapes(
         raise DatasetError(f"shapes needs size >= 16 px, got size={size}.")
     if not 0 < val_fraction < 1:
         raise DatasetError(f"shapes: val_fraction must be between 0 and 1, got {val_fraction!r}.")
-    images = np.empty((n, size, size, 3), np.uint8)
-    masks = np.empty((n, size, size), np.uint8)
-    ids = np.empty((n, size, size), np.uint8)
-    for i in range(n):
-        images[i], masks[i], ids[i] = render_scene(np.random.default_rng([seed, i]), size, void_border, True)
+    images, masks, ids = rendered_scenes(n, size, seed, void_border)
     n_val = min(n - 1, max(1, round(n * val_fraction)))
     n_train = n - n_val
     splits = {

@@ -1,18 +1,57 @@
 """segnb's widgets: thin compositions over the core (``segnb``), for JupyterLab and Voila.
 
 ``Studio()`` is the whole experience in one cell; each panel also works alone.
+
+Each name is imported when first used (PEP 562): ``from segnb.ui import Studio`` and the Studio's
+first tab need no PyTorch, so a Voila page for a class opens sooner (docs/CLASSROOM.md).
 """
 
-from segnb.ui.attention_viewer import AttentionViewer
-from segnb.ui.common import ResultStamp, SharedState
-from segnb.ui.labs import ClassicalLab, IoUReport, UpsamplingLab
-from segnb.ui.panels import DatasetPicker, ModelBuilder, TrainPanel
-from segnb.ui.progress import NotebookProgress, NotebookRenderer
-from segnb.ui.softmask_viewer import SoftMaskViewer
-from segnb.ui.studio import InspectPanel, Studio
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+# name -> the module that defines it
+_LAZY = {
+    "AttentionViewer": "segnb.ui.attention_viewer",
+    "ClassicalLab": "segnb.ui.labs",
+    "DatasetPicker": "segnb.ui.panels",
+    "InspectPanel": "segnb.ui.studio",
+    "IoUReport": "segnb.ui.labs",
+    "ModelBuilder": "segnb.ui.panels",
+    "NotebookProgress": "segnb.ui.progress",
+    "NotebookRenderer": "segnb.ui.progress",
+    "ResultStamp": "segnb.ui.common",
+    "SharedState": "segnb.ui.common",
+    "SoftMaskViewer": "segnb.ui.softmask_viewer",
+    "Studio": "segnb.ui.studio",
+    "TrainPanel": "segnb.ui.panels",
+    "UpsamplingLab": "segnb.ui.labs",
+}
 
 __all__ = [
     "AttentionViewer", "ClassicalLab", "DatasetPicker", "InspectPanel", "IoUReport", "ModelBuilder",
     "NotebookProgress", "NotebookRenderer", "ResultStamp", "SharedState", "SoftMaskViewer", "Studio", "TrainPanel",
     "UpsamplingLab",
 ]
+
+if TYPE_CHECKING:
+    from segnb.ui.attention_viewer import AttentionViewer
+    from segnb.ui.common import ResultStamp, SharedState
+    from segnb.ui.labs import ClassicalLab, IoUReport, UpsamplingLab
+    from segnb.ui.panels import DatasetPicker, ModelBuilder, TrainPanel
+    from segnb.ui.progress import NotebookProgress, NotebookRenderer
+    from segnb.ui.softmask_viewer import SoftMaskViewer
+    from segnb.ui.studio import InspectPanel, Studio
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_LAZY})

@@ -10,13 +10,7 @@ import ipywidgets as W
 
 from segnb.callbacks import Callback, ProgressCallback
 from segnb.data import KNOWN_HUB_DATASETS, load_dataset
-from segnb.losses import LOSSES
-from segnb.models import build_model, describe_model, list_architectures, list_encoders
-from segnb.models.build import check_combination, resolve_arch, resolve_encoder
-from segnb.models.registry import get_architecture
-from segnb.models.upsample import UPSAMPLE_KINDS
 from segnb.progress import ProgressState, format_duration
-from segnb.train import fit, predict
 from segnb.ui.common import (
     ErrorBox,
     PlotView,
@@ -33,6 +27,9 @@ from segnb.ui.common import (
 )
 from segnb.ui.progress import ThrottledRenderer
 from segnb.viz import class_curves_figure, curves_figure, frequency_figure, grid, outline, overlay
+
+# Models, losses and training (PyTorch) are imported where the Model and Train panels use them: the
+# Dataset panel, the Studio's first tab, works without PyTorch (docs/CLASSROOM.md).
 
 __all__ = ["DatasetPicker", "ModelBuilder", "TrainPanel"]
 
@@ -229,6 +226,9 @@ class ModelBuilder(W.VBox):
     """Architecture, compatible encoders, pretrained weights, upsampling operator; a live description."""
 
     def __init__(self, state: SharedState | None = None):
+        from segnb.models import list_architectures
+        from segnb.models.upsample import UPSAMPLE_KINDS
+
         self.state = state or SharedState()
         self.errors = ErrorBox()
         semantic = [*list_architectures("smp"), *list_architectures("teaching")]  # Mask R-CNN: the Instances tab
@@ -257,6 +257,9 @@ class ModelBuilder(W.VBox):
 
     @guarded
     def refresh_encoders(self, limit: int = 300):
+        from segnb.models import list_encoders
+        from segnb.models.registry import get_architecture
+
         names = list_encoders(self.arch.value, self.filter.value or "*")
         self.encoder.options = encoder_choices(names)[:limit]
         self.upsample.disabled = get_architecture(self.arch.value).upsample is None
@@ -268,6 +271,8 @@ class ModelBuilder(W.VBox):
 
     def explain(self) -> bool:
         """Say at once whether the combination can work (no model is built)."""
+        from segnb.models.build import check_combination, resolve_arch, resolve_encoder
+
         spec = self.spec()
         try:
             check_combination(resolve_arch(spec["arch"]), resolve_encoder(spec["encoder"]), spec["upsample"])
@@ -280,6 +285,8 @@ class ModelBuilder(W.VBox):
 
     @guarded
     def build(self, spec: dict | None = None):
+        from segnb.models import build_model
+
         spec = dict(spec or self.spec())
         data = self.state.data
         class_names = data.class_names if data is not None else None
@@ -297,6 +304,8 @@ class ModelBuilder(W.VBox):
 
     @staticmethod
     def describe_html(model) -> str:
+        from segnb.models import describe_model
+
         info = describe_model(model)
         rows = "".join(f"<tr><td>{s['stage']}</td><td>{s['channels']}</td><td>{s['stride']}</td></tr>"
                        for s in info["stages"])
@@ -304,6 +313,13 @@ class ModelBuilder(W.VBox):
                 f"{info['parameters']:,} parameters ({info['encoder_parameters']:,} in the encoder), "
                 f"output stride {info['output_stride']}, inputs padded to multiples of {info['input_multiple']}"
                 f"<table class='segnb-stages'><tr><th>stage</th><th>channels</th><th>stride</th></tr>{rows}</table>")
+
+
+def _predicted_mask(model, image, device="auto"):
+    """The model's argmax mask for one raw image, as numpy."""
+    from segnb.train import predict
+
+    return predict(model, image, device=device).masks[0].numpy()
 
 
 class _PanelCallback(Callback):
@@ -358,6 +374,8 @@ class TrainPanel(W.VBox):
     """
 
     def __init__(self, state: SharedState | None = None, callbacks=()):
+        from segnb.losses import LOSSES
+
         self.state = state or SharedState()
         self.extra_callbacks = list(callbacks)  # yours, e.g. a CSVLogger, next to the panel's own
         self.errors = ErrorBox()
@@ -495,6 +513,8 @@ class TrainPanel(W.VBox):
         self.stamp.stamp()
         self._status_line("starting ...")
         try:
+            from segnb.train import fit
+
             self.handle = fit(model, data, epochs=self.epochs.value, batch_size=self.batch_size.value,
                               lr=self.lr.value, loss=self.loss.value, max_minutes=self.max_minutes.value,
                               image_size=self.image_size.value or None,
@@ -544,7 +564,7 @@ class TrainPanel(W.VBox):
         with self._lock:
             self._draw_curves(trainer.history.epochs)
         image, mask = self.sample_pair
-        pred = predict(trainer.unwrapped, image, device=trainer.device).masks[0].numpy()
+        pred = _predicted_mask(trainer.unwrapped, image, device=trainer.device)
         self._draw_sample(image, mask, pred, trainer.history.epochs[-1]["epoch"])
 
     def _draw_sample(self, image, mask, pred, epoch, when: str | None = None) -> None:
@@ -589,7 +609,7 @@ class TrainPanel(W.VBox):
         data, model = self.state.data, self.state.model
         self.sample_pair = data[data.eval_split][0]
         image, mask = self.sample_pair
-        self._draw_sample(image, mask, predict(model, image).masks[0].numpy(), None,
+        self._draw_sample(image, mask, _predicted_mask(model, image), None,
                           when=f"prediction when training ended (step {history.steps})")
         self._status_line(self._summary(history) + " (restored from a lesson)")
 
@@ -609,7 +629,7 @@ class TrainPanel(W.VBox):
         if getattr(self, "sample_pair", None) is not None and trainer.history.steps:
             # The weights as they are now (Stop may come mid-epoch): what a saved lesson restores.
             image, mask = self.sample_pair
-            pred = predict(trainer.unwrapped, image, device=trainer.device).masks[0].numpy()
+            pred = _predicted_mask(trainer.unwrapped, image, device=trainer.device)
             self._draw_sample(image, mask, pred, None,
                               when=f"prediction when training ended (step {trainer.history.steps})")
         self._status_line(self._summary(trainer.history))

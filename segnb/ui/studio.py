@@ -16,16 +16,12 @@ from pathlib import Path
 import ipywidgets as W
 import numpy as np
 
-from segnb.inspect.attention import find_vit
-from segnb.train import predict
-from segnb.ui.attention_viewer import AttentionViewer
 from segnb.ui.common import ErrorBox, PlotView, ResultStamp, SharedState, guarded, user_message
-from segnb.ui.instances import InstancePanel
-from segnb.ui.interactive import InteractivePanel
-from segnb.ui.labs import ClassicalLab, IoUReport, UpsamplingLab
-from segnb.ui.panels import DatasetPicker, ModelBuilder, TrainPanel
-from segnb.ui.softmask_viewer import SoftMaskViewer
 from segnb.widgets import asset
+
+# The panels (and PyTorch behind most of them) are imported when their tab is first opened: the
+# page shows the Dataset tab without PyTorch, so a class opening it at once waits less
+# (docs/CLASSROOM.md; tests/test_ui.py checks that the Studio at page load does not import torch).
 
 __all__ = ["Studio", "InspectPanel", "TABS"]
 
@@ -37,6 +33,9 @@ class InspectPanel(W.VBox):
     """The SoftMaskViewer on a chosen validation image, and the AttentionViewer for ViT models."""
 
     def __init__(self, state: SharedState):
+        from segnb.ui.attention_viewer import AttentionViewer
+        from segnb.ui.softmask_viewer import SoftMaskViewer
+
         self.state = state
         self.errors = ErrorBox()
         self.index = W.BoundedIntText(0, min=0, max=100_000, description="image #")
@@ -57,6 +56,9 @@ class InspectPanel(W.VBox):
 
     @guarded
     def show(self, index: int | None = None):
+        from segnb.inspect.attention import find_vit
+        from segnb.train import predict
+
         data, model = self.state.data, self.state.model
         if data is None or model is None:
             raise ValueError("Load a dataset and build (and train) a model first.")
@@ -88,6 +90,13 @@ STEPS = (("1 Pick", "Dataset", "pick a dataset and press Load"),
          ("4 Look", "Inspect", "press Show: hover the picture, raise the temperature, open the IoU tab"))
 
 
+def _panel(module: str, name: str) -> type:
+    """A panel class of ``segnb.ui.<module>``, imported when its tab is first opened."""
+    import importlib
+
+    return getattr(importlib.import_module(f"segnb.ui.{module}"), name)
+
+
 def _walk(widget):
     """The widget and every widget inside it (Box children), depth first."""
     yield widget
@@ -109,15 +118,15 @@ class Studio(W.VBox):
         # One line per tab: a title and the panel (or a function that makes it when the tab is first
         # opened: a page that is never used costs no memory, and a class of students loads faster).
         self.panels = [
-            ("Dataset", lambda: DatasetPicker(self.state)),
-            ("Model", lambda: ModelBuilder(self.state)),
-            ("Train", lambda: TrainPanel(self.state)),
+            ("Dataset", lambda: _panel("panels", "DatasetPicker")(self.state)),
+            ("Model", lambda: _panel("panels", "ModelBuilder")(self.state)),
+            ("Train", lambda: _panel("panels", "TrainPanel")(self.state)),
             ("Inspect", lambda: InspectPanel(self.state)),
-            ("Upsampling", lambda: UpsamplingLab(self.state)),
-            ("IoU", lambda: IoUReport(self.state, viewer=self.inspect.softmask)),
-            ("Classical", lambda: ClassicalLab(self.state)),
-            ("Instances", lambda: InstancePanel(self.state)),  # segnb/ui/instances.py
-            ("Interactive", lambda: InteractivePanel(self.state)),  # segnb/ui/interactive.py
+            ("Upsampling", lambda: _panel("labs", "UpsamplingLab")(self.state)),
+            ("IoU", lambda: _panel("labs", "IoUReport")(self.state, viewer=self.inspect.softmask)),
+            ("Classical", lambda: _panel("labs", "ClassicalLab")(self.state)),
+            ("Instances", lambda: _panel("instances", "InstancePanel")(self.state)),
+            ("Interactive", lambda: _panel("interactive", "InteractivePanel")(self.state)),
         ]
         self._built: dict[str, W.Widget] = {}
         self._slots = [W.VBox([W.HTML(f"<i>opening {name} ...</i>")]) for name, _ in self.panels]
