@@ -29,9 +29,22 @@ from segnb.errors import ModelConfigError
 from segnb.models.encoders import encoder_family
 from segnb.models.registry import BuildRequest, register_architecture
 
-__all__ = ["MaskRCNNModel", "TimmFPNBackbone"]
+__all__ = ["CPU_SETTINGS", "FIT_DEFAULTS", "MaskRCNNModel", "TimmFPNBackbone"]
 
-ANCHOR_SIZES = ((8,), (16,), (32,), (64,), (128,))  # one size per pyramid level, strides 4..64
+# torchvision MaskRCNN settings for small images on a CPU (its defaults are for COCO at 800 px on
+# a GPU); ``build_model("maskrcnn", ..., detector_options={...})`` overrides any of them.
+CPU_SETTINGS = {
+    "anchor_sizes": (8, 16, 32, 64, 128),  # one size per pyramid level, strides 4..64
+    "aspect_ratios": (0.5, 1.0, 2.0),
+    "rpn_pre_nms_top_n_train": 600, "rpn_post_nms_top_n_train": 300,
+    "rpn_pre_nms_top_n_test": 300, "rpn_post_nms_top_n_test": 100,
+    "rpn_batch_size_per_image": 128, "box_batch_size_per_image": 64,
+}
+
+
+# What fit() should be given for these settings (the CLI, the Studio panel and the benchmark use it):
+# measured with benchmarks/bench_instances.py.
+FIT_DEFAULTS = {"lr": 2e-3, "batch_size": 8}
 
 
 class TimmFPNBackbone(nn.Module):
@@ -64,6 +77,9 @@ class TimmFPNBackbone(nn.Module):
 class MaskRCNNModel(nn.Module):
     """torchvision's ``MaskRCNN`` with labels in the dataset's class space.
 
+    ``task = "instance"``: :class:`segnb.infer.Inference`, ``evaluate`` and ``predict`` read
+    it and return detections and mask AP instead of logits and mIoU.
+
     Args:
         backbone: a :class:`TimmFPNBackbone`.
         class_names: the dataset's classes (stuff included), as for every segnb model.
@@ -71,8 +87,10 @@ class MaskRCNNModel(nn.Module):
         image_size: torchvision resizes each image so its shorter side is this (``min_size``).
     """
 
+    task = "instance"
+
     def __init__(self, backbone: TimmFPNBackbone, class_names: list[str], things: list[str] | None = None,
-                 image_size: int = 128, detections: int = 30):
+                 image_size: int = 128, detections: int = 30, detector_options: dict | None = None):
         super().__init__()
         from torchvision.models.detection import MaskRCNN
         from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -91,19 +109,21 @@ class MaskRCNNModel(nn.Module):
         self.register_buffer("_to_detector", to_detector, persistent=False)
         self.register_buffer("_to_semantic", torch.tensor([0, *self.thing_ids]), persistent=False)
         c = backbone.out_channels
-        anchors = AnchorGenerator(ANCHOR_SIZES, ((0.5, 1.0, 2.0),) * len(ANCHOR_SIZES))
+        settings = {**CPU_SETTINGS, **(detector_options or {})}
+        sizes, ratios = settings.pop("anchor_sizes"), settings.pop("aspect_ratios")
+        levels = [str(i) for i in range(len(backbone.channels))]  # RoIAlign reads strides 4..32
         self.detector = MaskRCNN(
             backbone, num_classes=None, min_size=image_size, max_size=image_size * 2,
             image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0],  # segnb's loaders normalise already
-            rpn_anchor_generator=anchors, rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300,
-            rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100, rpn_batch_size_per_image=128,
+            rpn_anchor_generator=AnchorGenerator(tuple((s,) for s in sizes), (tuple(ratios),) * len(sizes)),
             # One bilinear sample per RoIAlign bin (torchvision's default is 2x2): still no rounding,
             # and a quarter of the CPU cost of RoIAlign's backward pass, the slowest step on a CPU.
-            box_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], 7, sampling_ratio=1),
-            mask_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], 14, sampling_ratio=1),
+            box_roi_pool=MultiScaleRoIAlign(levels, 7, sampling_ratio=1),
+            mask_roi_pool=MultiScaleRoIAlign(levels, 14, sampling_ratio=1),
             box_head=TwoMLPHead(c * 7 * 7, 256), box_predictor=FastRCNNPredictor(256, len(things) + 1),
-            box_batch_size_per_image=64, box_detections_per_img=detections,
+            box_detections_per_img=detections,
             mask_head=MaskRCNNHeads(c, (c, c), 1), mask_predictor=MaskRCNNPredictor(c, c, len(things) + 1),
+            **settings,
         )
         self.pad_multiple = None
 
@@ -168,4 +188,5 @@ def _build(request: BuildRequest) -> MaskRCNNModel:
 register_architecture(
     "maskrcnn", "instance segmentation: torchvision Mask R-CNN, timm backbone + FPN, 28x28 mask head",
     group="instance", accepts=_accepts, build=_build, wrap=False, aliases=("mask-rcnn", "mask_rcnn"),
+    default_encoder="mobilenetv3_small_100",
 )
