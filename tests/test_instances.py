@@ -402,16 +402,17 @@ def test_panoptic_merge_by_hand():
 @pytest.mark.slow
 def test_maskrcnn_learns_the_built_in_dataset():
     """A loose floor under benchmarks/bench_instances.py (goal there: AP50 >= 0.5 in 3 minutes)."""
-    from segnb.instances.train import evaluate_instances
+    from segnb.models.maskrcnn import FIT_DEFAULTS
+    from segnb.train import evaluate
 
     torch.manual_seed(0)
     data = segnb.load_dataset("shapes", n=160, size=64)
     model = segnb.build_model("maskrcnn", "mobilenetv3_small_100", class_names=data.class_names,
-                              things=data.things, fpn_channels=64, image_size=64)
-    untrained = evaluate_instances(model, data).mask_ap50
-    history = fit(model, data, epochs=2, batch_size=8, lr=2e-3, progress=False)
+                              things=data.things, image_size=64)
+    untrained = evaluate(model, data).mask_ap50
+    history = fit(model, data, epochs=2, **FIT_DEFAULTS, progress=False)
     assert history.epochs[-1]["train_loss"] < history.epochs[0]["train_loss"]
-    trained = evaluate_instances(model, data).mask_ap50
+    trained = evaluate(model, data).mask_ap50
     assert trained == pytest.approx(history.epochs[-1]["mask_ap50"])
     assert trained >= 0.05 and trained > untrained + 0.04
 

@@ -7,7 +7,9 @@ is resized into the detection's box and thresholded at 0.5. segnb adds:
 - any timm backbone with ``features_only`` (``resnet18``, ``mobilenetv3_small_100``, ...) under a
   feature pyramid (``torchvision.ops.FeaturePyramidNetwork``, strides 4 to 64), with the same
   offline ``pretrained=`` behaviour as every other encoder;
-- anchors and head sizes for small images on a CPU (anchors 8 to 128 px, 128-channel FPN);
+- anchors, sampling counts and head sizes for small images on a CPU (:data:`CPU_SETTINGS`:
+  square anchors 8 to 128 px, fewer proposals and RoIs per image than torchvision's COCO
+  defaults, a 64-channel FPN; ``image_size``, torchvision's ``min_size``, is 128 px, not its 800);
 - class indices in the *dataset's* class space: ``labels`` are semantic class ids (circle = 3 in
   the built-in dataset), mapped to torchvision's 1..T (0 = background) inside, so predictions
   merge directly with a semantic model's stuff into a panoptic map.
@@ -32,25 +34,27 @@ from segnb.models.registry import BuildRequest, register_architecture
 __all__ = ["CPU_SETTINGS", "FIT_DEFAULTS", "MaskRCNNModel", "TimmFPNBackbone"]
 
 # torchvision MaskRCNN settings for small images on a CPU (its defaults are for COCO at 800 px on
-# a GPU); ``build_model("maskrcnn", ..., detector_options={...})`` overrides any of them.
+# a GPU); ``build_model("maskrcnn", ..., detector_options={...})`` overrides any of them. Measured
+# on the built-in dataset (128 px, objects 5 to 64 px across, all about as wide as tall) with
+# a fixed-step run like benchmarks/bench_instances.py --cpu-minutes: mobilenetv3_small_100 reached mask
+# AP50 0.76 in 500 steps of batch 8 (about 200 CPU seconds of one core); with three anchor shapes and
+# twice the proposals and RoIs each step cost 1.3x as much.
 CPU_SETTINGS = {
     "anchor_sizes": (8, 16, 32, 64, 128),  # one size per pyramid level, strides 4..64
-    "aspect_ratios": (0.5, 1.0, 2.0),
-    "rpn_pre_nms_top_n_train": 600, "rpn_post_nms_top_n_train": 300,
+    "aspect_ratios": (1.0,),  # squares, circles, triangles, rings: one anchor shape per position
+    "rpn_pre_nms_top_n_train": 300, "rpn_post_nms_top_n_train": 150,  # proposals kept per image
     "rpn_pre_nms_top_n_test": 300, "rpn_post_nms_top_n_test": 100,
-    "rpn_batch_size_per_image": 128, "box_batch_size_per_image": 64,
+    "rpn_batch_size_per_image": 128,  # anchors sampled for the RPN loss (torchvision: 256)
+    "box_batch_size_per_image": 32,  # RoIs sampled for the box and mask heads (torchvision: 512)
 }
-
-
-# What fit() should be given for these settings (the CLI, the Studio panel and the benchmark use it):
-# measured with benchmarks/bench_instances.py.
+# What fit() should be given with these settings (the CLI, the Studio panel and the benchmark use it).
 FIT_DEFAULTS = {"lr": 2e-3, "batch_size": 8}
 
 
 class TimmFPNBackbone(nn.Module):
     """A timm backbone's stride-4..32 stages under an FPN (plus a max-pooled stride-64 level)."""
 
-    def __init__(self, name: str, pretrained: bool = False, fpn_channels: int = 128, **timm_options):
+    def __init__(self, name: str, pretrained: bool = False, fpn_channels: int = 64, **timm_options):
         super().__init__()
         import timm
         from torchvision.ops import FeaturePyramidNetwork
@@ -85,6 +89,10 @@ class MaskRCNNModel(nn.Module):
         class_names: the dataset's classes (stuff included), as for every segnb model.
         things: the classes the detector finds (default: all); ``data.things`` for the built-in one.
         image_size: torchvision resizes each image so its shorter side is this (``min_size``).
+        detections: at most this many detections per image (``box_detections_per_img``).
+        detector_options: torchvision ``MaskRCNN`` arguments over :data:`CPU_SETTINGS`, e.g.
+            ``{"box_batch_size_per_image": 64}``, and ``anchor_sizes`` (one per pyramid level),
+            ``aspect_ratios``.
     """
 
     task = "instance"
@@ -177,12 +185,12 @@ def _accepts(encoder: str, upsample: str | None) -> str | None:
 def _build(request: BuildRequest) -> MaskRCNNModel:
     options = dict(request.options)
     backbone = TimmFPNBackbone(request.encoder, request.use_pretrained,
-                               fpn_channels=options.pop("fpn_channels", 128), **request.timm_options)
+                               fpn_channels=options.pop("fpn_channels", 64), **request.timm_options)
     try:
         return MaskRCNNModel(backbone, request.class_names, **options)
     except TypeError as err:
         raise ModelConfigError(f"maskrcnn options: {err}. It takes things=, image_size=, detections=, "
-                               "fpn_channels=.") from None
+                               "fpn_channels=, detector_options=.") from None
 
 
 register_architecture(
