@@ -188,6 +188,15 @@ def test_train_maskrcnn_reports_mask_ap_and_refuses_a_semantic_loss(tmp_path, ca
     assert main(["eval", "--model", str(tmp_path / "run" / "model"), "--json"]) == 0
     scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert scores["mask_ap50"] == pytest.approx(result["mask_ap50"]) and scores["split"] == "validation"
+    folder = tmp_path / "cells"  # a folder that does not say which classes are things
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for i in range(2):
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(folder / "images" / f"{i}.png")
+        Image.fromarray(np.eye(32, dtype=np.uint8)).save(folder / "masks" / f"{i}.png")
+    err = _one_clear_line(capsys, ["train", "--arch", "maskrcnn", "--dataset", str(folder), "--out",
+                                   str(tmp_path / "cells-run")])
+    assert "things" in err and "--data-option" in err
 
 
 def test_datasets_show_prints_the_notes(tmp_path, capsys):
