@@ -32,7 +32,8 @@ import torch.nn as nn
 from segnb.data.base import IMAGENET_MEAN, IMAGENET_STD
 from segnb.errors import SegnbError
 
-__all__ = ["Inference", "is_instance_model", "normalisation", "to_tensor", "claim", "release", "training_run", "AUTOCAST_DTYPES"]
+__all__ = ["Inference", "is_instance_model", "normalisation", "to_tensor", "claim", "release", "training_run",
+           "AUTOCAST_DTYPES"]
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 

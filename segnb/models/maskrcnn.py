@@ -34,11 +34,11 @@ from segnb.models.registry import BuildRequest, register_architecture
 __all__ = ["CPU_SETTINGS", "FIT_DEFAULTS", "MaskRCNNModel", "TimmFPNBackbone"]
 
 # torchvision MaskRCNN settings for small images on a CPU (its defaults are for COCO at 800 px on
-# a GPU); ``build_model("maskrcnn", ..., detector_options={...})`` overrides any of them. Measured
-# on the built-in dataset (128 px, objects 5 to 64 px across, all about as wide as tall) with
-# a fixed-step run like benchmarks/bench_instances.py --cpu-minutes: mobilenetv3_small_100 reached mask
-# AP50 0.76 in 500 steps of batch 8 (about 200 CPU seconds of one core); with three anchor shapes and
-# twice the proposals and RoIs each step cost 1.3x as much.
+# a GPU); ``build_model("maskrcnn", ..., detector_options={...})`` overrides any of them. On the
+# built-in dataset (128 px, objects 5 to 64 px across, all about as wide as tall) with FIT_DEFAULTS,
+# mobilenetv3_small_100 reaches mask AP50 0.74 in 3 minutes on one CPU core (424 steps;
+# benchmarks/bench_instances.py, benchmarks/RESULTS.md). With three anchor shapes and twice the
+# proposals and RoIs per image, each step cost 1.3x as much.
 CPU_SETTINGS = {
     "anchor_sizes": (8, 16, 32, 64, 128),  # one size per pyramid level, strides 4..64
     "aspect_ratios": (1.0,),  # squares, circles, triangles, rings: one anchor shape per position
