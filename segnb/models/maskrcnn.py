@@ -37,8 +37,7 @@ __all__ = ["CPU_SETTINGS", "FIT_DEFAULTS", "MaskRCNNModel", "TimmFPNBackbone"]
 # a GPU); ``build_model("maskrcnn", ..., detector_options={...})`` overrides any of them. On the
 # built-in dataset (128 px, objects 5 to 64 px across, all about as wide as tall) with FIT_DEFAULTS,
 # mobilenetv3_small_100 reaches mask AP50 0.74 in 3 minutes on one CPU core (424 steps;
-# benchmarks/bench_instances.py, benchmarks/RESULTS.md). With three anchor shapes and twice the
-# proposals and RoIs per image, each step cost 1.3x as much.
+# benchmarks/bench_instances.py, benchmarks/RESULTS.md).
 CPU_SETTINGS = {
     "anchor_sizes": (8, 16, 32, 64, 128),  # one size per pyramid level, strides 4..64
     "aspect_ratios": (1.0,),  # squares, circles, triangles, rings: one anchor shape per position
