@@ -111,9 +111,27 @@ class _EpochPrinter(Callback):
         import time
 
         record = trainer.history.epochs[-1]
-        print(f"epoch {record['epoch']}: train loss {record['train_loss']:.3f}  {self.val} "
-              f"{record['val_loss']:.3f}  mIoU {record['miou']:.3f}  {record['images_per_s']:.0f} images/s  "
-              f"[{time.monotonic() - self.start:.0f} s]", file=sys.stderr, flush=True)
+        if "mask_ap50" in record:  # an instance model: its loss terms and mask AP (no val loss, no mIoU)
+            scores = f"mask AP {record['mask_ap']:.3f}  mask AP50 {record['mask_ap50']:.3f}"
+        else:
+            scores = f"{self.val} {record['val_loss']:.3f}  mIoU {record['miou']:.3f}"
+        print(f"epoch {record['epoch']}: train loss {record['train_loss']:.3f}  {scores}  "
+              f"{record['images_per_s']:.0f} images/s  [{time.monotonic() - self.start:.0f} s]",
+              file=sys.stderr, flush=True)
+
+
+def _instance_settings(args, data) -> dict:
+    """``--arch maskrcnn``: the model's own training defaults; options that do not apply are refused."""
+    from segnb.errors import SegnbError
+    from segnb.models.maskrcnn import FIT_DEFAULTS
+
+    if args.loss is not None:
+        raise SegnbError(f"--loss does not apply to --arch {args.arch}: Mask R-CNN trains on its own RPN, box "
+                         "and mask losses (each is logged). Leave --loss out.")
+    if not data.things:
+        raise SegnbError(f"{data.source} does not say which classes are things (countable objects) for "
+                         f"--arch {args.arch}: pass --data-option 'things=[\"cell\"]'.")
+    return {"lr": args.lr or FIT_DEFAULTS["lr"], "batch_size": args.batch_size or FIT_DEFAULTS["batch_size"]}
 
 
 def _train(args, demo: bool = False) -> int:
@@ -125,6 +143,7 @@ def _train(args, demo: bool = False) -> int:
     from segnb.data import load_dataset
     from segnb.errors import SegnbError
     from segnb.models import build_model, save_model
+    from segnb.models.registry import get_architecture
     from segnb.train import evaluate, fit, resolve_device
 
     start = time.monotonic()
@@ -135,18 +154,26 @@ def _train(args, demo: bool = False) -> int:
         data_options["ignore_index"] = args.ignore_index
     data = load_dataset(args.dataset, **data_options)
     _print_notes(data)
-    model = build_model(args.arch, args.encoder, class_names=data.class_names, pretrained=args.pretrained)
+    instance = get_architecture(args.arch).group == "instance"
+    if instance:  # Mask R-CNN: detections, its own losses, mask AP
+        settings = _instance_settings(args, data)
+        model = build_model(args.arch, args.encoder, class_names=data.class_names, pretrained=args.pretrained,
+                            things=data.things)
+    else:
+        settings = {"lr": args.lr or (1e-2 if demo else 1e-3), "batch_size": args.batch_size or 16,
+                    "loss": args.loss or ("weighted_ce" if demo else "ce")}
+        model = build_model(args.arch, args.encoder or "vgg-tiny", class_names=data.class_names,
+                            pretrained=args.pretrained)
     _check_image_size(args.image_size, model)
     device = resolve_device(args.device)
-    print(f"segnb {'demo' if demo else 'train'}: {args.arch} on {args.encoder}, "
+    print(f"segnb {'demo' if demo else 'train'}: {args.arch} on {model.spec['encoder']}, "
           f"{sum(p.numel() for p in model.parameters()):,} parameters; {data.source} "
           f"({len(data[data.train_split])} train / {len(data[data.eval_split])} {data.eval_split} images); "
           f"device {device}, {torch.get_num_threads()} threads", file=sys.stderr)
     out = Path(args.out)
     try:
         epochs = args.epochs if args.epochs is not None else (None if args.max_minutes else 10)
-        history = fit(model, data, epochs=epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
-                      scheduler=args.scheduler,
+        history = fit(model, data, epochs=epochs, **settings, scheduler=args.scheduler,
                       device=device, precision=args.precision, image_size=args.image_size,
                       max_minutes=args.max_minutes, checkpoint_dir=out / "checkpoints", seed=args.seed or 0,
                       callbacks=[_EpochPrinter(start, data.has_validation)],
@@ -166,6 +193,8 @@ def _train(args, demo: bool = False) -> int:
         return 130 if interrupted else 1
     folder = save_model(model, out / "model", data=data)
     report = evaluate(model, data, image_size=args.image_size, device=device)
+    if instance:
+        return _instance_result(args, data, history, report, folder, out, start, interrupted)
     result = {
         "stopped": history.stopped, "epochs": len(history.epochs), "steps": history.steps,
         "miou": report.miou, "pixel_accuracy": report.scores.pixel_accuracy,
@@ -191,6 +220,22 @@ def _train(args, demo: bool = False) -> int:
     print(f"\nmodel saved to {folder} ({result['seconds']:.0f} s in all). "
           "Next: .venv/bin/segnb lab  (JupyterLab at notebooks/)")
     return code
+
+
+def _instance_result(args, data, history, report, folder, out, start, interrupted) -> int:
+    """The end of ``segnb train --arch maskrcnn``: mask AP (never an mIoU), the model's folder."""
+    import time
+
+    result = {"stopped": history.stopped, "epochs": len(history.epochs), "steps": history.steps,
+              **report.as_dict(), "model": str(folder), "checkpoints": str(out / "checkpoints"),
+              "seconds": round(time.monotonic() - start, 1), "scored_on": data.eval_split,
+              "notes": list(data.notes)}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"\non the {data.eval_split} split ({history.stopped}): {report.format()}")
+        print(f"\nmodel saved to {folder} ({result['seconds']:.0f} s in all).")
+    return 130 if interrupted else 0
 
 
 def _eval(args) -> int:
@@ -405,16 +450,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
                        help="dataset loader option, e.g. reduce_labels=true (repeatable)")
         p.add_argument("--arch", default="unet-classic")
-        p.add_argument("--encoder", default="vgg-tiny")
+        p.add_argument("--encoder", default=None, help="default: vgg-tiny (the architecture's own for maskrcnn)")
         p.add_argument("--pretrained", default=False, type=lambda v: {"true": True, "false": False}.get(v.lower(), v),
                        help="false, true, auto, or a .safetensors path")
         p.add_argument("--epochs", type=_positive_int, default=None,
                        help="passes over the training data (default: 10; with --max-minutes alone, "
                             "the time budget sets the schedule)")
-        p.add_argument("--batch-size", type=_positive_int, default=16)
-        p.add_argument("--lr", type=_positive_float, default=1e-2 if demo else 1e-3)
-        p.add_argument("--loss", type=_loss, default="weighted_ce" if demo else "ce",
-                       help="ce, weighted_ce (class weights from pixel frequencies), dice, focal, lovasz, ce+dice")
+        p.add_argument("--batch-size", type=_positive_int, default=None, help="default: 16 (8 for maskrcnn)")
+        p.add_argument("--lr", type=_positive_float, default=None,
+                       help=f"default: {1e-2 if demo else 1e-3:g} (maskrcnn: its own)")
+        p.add_argument("--loss", type=_loss, default=None,
+                       help=f"ce, weighted_ce (class weights from pixel frequencies), dice, focal, lovasz, ce+dice "
+                            f"(default: {'weighted_ce' if demo else 'ce'}; not for maskrcnn)")
         p.add_argument("--image-size", type=_positive_int, default=None,
                        help="train and score at this size (at least the model's stride)")
         p.add_argument("--ignore-index", type=int, default=None,

@@ -9,6 +9,8 @@ stage features, decoder activations). It
 - runs under ``torch.inference_mode`` (or with gradients, for Grad-CAM) and
   autocast at the precision the model was trained at;
 - puts every submodule in eval mode and gives each its own mode back afterwards;
+- returns logits for a semantic model, and one dict of detections per image for an
+  instance model (Mask R-CNN, :func:`is_instance_model`);
 - while ``fit()`` trains the model in another thread, works on a copy of the
   weights taken between two steps, so looking never touches the weights being
   trained: no batch-norm mode switch, no hooks, no fused-attention toggles on them.
@@ -30,7 +32,8 @@ import torch.nn as nn
 from segnb.data.base import IMAGENET_MEAN, IMAGENET_STD
 from segnb.errors import SegnbError
 
-__all__ = ["Inference", "normalisation", "to_tensor", "claim", "release", "training_run", "AUTOCAST_DTYPES"]
+__all__ = ["Inference", "is_instance_model", "normalisation", "to_tensor", "claim", "release", "training_run",
+           "AUTOCAST_DTYPES"]
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
@@ -45,6 +48,11 @@ def normalisation(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...
     if mean is None or std is None:
         return IMAGENET_MEAN, IMAGENET_STD
     return tuple(mean), tuple(std)
+
+
+def is_instance_model(model: nn.Module) -> bool:
+    """True for a model that returns detections (boxes, labels, scores, masks), not logits."""
+    return getattr(model, "task", "semantic") == "instance"
 
 
 def to_tensor(image, mean, std) -> torch.Tensor:
@@ -151,11 +159,20 @@ class Inference:
             return image.float().to(self.device)
         return self.tensor(image)[None]
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (B, K, H, W) in float32."""
+    @property
+    def instance(self) -> bool:
+        """The model is an instance model: :meth:`__call__` returns detections."""
+        return is_instance_model(self.model)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor | list[dict]:
+        """Logits (B, K, H, W) in float32. An instance model gives one dict per image instead:
+        ``boxes`` (N, 4), ``labels`` (N,) in the dataset's class ids, ``scores`` (N,) and
+        ``masks`` (N, 1, H, W) soft masks pasted into the image, floats in float32."""
         x = x.to(self.device)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
+        if self.instance:
+            return [{k: v.float() if v.is_floating_point() else v for k, v in d.items()} for d in self.module(x)]
         return self.module(x).float()
 
 

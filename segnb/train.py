@@ -702,6 +702,10 @@ class Trainer:
         logits = model(images)  # (B, K, H, W)
         return self.loss_fn(logits, masks)
 
+    def _probe_loss(self, images, masks) -> torch.Tensor:
+        """The loss of a trial batch (the out-of-memory probe): nothing is recorded or applied."""
+        return self._forward_loss(images, masks)
+
     def _epoch_scores(self) -> dict:
         return {"miou": self.scores.miou, "pixel_accuracy": self.scores.pixel_accuracy,
                 "mean_accuracy": self.scores.mean_accuracy, "iou": self.scores.iou}
@@ -784,7 +788,8 @@ class _OutOfMemory(Exception):
 
 def _largest_batch_that_fits(trainer: Trainer, images: torch.Tensor, masks: torch.Tensor) -> int:
     """Halve the batch until one forward (the training step's, under its autocast) and backward
-    pass succeeds. Nothing is applied, and the batch-norm statistics are put back."""
+    pass succeeds. Nothing is applied, and the batch-norm statistics are put back. ``masks``
+    may be a list (an instance model's per-image targets): it is sliced like the images."""
     saved_buffers = [b.detach().clone() for b in trainer._buffers]
     size = len(images) // 2
     try:
@@ -792,7 +797,7 @@ def _largest_batch_that_fits(trainer: Trainer, images: torch.Tensor, masks: torc
             try:
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-                trainer._forward_loss(images[:size], masks[:size]).backward()
+                trainer._probe_loss(images[:size], masks[:size]).backward()
                 return size
             except torch.cuda.OutOfMemoryError:
                 size //= 2
@@ -948,7 +953,14 @@ def evaluate(model, data: SegmentationDataset, split: str | None = None, batch_s
 
     The model must predict exactly the dataset's classes: scoring a 12-class model on a 7-class
     dataset would leave out every pixel predicted as classes 7-11, so a mismatch is refused.
+
+    An instance model (Mask R-CNN) gets :class:`segnb.instances.InstanceScores` instead: COCO
+    mask AP, AP50 and AP75 (``mask_ap``, ``mask_ap50``, ``mask_ap75``; its ``miou`` is None).
     """
+    if infer.is_instance_model(model):
+        from segnb.instances.train import evaluate_instances
+
+        return evaluate_instances(model, data, split, batch_size, image_size, device, precision)
     split = split or data.eval_split
     check_classes(model, data)
     total = torch.zeros(data.num_classes, data.num_classes, dtype=torch.long)
@@ -1000,7 +1012,17 @@ def predict(model, images, batch_size: int = 8, device="auto", temperature: floa
     ``images``: one ``uint8`` array (H, W, 3), a list of them (of any sizes: images of one size
     are batched together), or an already normalised tensor (N, 3, H, W). The model's own mean
     and std are applied; it runs in eval mode and gets its mode back (see :class:`Inference`).
+
+    An instance model (Mask R-CNN) gives a list with one :class:`segnb.instances.train.Instances`
+    per image instead: ``boxes``, ``labels``, ``scores``, ``masks`` (bool) and ``soft``.
     """
+    if infer.is_instance_model(model):
+        from segnb.instances.train import predict_instances
+
+        if temperature != 1.0:
+            raise SegnbError("temperature= scales a semantic model's logits; an instance model has none. "
+                             "Leave it out (filter detections by their scores instead).")
+        return predict_instances(model, images, batch_size, device, precision)
     if isinstance(images, torch.Tensor):
         tensors = list(images.float()) if images.dim() == 4 else [images.float()]
     else:

@@ -175,6 +175,30 @@ def test_train_without_validation_never_calls_training_scores_validation(tmp_pat
     assert "TRAINING images" in captured.out
 
 
+def test_train_maskrcnn_reports_mask_ap_and_refuses_a_semantic_loss(tmp_path, capsys):
+    small = ["--arch", "maskrcnn", "--encoder", "test_resnet", "--data-option", "n=8", "--data-option", "size=64",
+             "--epochs", "1", "--batch-size", "4"]
+    err = _one_clear_line(capsys, ["train", *small, "--out", str(tmp_path / "bad"), "--loss", "dice"])
+    assert "--loss does not apply to --arch maskrcnn" in err and not (tmp_path / "bad").exists()
+    assert main(["train", *small, "--out", str(tmp_path / "run"), "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out.strip().splitlines()[-1])
+    assert 0 <= result["mask_ap50"] <= 1 and result["mask_ap"] <= result["mask_ap50"]
+    assert "miou" not in result and "mIoU" not in captured.err and "mask AP50" in captured.err
+    assert main(["eval", "--model", str(tmp_path / "run" / "model"), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert scores["mask_ap50"] == pytest.approx(result["mask_ap50"]) and scores["split"] == "validation"
+    folder = tmp_path / "cells"  # a folder that does not say which classes are things
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for i in range(2):
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(folder / "images" / f"{i}.png")
+        Image.fromarray(np.eye(32, dtype=np.uint8)).save(folder / "masks" / f"{i}.png")
+    err = _one_clear_line(capsys, ["train", "--arch", "maskrcnn", "--dataset", str(folder), "--out",
+                                   str(tmp_path / "cells-run")])
+    assert "things" in err and "--data-option" in err
+
+
 def test_datasets_show_prints_the_notes(tmp_path, capsys):
     folder = tmp_path / "binary"
     (folder / "images").mkdir(parents=True)

@@ -207,6 +207,63 @@ def test_fit_trains_maskrcnn_with_loss_terms_checkpoints_and_stop(shapes, tmp_pa
     assert stopped.stopped == "enough" and stopped.steps == 2
 
 
+def test_out_of_memory_probe_names_a_batch_size_for_maskrcnn(shapes):
+    """The probe slices the per-image targets like the images, and logs nothing of its trial batches."""
+    model = segnb.build_model("maskrcnn", "test_resnet", class_names=shapes.class_names, things=shapes.things,
+                              image_size=64)
+    backbone_forward = model.detector.backbone.forward
+
+    def small_gpu(x):
+        if len(x) > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return backbone_forward(x)
+
+    model.detector.backbone.forward = small_gpu
+    logged = {}
+
+    class Terms(Callback):
+        def on_fit_end(self, trainer):
+            logged["images"] = trainer._term_count
+
+    with pytest.warns(UserWarning, match="batch_size=2 fits"):
+        history = fit(model, shapes, epochs=1, batch_size=8, progress=False, callbacks=[Terms()])
+    assert history.stopped.startswith("CUDA out of memory at batch_size=8") and "intact" in history.stopped
+    assert logged["images"] == 0 and history.epochs == []
+
+
+def test_evaluate_and_predict_take_an_instance_model(shapes):
+    from segnb.instances import InstanceScores
+    from segnb.instances.train import predict_instances
+    from segnb.train import evaluate, predict
+
+    torch.manual_seed(0)
+    model = segnb.build_model("maskrcnn", "test_resnet", class_names=shapes.class_names, things=shapes.things,
+                              image_size=64)
+    model.detector.roi_heads.score_thresh = 0.0  # an untrained model: keep every detection
+    scores = evaluate(model, shapes)
+    assert isinstance(scores, InstanceScores) and scores.miou is None
+    assert 0 <= scores.mask_ap <= scores.mask_ap50 <= 1 and scores.images == len(shapes["validation"])
+    assert "mask AP50" in scores.format() and "not mIoU" in scores.format()
+    image = shapes["validation"][0][0]
+    model.train()
+    found = predict(model, [image, image[:48, :40]])
+    assert model.training  # its mode is given back
+    assert len(found) == 2 and len(found[0]) > 0
+    assert found[0].masks.shape[1:] == (64, 64) and found[1].masks.shape[1:] == (48, 40)
+    assert found[0].masks.dtype == torch.bool and torch.equal(found[0].masks, found[0].soft > 0.5)
+    assert set(found[0].labels.tolist()) <= set(model.thing_ids)
+    assert bool((found[0].scores[:-1] >= found[0].scores[1:]).all())  # most confident first
+    model.eval()
+    with torch.no_grad():  # the same detections as the model's own forward pass
+        x = (torch.from_numpy(image).permute(2, 0, 1).float() / 255 - torch.tensor(model.mean).view(3, 1, 1))
+        (direct,) = model((x / torch.tensor(model.std).view(3, 1, 1))[None])
+    assert torch.allclose(found[0].boxes, direct["boxes"]) and torch.equal(found[0].labels, direct["labels"])
+    kept = predict_instances(model, image, score_threshold=float(found[0].scores[2]))[0]
+    assert len(kept) == 3
+    with pytest.raises(segnb.errors.SegnbError, match="temperature"):
+        predict(model, image, temperature=2.0)
+
+
 def test_fit_refuses_a_dataset_without_instances(tmp_path):
     _write_folder(tmp_path, with_instances=False)
     data = segnb.load_dataset(tmp_path, class_names=["bg", "cell"])
@@ -263,6 +320,31 @@ def test_mask_head_view_comes_from_the_models_own_computation(shapes):
 # ---------------------------------------------------------------- panoptic
 
 
+def test_panoptic_quality_on_a_case_computed_by_hand():
+    # sky (stuff 0) on the left half; two circles (thing 3) of 8 pixels each on the right
+    true_sem = np.zeros((4, 8), np.int64)
+    true_ins = np.zeros((4, 8), np.int64)
+    true_sem[:, 4:], true_ins[:, 4:6], true_ins[:, 6:] = 3, 1, 2
+    pred_sem = np.zeros((4, 8), np.int64)  # sky wherever no circle is predicted
+    pred_ins = np.zeros((4, 8), np.int64)
+    pred_sem[0:3, 4:6], pred_ins[0:3, 4:6] = 3, 5  # 6 of circle 1's 8 pixels: IoU 0.75, a match
+    pred_sem[0, 6:], pred_ins[0, 6:] = 3, 9  # 2 of circle 2's 8 pixels: IoU 0.25, a false positive
+    result = panoptic_quality(pred_sem, pred_ins, true_sem, true_ins, things=[3], stuff=[0])
+    circle, sky = result["per_class"][3], result["per_class"][0]
+    assert (circle["tp"], circle["fp"], circle["fn"]) == (1, 1, 1)  # circle 2 is missed
+    assert circle["sq"] == pytest.approx(0.75) and circle["rq"] == pytest.approx(1 / (1 + 0.5 + 0.5))
+    assert circle["pq"] == pytest.approx(0.375)
+    # the predicted sky: its 16 true pixels plus the 2 + 6 circle pixels no circle claimed: IoU 16 / 24
+    assert (sky["tp"], sky["fp"], sky["fn"]) == (1, 0, 0) and sky["sq"] == pytest.approx(2 / 3)
+    assert sky["pq"] == pytest.approx(2 / 3) and sky["rq"] == 1.0
+    assert result["pq"] == pytest.approx((0.375 + 2 / 3) / 2) and result["sq"] == pytest.approx((0.75 + 2 / 3) / 2)
+    assert result["rq"] == pytest.approx((0.5 + 1) / 2)
+    # void in the truth is left out: voiding circle 2 removes the false negative and the false positive
+    true_sem[:, 6:] = 255
+    circle = panoptic_quality(pred_sem, pred_ins, true_sem, true_ins, things=[3], stuff=[0])["per_class"][3]
+    assert (circle["tp"], circle["fp"], circle["fn"]) == (1, 0, 0) and circle["pq"] == pytest.approx(0.75)
+
+
 def test_panoptic_quality_equals_torchmetrics_on_random_cases():
     from torchmetrics.detection import PanopticQuality
 
@@ -279,19 +361,25 @@ def test_panoptic_quality_equals_torchmetrics_on_random_cases():
         shift = rng.integers(-2, 3, 2)
         pred_sem, pred_ins = np.roll(pred_sem, shift, (0, 1)), np.roll(pred_ins, shift, (0, 1))
         flip = rng.random((h, w)) < 0.1
-        pred_sem[flip] = rng.choice([0, 1, 3, 4], flip.sum())
+        pred_sem[flip] = rng.choice([0, 1, 3, 4, 255], flip.sum())  # 255: nothing predicted there
         pred_ins[flip & np.isin(pred_sem, things)] = 7
-        pred_ins[~np.isin(pred_sem, things)] = 0
+        stuff_ids = pred_ins.copy()  # ids on stuff pixels mean nothing: ours must ignore them
+        stuff_ids[~np.isin(pred_sem, things)] = rng.integers(0, 3, np.count_nonzero(~np.isin(pred_sem, things)))
         if case % 3 == 0:
             true_sem[rng.random((h, w)) < 0.05] = 255  # void in the truth
-        ours = panoptic_quality(pred_sem, pred_ins, true_sem, true_ins, things, stuff)
+        ours = panoptic_quality(pred_sem, stuff_ids, true_sem, true_ins, things, stuff)
         metric = PanopticQuality(things=set(things), stuffs=set(stuff), return_sq_and_rq=True,
-                                 allow_unknown_preds_category=True)
-        preds = torch.tensor(np.stack([pred_sem, pred_ins], -1))[None]
+                                 return_per_class=True, allow_unknown_preds_category=True)
+        preds = torch.tensor(np.stack([pred_sem, np.where(np.isin(pred_sem, things), pred_ins, 0)], -1))[None]
         target = torch.tensor(np.stack([true_sem, np.where(np.isin(true_sem, things), true_ins, 0)], -1))[None]
-        pq, sq, rq = metric(preds, target).tolist()
-        assert ours["pq"] == pytest.approx(pq, abs=1e-5), case
-        assert ours["sq"] == pytest.approx(sq, abs=1e-5) and ours["rq"] == pytest.approx(rq, abs=1e-5)
+        per_class = metric(preds, target).reshape(-1, 3)  # rows: things, then stuff, each sorted
+        present = (metric.true_positives + metric.false_positives + metric.false_negatives) > 0
+        pq, sq, rq = per_class[present].mean(0).tolist()
+        assert ours["pq"] == pytest.approx(pq, abs=1e-6), case
+        assert ours["sq"] == pytest.approx(sq, abs=1e-6) and ours["rq"] == pytest.approx(rq, abs=1e-6)
+        for k, c in enumerate(things + stuff):
+            if present[k]:
+                assert ours["per_class"][c]["pq"] == pytest.approx(float(per_class[k, 0]), abs=1e-6)
 
 
 def test_panoptic_merge_by_hand():
@@ -314,16 +402,17 @@ def test_panoptic_merge_by_hand():
 @pytest.mark.slow
 def test_maskrcnn_learns_the_built_in_dataset():
     """A loose floor under benchmarks/bench_instances.py (goal there: AP50 >= 0.5 in 3 minutes)."""
-    from segnb.instances.train import evaluate_instances
+    from segnb.models.maskrcnn import FIT_DEFAULTS
+    from segnb.train import evaluate
 
     torch.manual_seed(0)
     data = segnb.load_dataset("shapes", n=160, size=64)
     model = segnb.build_model("maskrcnn", "mobilenetv3_small_100", class_names=data.class_names,
-                              things=data.things, fpn_channels=64, image_size=64)
-    untrained = evaluate_instances(model, data).mask_ap50
-    history = fit(model, data, epochs=2, batch_size=8, lr=2e-3, progress=False)
+                              things=data.things, image_size=64)
+    untrained = evaluate(model, data).mask_ap50
+    history = fit(model, data, epochs=2, **FIT_DEFAULTS, progress=False)
     assert history.epochs[-1]["train_loss"] < history.epochs[0]["train_loss"]
-    trained = evaluate_instances(model, data).mask_ap50
+    trained = evaluate(model, data).mask_ap50
     assert trained == pytest.approx(history.epochs[-1]["mask_ap50"])
     assert trained >= 0.05 and trained > untrained + 0.04
 

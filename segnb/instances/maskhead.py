@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from segnb.infer import Inference
+
 __all__ = ["MaskHeadView", "mask_head_view", "resolution_error", "paste", "mask_target"]
 
 
@@ -100,7 +102,6 @@ class MaskHeadView:
         return float(np.count_nonzero(pred & self.truth) / union) if union else 0.0
 
 
-@torch.no_grad()
 def mask_head_view(model, image: np.ndarray, detection: int = 0, truth_masks=None, crop_size: int = 112,
                    score_threshold: float = 0.0) -> list[MaskHeadView] | MaskHeadView:
     """Run ``model`` (a segnb Mask R-CNN) on one uint8 image and return the view of one detection.
@@ -112,25 +113,24 @@ def mask_head_view(model, image: np.ndarray, detection: int = 0, truth_masks=Non
     """
     from torchvision.ops import box_iou, roi_align
 
-    detector = model.detector
     captured = {}
-    hooks = [
-        detector.roi_heads.mask_predictor.register_forward_hook(
-            lambda m, i, o: captured.__setitem__("logits", o)),
-        detector.transform.register_forward_hook(
-            lambda m, i, o: captured.__setitem__("sizes", o[0].image_sizes)),
-    ]
-    was_training = model.training
-    model.eval()
-    try:
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
-        mean, std = torch.tensor(model.mean).view(3, 1, 1), torch.tensor(model.std).view(3, 1, 1)
-        device = next(model.parameters()).device
-        (out,) = model(((x - mean) / std)[None].to(device))
-    finally:
-        for hook in hooks:
-            hook.remove()
-        model.train(was_training)
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+    # Through segnb's one home for inference: eval mode and back, and, while fit() trains the
+    # model in another thread, a copy of its weights (the hooks go on that copy, never on the
+    # model being trained).
+    with Inference(model) as run:
+        detector = run.module.detector
+        hooks = [
+            detector.roi_heads.mask_predictor.register_forward_hook(
+                lambda m, i, o: captured.__setitem__("logits", o)),
+            detector.transform.register_forward_hook(
+                lambda m, i, o: captured.__setitem__("sizes", o[0].image_sizes)),
+        ]
+        try:
+            (out,) = run(run.batch(image))
+        finally:
+            for hook in hooks:
+                hook.remove()
     kept = torch.nonzero(out["scores"] >= score_threshold).flatten().cpu()  # indices into the detections
     boxes, labels, scores = out["boxes"].cpu()[kept], out["labels"].cpu()[kept], out["scores"].cpu()[kept]
     pasted = out["masks"].cpu()[kept][:, 0].numpy()

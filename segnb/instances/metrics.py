@@ -1,4 +1,4 @@
-"""Mask AP (torchmetrics' COCO evaluation) and Panoptic Quality (ours, checked against torchmetrics)."""
+"""Mask AP (torchmetrics' COCO evaluation) and Panoptic Quality (torchmetrics' ``PanopticQuality``)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,24 @@ __all__ = ["InstanceScores", "mask_ap", "panoptic_quality"]
 
 @dataclass
 class InstanceScores:
-    """Validation scores of an instance model. ``miou`` is None: no semantic mIoU is measured."""
+    """Scores of an instance model: COCO mask AP (IoU 0.50:0.95), AP50 and AP75 over ``images``.
+
+    ``miou`` is None: no semantic mIoU is measured, and none is pretended.
+    """
 
     mask_ap: float
     mask_ap50: float
     mask_ap75: float
     images: int
     miou: None = None
+
+    def as_dict(self) -> dict:
+        return {"mask_ap": self.mask_ap, "mask_ap50": self.mask_ap50, "mask_ap75": self.mask_ap75,
+                "images": self.images}
+
+    def format(self) -> str:
+        return (f"mask AP {self.mask_ap:.3f}   mask AP50 {self.mask_ap50:.3f}   mask AP75 {self.mask_ap75:.3f}"
+                f"   ({self.images} images; COCO mask average precision, not mIoU)")
 
 
 def _boolean(masks: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
@@ -52,72 +63,56 @@ def mask_ap(predictions: list[dict], targets: list[dict], threshold: float = 0.5
 
 def panoptic_quality(pred_semantic, pred_instances, true_semantic, true_instances, things, stuff,
                      ignore_index: int = 255) -> dict:
-    """Panoptic Quality (Kirillov et al., 2019): PQ = SQ x RQ, overall and per class.
+    """Panoptic Quality (Kirillov et al., 2019): PQ = SQ x RQ, overall and per class, by torchmetrics.
 
     A segment is one (class, instance id) region; stuff classes have one segment per image.
     Predicted and true segments of the same class match when their IoU exceeds 0.5 (so each
     matches at most once). Over a class: ``SQ`` is the mean IoU of the matches (true positives),
     ``RQ = TP / (TP + FP/2 + FN/2)``. Pixels labelled ``ignore_index`` in the truth are left out;
-    a predicted segment that is more than half void is not counted as a false positive.
+    a predicted segment that is more than half void is not counted as a false positive; as in the
+    COCO panoptic API, pixels of a true segment predicted as nothing are left out of its union.
 
-    All four maps are ``(N, H, W)`` or ``(H, W)`` integer arrays. Returns ``pq``, ``sq``, ``rq``
-    (means over the classes that appear) and ``per_class`` ``{class_id: {pq, sq, rq, tp, fp, fn}}``.
+    All four maps are ``(N, H, W)`` or ``(H, W)`` integer arrays, as :func:`panoptic_merge` and the
+    datasets give them: class ids and instance ids (0 on stuff). A pixel of a thing class with
+    instance id 0 belongs to no object: it is void. Predicted pixels of any class outside
+    ``things`` and ``stuff`` (``panoptic_merge``'s void) are not segments.
+
+    This converts the maps to torchmetrics' ``(N, H, W, 2)`` pairs and runs its
+    ``PanopticQuality`` (``return_sq_and_rq``, ``return_per_class``). Returns ``pq``, ``sq``,
+    ``rq`` (means over the classes that appear) and ``per_class``
+    ``{class_id: {pq, sq, rq, tp, fp, fn}}`` for the classes that appear.
     """
-    ps, pi, ts, ti = (np.asarray(a) for a in (pred_semantic, pred_instances, true_semantic, true_instances))
-    if ps.ndim == 2:
-        ps, pi, ts, ti = ps[None], pi[None], ts[None], ti[None]
-    things, stuff = list(things), list(stuff)
-    stats = {c: {"tp": 0, "fp": 0, "fn": 0, "iou": 0.0} for c in things + stuff}
-    for p_sem, p_ins, t_sem, t_ins in zip(ps, pi, ts, ti, strict=True):
-        void = t_sem == ignore_index
-        p_key = _segments(p_sem, p_ins, things, stuff)
-        t_key = _segments(t_sem, t_ins, things, stuff)
-        for c in stats:
-            preds = [k for k in np.unique(p_key) if k >= 0 and k // 65536 == c]
-            trues = [k for k in np.unique(t_key) if k >= 0 and k // 65536 == c]
-            matched_p, matched_t = set(), set()
-            for t in trues:
-                t_region = t_key == t
-                for p in preds:
-                    if p in matched_p:
-                        continue
-                    p_region = (p_key == p) & ~void
-                    inter = np.count_nonzero(t_region & p_region)
-                    if inter == 0:
-                        continue
-                    iou = inter / np.count_nonzero(t_region | p_region)
-                    if iou > 0.5:
-                        stats[c]["tp"] += 1
-                        stats[c]["iou"] += iou
-                        matched_p.add(p)
-                        matched_t.add(t)
-                        break
-            stats[c]["fn"] += len(trues) - len(matched_t)
-            for p in preds:
-                if p in matched_p:
-                    continue
-                p_region = p_key == p
-                if np.count_nonzero(p_region & void) > 0.5 * np.count_nonzero(p_region):
-                    continue  # mostly on void: neither right nor wrong
-                stats[c]["fp"] += 1
+    from torchmetrics.detection import PanopticQuality
+
+    things, stuff = sorted(int(c) for c in things), sorted(int(c) for c in stuff)
+    if ignore_index in things or ignore_index in stuff:
+        raise ValueError(f"ignore_index {ignore_index} is also a class of things or stuff; pick another value.")
+    metric = PanopticQuality(things=set(things), stuffs=set(stuff), return_sq_and_rq=True, return_per_class=True,
+                             allow_unknown_preds_category=True)
+    metric.update(_pairs(pred_semantic, pred_instances, things, ignore_index),
+                  _pairs(true_semantic, true_instances, things, ignore_index))
+    values = metric.compute().reshape(-1, 3)  # (classes, [pq, sq, rq]): things, then stuff, each sorted
+    counts = [metric.true_positives, metric.false_positives, metric.false_negatives]
     per_class = {}
-    for c, s in stats.items():
-        if s["tp"] + s["fp"] + s["fn"] == 0:
-            continue  # the class appears nowhere: left out of the means
-        sq = s["iou"] / s["tp"] if s["tp"] else 0.0
-        rq = s["tp"] / (s["tp"] + 0.5 * s["fp"] + 0.5 * s["fn"])
-        per_class[c] = {"pq": sq * rq, "sq": sq, "rq": rq, "tp": s["tp"], "fp": s["fp"], "fn": s["fn"]}
+    for k, c in enumerate(things + stuff):
+        tp, fp, fn = (int(n[k]) for n in counts)
+        if tp + fp + fn:  # a class that appears nowhere is left out of the means
+            pq, sq, rq = (float(v) for v in values[k])
+            per_class[c] = {"pq": pq, "sq": sq, "rq": rq, "tp": tp, "fp": fp, "fn": fn}
     mean = {k: float(np.mean([v[k] for v in per_class.values()])) if per_class else float("nan")
             for k in ("pq", "sq", "rq")}
     return {**mean, "per_class": per_class}
 
 
-def _segments(semantic: np.ndarray, instances: np.ndarray, things, stuff) -> np.ndarray:
-    """One integer key per segment: ``class * 65536 + id`` (id 0 for stuff); -1 elsewhere."""
-    key = np.full(semantic.shape, -1, np.int64)
-    for c in stuff:
-        key[semantic == c] = c * 65536
-    for c in things:
-        region = (semantic == c) & (instances > 0)
-        key[region] = c * 65536 + instances[region]
-    return key
+def _pairs(semantic, instances, things, void: int) -> torch.Tensor:
+    """Our maps as torchmetrics' (N, H, W, 2) ``(class, instance)`` pairs: instance 0 on stuff,
+    and a thing pixel with no instance id becomes ``void``."""
+    semantic = torch.as_tensor(np.asarray(semantic), dtype=torch.long)
+    instances = torch.as_tensor(np.asarray(instances), dtype=torch.long)
+    if semantic.ndim == 2:
+        semantic, instances = semantic[None], instances[None]
+    if semantic.shape != instances.shape:
+        raise ValueError(f"class map {tuple(semantic.shape)} and instance map {tuple(instances.shape)} differ.")
+    is_thing = torch.isin(semantic, torch.tensor(things, dtype=torch.long))
+    semantic = torch.where(is_thing & (instances == 0), void, semantic)
+    return torch.stack([semantic, torch.where(is_thing, instances, 0)], -1)

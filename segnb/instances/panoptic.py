@@ -28,13 +28,16 @@ def panoptic_merge(semantic, detections: dict, things, stuff, score_threshold: f
     Args:
         semantic: ``(H, W)`` class ids (or ``(K, H, W)`` logits, argmax taken).
         detections: Mask R-CNN output for one image: ``masks`` (N, 1, H, W) probabilities,
-            ``scores`` (N,), ``labels`` (N,) in the dataset's class ids.
+            ``scores`` (N,), ``labels`` (N,) in the dataset's class ids; or the
+            :class:`segnb.instances.train.Instances` that ``segnb.predict`` returns.
         things, stuff: class ids.
 
     Returns:
         ``classes`` int64 (H, W) with ``void`` where nothing is claimed, and ``instance_ids``
         int64 (H, W): 1..n for each kept detection, 0 on stuff and void.
     """
+    if not isinstance(detections, dict):  # segnb.predict's Instances: its soft masks are the probabilities
+        detections = {"masks": detections.soft, "scores": detections.scores, "labels": detections.labels}
     semantic = _numpy(semantic)
     if semantic.ndim == 3:
         semantic = semantic.argmax(0)

@@ -7,16 +7,20 @@ summed for the step; each term is logged), and validation (mask AP).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
 from segnb.callbacks import CheckpointCallback
 from segnb.errors import SegnbError
+from segnb.infer import Inference
 from segnb.instances.metrics import InstanceScores, mask_ap
 from segnb.instances.targets import InstanceSplit, check_instance_data, collate_instances
 from segnb.train import Trainer
 
-__all__ = ["InstanceTrainer", "LOSS_TERMS", "evaluate_instances"]
+__all__ = ["InstanceTrainer", "Instances", "LOSS_TERMS", "evaluate_instances", "predict_instances"]
 
 LOSS_TERMS = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask")
 
@@ -83,19 +87,22 @@ class InstanceTrainer(Trainer):
         self.last_terms = terms
         return sum(terms.values())
 
+    def _probe_loss(self, images, targets) -> torch.Tensor:
+        """The out-of-memory probe's trial batch: its loss terms are not logged."""
+        saved = dict(self._term_sums), self._term_count
+        try:
+            return super()._probe_loss(images, targets)
+        finally:
+            self._term_sums, self._term_count = saved
+
     def _train_epoch(self, run_start: float) -> float:
         self._term_sums, self._term_count = {}, 0
         return super()._train_epoch(run_start)
 
-    @torch.no_grad()
     def _evaluate(self) -> tuple[InstanceScores, float]:
-        model = self.unwrapped
-        model.eval()
-        predictions, targets = [], []
-        for images, truth in self.eval_loader:
-            predictions += [{k: v.cpu() for k, v in p.items()} for p in model(images.to(self.device))]
-            targets += truth
-        self.model.train()
+        """Mask AP on the evaluation split, run as inference under the training autocast."""
+        with Inference(self.unwrapped, precision=self.precision) as run:
+            predictions, targets = _detect(run, self.eval_loader)
         return mask_ap(predictions, targets), float("nan")
 
     def _epoch_scores(self) -> dict:
@@ -104,26 +111,85 @@ class InstanceTrainer(Trainer):
         return {**terms, "mask_ap": scores.mask_ap, "mask_ap50": scores.mask_ap50, "mask_ap75": scores.mask_ap75}
 
 
-@torch.no_grad()
-def evaluate_instances(model, data, split: str | None = None, batch_size: int = 8,
-                       image_size=None) -> InstanceScores:
-    """Mask AP, AP50 and AP75 of an instance model on one split (the validation split by default)."""
+def _detect(run: Inference, loader: DataLoader) -> tuple[list[dict], list[dict]]:
+    """Detections and targets of every batch of ``loader``, on the CPU, as ordinary tensors."""
+    predictions, targets = [], []
+    for images, truth in loader:
+        predictions += [{k: v.cpu() for k, v in p.items()} for p in run(images)]
+        targets += truth
+    with torch.inference_mode(False):  # the metric's own tensors stay ordinary ones
+        return [{k: v.clone() for k, v in p.items()} for p in predictions], targets
+
+
+def evaluate_instances(model, data, split: str | None = None, batch_size: int = 8, image_size=None,
+                       device="auto", precision: str | None = None) -> InstanceScores:
+    """Mask AP, AP50 and AP75 of an instance model on one split (the validation split by default).
+
+    ``segnb.evaluate`` calls this for an instance model. The scores are named ``mask_ap*``: they
+    are COCO mask average precision, not a semantic mIoU (``scores.miou`` is None)."""
     from segnb.data.base import SegTransform
+    from segnb.train import resolve_device
 
     split = split or data.eval_split
     check_instance_data(data, getattr(model, "things", data.class_names))
-    transform = SegTransform(size=image_size, train=False, mean=model.mean, std=model.std,
-                             ignore_index=data.ignore_index)
-    loader = DataLoader(InstanceSplit(data, split, transform, list(model.thing_ids)), batch_size=batch_size,
-                        collate_fn=collate_instances)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    predictions, targets = [], []
-    try:
-        for images, truth in loader:
-            predictions += [{k: v.cpu() for k, v in p.items()} for p in model(images.to(device))]
-            targets += truth
-    finally:
-        model.train(was_training)
+    with Inference(model, device=resolve_device(device), precision=precision) as run:
+        transform = SegTransform(size=image_size, train=False, mean=run.mean, std=run.std,
+                                 ignore_index=data.ignore_index)
+        loader = DataLoader(InstanceSplit(data, split, transform, list(model.thing_ids)), batch_size=batch_size,
+                            collate_fn=collate_instances)
+        predictions, targets = _detect(run, loader)
     return mask_ap(predictions, targets)
+
+
+@dataclass
+class Instances:
+    """The objects an instance model found in one image, most confident first.
+
+    ``boxes`` (N, 4) float as x0, y0, x1, y1 in pixels, ``labels`` (N,) the dataset's class ids,
+    ``scores`` (N,), ``masks`` (N, H, W) bool (``soft`` > ``mask_threshold``) and ``soft`` (N, H, W)
+    the mask probabilities, all at the input image's resolution.
+    """
+
+    boxes: torch.Tensor
+    labels: torch.Tensor
+    scores: torch.Tensor
+    masks: torch.Tensor
+    soft: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def predict_instances(model, images, batch_size: int = 8, device="auto", precision: str | None = None,
+                      score_threshold: float | None = None, mask_threshold: float = 0.5) -> list[Instances]:
+    """One :class:`Instances` per image: what ``segnb.predict`` returns for an instance model.
+
+    ``images``: one ``uint8`` array (H, W, 3), a list of them (any sizes), or a normalised tensor
+    (N, 3, H, W) / (3, H, W). ``score_threshold`` keeps the detections scoring at least that
+    (default: all that the model returns, i.e. above its own ``box_score_thresh``).
+    """
+    from segnb.infer import to_tensor
+    from segnb.train import resolve_device
+
+    if isinstance(images, torch.Tensor):
+        images = list(images.float()) if images.dim() == 4 else [images.float()]
+    elif isinstance(images, np.ndarray) and images.ndim == 3:
+        images = [images]
+    results = []
+    with Inference(model, device=resolve_device(device), precision=precision) as run:
+        tensors = [to_tensor(image, run.mean, run.std) for image in images]
+        for start in range(0, len(tensors), batch_size):
+            chunk = tensors[start : start + batch_size]
+            if len({tuple(t.shape) for t in chunk}) == 1:
+                outputs = run(torch.stack(chunk))
+            else:  # images of several sizes: one at a time
+                outputs = [d for t in chunk for d in run(t[None])]
+            results += [{k: v.cpu() for k, v in d.items()} for d in outputs]
+    found = []
+    with torch.inference_mode(False):
+        for d in results:
+            keep = d["scores"] >= score_threshold if score_threshold is not None else slice(None)
+            soft = d["masks"][keep][:, 0].clone()
+            found.append(Instances(d["boxes"][keep].clone(), d["labels"][keep].clone(), d["scores"][keep].clone(),
+                                   soft > mask_threshold, soft))
+    return found

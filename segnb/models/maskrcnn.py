@@ -7,7 +7,9 @@ is resized into the detection's box and thresholded at 0.5. segnb adds:
 - any timm backbone with ``features_only`` (``resnet18``, ``mobilenetv3_small_100``, ...) under a
   feature pyramid (``torchvision.ops.FeaturePyramidNetwork``, strides 4 to 64), with the same
   offline ``pretrained=`` behaviour as every other encoder;
-- anchors and head sizes for small images on a CPU (anchors 8 to 128 px, 128-channel FPN);
+- anchors, sampling counts and head sizes for small images on a CPU (:data:`CPU_SETTINGS`:
+  square anchors 8 to 128 px, fewer proposals and RoIs per image than torchvision's COCO
+  defaults, a 64-channel FPN; ``image_size``, torchvision's ``min_size``, is 128 px, not its 800);
 - class indices in the *dataset's* class space: ``labels`` are semantic class ids (circle = 3 in
   the built-in dataset), mapped to torchvision's 1..T (0 = background) inside, so predictions
   merge directly with a semantic model's stuff into a panoptic map.
@@ -29,15 +31,29 @@ from segnb.errors import ModelConfigError
 from segnb.models.encoders import encoder_family
 from segnb.models.registry import BuildRequest, register_architecture
 
-__all__ = ["MaskRCNNModel", "TimmFPNBackbone"]
+__all__ = ["CPU_SETTINGS", "FIT_DEFAULTS", "MaskRCNNModel", "TimmFPNBackbone"]
 
-ANCHOR_SIZES = ((8,), (16,), (32,), (64,), (128,))  # one size per pyramid level, strides 4..64
+# torchvision MaskRCNN settings for small images on a CPU (its defaults are for COCO at 800 px on
+# a GPU); ``build_model("maskrcnn", ..., detector_options={...})`` overrides any of them. On the
+# built-in dataset (128 px, objects 5 to 64 px across, all about as wide as tall) with FIT_DEFAULTS,
+# mobilenetv3_small_100 reaches mask AP50 0.74 in 3 minutes on one CPU core (424 steps;
+# benchmarks/bench_instances.py, benchmarks/RESULTS.md).
+CPU_SETTINGS = {
+    "anchor_sizes": (8, 16, 32, 64, 128),  # one size per pyramid level, strides 4..64
+    "aspect_ratios": (1.0,),  # squares, circles, triangles, rings: one anchor shape per position
+    "rpn_pre_nms_top_n_train": 300, "rpn_post_nms_top_n_train": 150,  # proposals kept per image
+    "rpn_pre_nms_top_n_test": 300, "rpn_post_nms_top_n_test": 100,
+    "rpn_batch_size_per_image": 128,  # anchors sampled for the RPN loss (torchvision: 256)
+    "box_batch_size_per_image": 32,  # RoIs sampled for the box and mask heads (torchvision: 512)
+}
+# What fit() should be given with these settings (the CLI, the Studio panel and the benchmark use it).
+FIT_DEFAULTS = {"lr": 2e-3, "batch_size": 8}
 
 
 class TimmFPNBackbone(nn.Module):
     """A timm backbone's stride-4..32 stages under an FPN (plus a max-pooled stride-64 level)."""
 
-    def __init__(self, name: str, pretrained: bool = False, fpn_channels: int = 128, **timm_options):
+    def __init__(self, name: str, pretrained: bool = False, fpn_channels: int = 64, **timm_options):
         super().__init__()
         import timm
         from torchvision.ops import FeaturePyramidNetwork
@@ -64,15 +80,24 @@ class TimmFPNBackbone(nn.Module):
 class MaskRCNNModel(nn.Module):
     """torchvision's ``MaskRCNN`` with labels in the dataset's class space.
 
+    ``task = "instance"``: :class:`segnb.infer.Inference`, ``evaluate`` and ``predict`` read
+    it and return detections and mask AP instead of logits and mIoU.
+
     Args:
         backbone: a :class:`TimmFPNBackbone`.
         class_names: the dataset's classes (stuff included), as for every segnb model.
         things: the classes the detector finds (default: all); ``data.things`` for the built-in one.
         image_size: torchvision resizes each image so its shorter side is this (``min_size``).
+        detections: at most this many detections per image (``box_detections_per_img``).
+        detector_options: torchvision ``MaskRCNN`` arguments over :data:`CPU_SETTINGS`, e.g.
+            ``{"box_batch_size_per_image": 64}``, and ``anchor_sizes`` (one per pyramid level),
+            ``aspect_ratios``.
     """
 
+    task = "instance"
+
     def __init__(self, backbone: TimmFPNBackbone, class_names: list[str], things: list[str] | None = None,
-                 image_size: int = 128, detections: int = 30):
+                 image_size: int = 128, detections: int = 30, detector_options: dict | None = None):
         super().__init__()
         from torchvision.models.detection import MaskRCNN
         from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -91,19 +116,21 @@ class MaskRCNNModel(nn.Module):
         self.register_buffer("_to_detector", to_detector, persistent=False)
         self.register_buffer("_to_semantic", torch.tensor([0, *self.thing_ids]), persistent=False)
         c = backbone.out_channels
-        anchors = AnchorGenerator(ANCHOR_SIZES, ((0.5, 1.0, 2.0),) * len(ANCHOR_SIZES))
+        settings = {**CPU_SETTINGS, **(detector_options or {})}
+        sizes, ratios = settings.pop("anchor_sizes"), settings.pop("aspect_ratios")
+        levels = [str(i) for i in range(len(backbone.channels))]  # RoIAlign reads strides 4..32
         self.detector = MaskRCNN(
             backbone, num_classes=None, min_size=image_size, max_size=image_size * 2,
             image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0],  # segnb's loaders normalise already
-            rpn_anchor_generator=anchors, rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300,
-            rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100, rpn_batch_size_per_image=128,
+            rpn_anchor_generator=AnchorGenerator(tuple((s,) for s in sizes), (tuple(ratios),) * len(sizes)),
             # One bilinear sample per RoIAlign bin (torchvision's default is 2x2): still no rounding,
             # and a quarter of the CPU cost of RoIAlign's backward pass, the slowest step on a CPU.
-            box_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], 7, sampling_ratio=1),
-            mask_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], 14, sampling_ratio=1),
+            box_roi_pool=MultiScaleRoIAlign(levels, 7, sampling_ratio=1),
+            mask_roi_pool=MultiScaleRoIAlign(levels, 14, sampling_ratio=1),
             box_head=TwoMLPHead(c * 7 * 7, 256), box_predictor=FastRCNNPredictor(256, len(things) + 1),
-            box_batch_size_per_image=64, box_detections_per_img=detections,
+            box_detections_per_img=detections,
             mask_head=MaskRCNNHeads(c, (c, c), 1), mask_predictor=MaskRCNNPredictor(c, c, len(things) + 1),
+            **settings,
         )
         self.pad_multiple = None
 
@@ -157,15 +184,16 @@ def _accepts(encoder: str, upsample: str | None) -> str | None:
 def _build(request: BuildRequest) -> MaskRCNNModel:
     options = dict(request.options)
     backbone = TimmFPNBackbone(request.encoder, request.use_pretrained,
-                               fpn_channels=options.pop("fpn_channels", 128), **request.timm_options)
+                               fpn_channels=options.pop("fpn_channels", 64), **request.timm_options)
     try:
         return MaskRCNNModel(backbone, request.class_names, **options)
     except TypeError as err:
         raise ModelConfigError(f"maskrcnn options: {err}. It takes things=, image_size=, detections=, "
-                               "fpn_channels=.") from None
+                               "fpn_channels=, detector_options=.") from None
 
 
 register_architecture(
     "maskrcnn", "instance segmentation: torchvision Mask R-CNN, timm backbone + FPN, 28x28 mask head",
     group="instance", accepts=_accepts, build=_build, wrap=False, aliases=("mask-rcnn", "mask_rcnn"),
+    default_encoder="mobilenetv3_small_100",
 )

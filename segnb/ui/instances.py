@@ -102,11 +102,12 @@ class InstancePanel(W.VBox):
         """Build a Mask R-CNN for the dataset's things and train it in the background."""
         import segnb
         from segnb.callbacks import Callback
+        from segnb.models.maskrcnn import FIT_DEFAULTS
         from segnb.train import fit
 
         data = self._data()
         self.model = segnb.build_model("maskrcnn", self.encoder.value, class_names=data.class_names,
-                                       things=data.things or data.class_names, fpn_channels=64)
+                                       things=data.things or data.class_names)
         panel = self
 
         class _Status(Callback):
@@ -122,7 +123,7 @@ class InstancePanel(W.VBox):
                 panel.train_button.disabled, panel.stop_button.disabled = False, True
 
         self.train_button.disabled, self.stop_button.disabled = True, False
-        self._handle = fit(self.model, data, epochs=self.epochs.value, batch_size=8, lr=2e-3, progress=False,
+        self._handle = fit(self.model, data, epochs=self.epochs.value, **FIT_DEFAULTS, progress=False,
                            callbacks=[_Status()], background=True)
         if wait:
             self._handle.wait()
