@@ -11,8 +11,8 @@ Each model file ends with a call such as::
 and everything that needs to know about architectures reads this table:
 :func:`segnb.build_model`, :func:`segnb.list_architectures`,
 :func:`segnb.list_encoders`, :func:`segnb.describe_model` and the Studio's
-ModelBuilder. Adding an architecture is one model file plus its registration,
-and one import line in ``segnb/models/__init__.py`` so the file is loaded.
+ModelBuilder. Adding an architecture is one new model file ending with its registration:
+``segnb/models/__init__.py`` imports every module of the package, so nothing else changes.
 """
 
 from __future__ import annotations
