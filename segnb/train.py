@@ -749,6 +749,8 @@ class Trainer:
         """Kernel > Interrupt (SIGINT) ends training after the current step; a second one stops at once."""
         if threading.current_thread() is not threading.main_thread():
             return None
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # a process that ignores interrupts
+            return None  # (nohup, a shell's background job) keeps ignoring them
 
         def handler(signum, frame):
             if self._stop_event.is_set():

@@ -74,10 +74,29 @@ def test_sigint_ends_training_after_the_current_step(tiny_data):
                 os.kill(os.getpid(), signal.SIGINT)  # what Kernel > Interrupt sends
 
     model = _model(tiny_data)
-    history = fit(model, tiny_data, epochs=5, batch_size=8, callbacks=[Interrupt()], progress=False)
+    outside = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a kernel (CI may ignore SIGINT)
+    try:
+        history = fit(model, tiny_data, epochs=5, batch_size=8, callbacks=[Interrupt()], progress=False)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    finally:
+        signal.signal(signal.SIGINT, outside)
     assert history.stopped == "interrupted at step 2" and steps == [1, 2]
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_a_process_that_ignores_sigint_keeps_ignoring_it(tiny_data):
+    """nohup or a shell's background job: an interrupt neither stops training nor is un-ignored."""
+    outside = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        class Interrupt(Callback):
+            def on_step_end(self, trainer):
+                if trainer.step == 1:
+                    os.kill(os.getpid(), signal.SIGINT)
+
+        history = fit(_model(tiny_data), tiny_data, epochs=1, batch_size=8, callbacks=[Interrupt()], progress=False)
+        assert history.stopped == "completed" and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, outside)
 
 
 def test_background_training_stops_within_one_step(tiny_data):
