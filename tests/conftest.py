@@ -68,6 +68,18 @@ def tiny_model(data, arch: str = "fcn32s", seed: int = 0):
     return build_model(arch, "vgg-tiny", class_names=data.class_names)
 
 
+@pytest.fixture
+def sigint_as_in_a_kernel():
+    """Python's own SIGINT handler, as a kernel and a terminal have it, for the test's duration: a
+    shell's background job (nohup, `cmd &`) starts the tests with SIGINT ignored, and fit leaves
+    an ignored SIGINT alone."""
+    import signal
+
+    outside = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, outside)
+
+
 def nan_loss(at: int, then_on: bool = False):
     """Cross-entropy that turns NaN at call ``at`` (and every call after with ``then_on``), as an
     exploding loss would."""

@@ -494,7 +494,8 @@ def test_lr_find_shares_the_training_step_and_never_suggests_from_the_nan_region
 # ---------------------------------------------------------------- smaller defects
 
 
-def test_interrupted_cli_train_exits_130_and_its_step_counts_agree(tmp_path, capsys, monkeypatch):
+def test_interrupted_cli_train_exits_130_and_its_step_counts_agree(tmp_path, capsys, monkeypatch,
+                                                                   sigint_as_in_a_kernel):
     import segnb.data
     import segnb.models
 

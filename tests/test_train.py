@@ -64,7 +64,7 @@ def test_events_fire_in_the_documented_order(tiny_data):
     assert recorder.events == expected
 
 
-def test_sigint_ends_training_after_the_current_step(tiny_data):
+def test_sigint_ends_training_after_the_current_step(tiny_data, sigint_as_in_a_kernel):
     steps = []
 
     class Interrupt(Callback):
@@ -74,12 +74,8 @@ def test_sigint_ends_training_after_the_current_step(tiny_data):
                 os.kill(os.getpid(), signal.SIGINT)  # what Kernel > Interrupt sends
 
     model = _model(tiny_data)
-    outside = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a kernel (CI may ignore SIGINT)
-    try:
-        history = fit(model, tiny_data, epochs=5, batch_size=8, callbacks=[Interrupt()], progress=False)
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
-    finally:
-        signal.signal(signal.SIGINT, outside)
+    history = fit(model, tiny_data, epochs=5, batch_size=8, callbacks=[Interrupt()], progress=False)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     assert history.stopped == "interrupted at step 2" and steps == [1, 2]
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
