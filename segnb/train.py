@@ -27,7 +27,6 @@ import copy
 import itertools
 import json
 import math
-import os
 import signal
 import threading
 import time
@@ -50,6 +49,7 @@ from segnb.data.cache import (
     cached_split,
     choose_cache,
     estimate_bytes,
+    usable_cores,
 )
 from segnb.errors import SegnbError
 from segnb.infer import Inference, normalisation, to_tensor
@@ -124,11 +124,7 @@ SCHEDULES = {
 def auto_workers() -> int:
     """DataLoader workers: one per CPU core this process may use, less one for the training loop,
     at most 8; none below 3 cores (a single worker only adds the cost of passing tensors over)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    workers = min(8, cores - 1)
+    workers = min(8, usable_cores() - 1)
     return workers if workers >= 2 else 0
 
 

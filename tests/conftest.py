@@ -99,6 +99,30 @@ def nan_loss(at: int, then_on: bool = False):
     return NaNLoss()
 
 
+def small_gpu(inner, fits: int = 3, seen: dict | None = None):
+    """``inner`` on a pretend GPU that runs out of memory on training batches of more than ``fits``
+    images. ``seen`` gets the buffers as they were when memory ran out, and whether autocast was on
+    for the batches that fit."""
+    import torch
+
+    class SmallGPU(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = inner
+            self.num_classes, self.mean, self.std = inner.num_classes, inner.mean, inner.std
+
+        def forward(self, x):
+            if self.training and len(x) > fits:
+                if seen is not None:
+                    seen["buffers"] = [b.clone() for b in inner.buffers()]  # as they were before the step
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            if self.training and seen is not None:
+                seen["autocast"] = torch.is_autocast_enabled("cpu")
+            return inner(x)
+
+    return SmallGPU()
+
+
 def closed_port() -> int:
     """A loopback port nothing listens on: connections are refused at once (an offline hub)."""
     s = socket.socket()

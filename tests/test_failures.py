@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import nan_loss, tiny_model
+from conftest import nan_loss, small_gpu, tiny_model
 
 from segnb import inspect as ins
 from segnb.callbacks import Callback
@@ -307,23 +307,8 @@ def test_non_finite_loss_names_only_checkpoints_that_exist(data, tmp_path):
 def test_the_out_of_memory_probe_uses_the_training_step_and_leaves_batch_norm_alone(data):
     model = _model(data, "unet-classic")
     seen = {}
-
-    class SmallGPU(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-            self.num_classes, self.mean, self.std = inner.num_classes, inner.mean, inner.std
-
-        def forward(self, x):
-            if self.training and len(x) > 3:
-                seen["buffers"] = [b.clone() for b in self.inner.buffers()]  # as they were before the step
-                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-            if self.training:
-                seen["autocast"] = torch.is_autocast_enabled("cpu")
-            return self.inner(x)
-
     with pytest.warns(UserWarning, match="batch_size=2 fits"):
-        history = fit(SmallGPU(model), data, epochs=1, batch_size=8, precision="bf16", progress=False)
+        history = fit(small_gpu(model, seen=seen), data, epochs=1, batch_size=8, precision="bf16", progress=False)
     assert history.stopped.startswith("CUDA out of memory at batch_size=8")
     assert seen["autocast"]  # the probe ran the training step's forward, under its autocast
     for before, after in zip(seen["buffers"], model.buffers(), strict=True):

@@ -2,6 +2,7 @@
 validation with the training loss, a time budget that drives the schedule, compile with a fallback."""
 
 import math
+import os
 
 import nbformat
 import numpy as np
@@ -15,7 +16,7 @@ from PIL import Image
 import segnb.train as train_module
 from segnb.callbacks import Callback
 from segnb.data import load_dataset, load_shapes
-from segnb.data.cache import STATS, CachedBatches
+from segnb.data.cache import STATS, CachedBatches, decode_threads
 from segnb.data.export import export_folder
 from segnb.train import Trainer, fit
 
@@ -75,12 +76,12 @@ def test_cache_false_streams_through_a_dataloader_and_says_so(data):
 
 
 def test_num_workers_auto_comes_from_the_cpu_count(data, monkeypatch):
-    monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda pid: set(range(5)))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(5)))
     assert train_module.auto_workers() == 4
-    monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda pid: set(range(32)))
-    assert train_module.auto_workers() == 8
-    monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda pid: {0, 1})
-    assert train_module.auto_workers() == 0
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)))
+    assert train_module.auto_workers() == 8 and decode_threads() == 4
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert train_module.auto_workers() == 0 and decode_threads() == 2  # no workers: the cold pass uses threads
     trainer = Trainer(_model(data), data, epochs=1, cache=False, progress=False)
     assert trainer.train_loader.num_workers == 0
     trainer.close()

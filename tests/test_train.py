@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import nan_loss
+from conftest import nan_loss, small_gpu
 from conftest import tiny_model as _model
 
 from segnb.callbacks import (
@@ -183,19 +183,8 @@ def straight_model_state(folder):
 def test_out_of_memory_names_a_batch_size_that_fits(tiny_data):
     model = _model(tiny_data)
 
-    class SmallGPU(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-            self.num_classes, self.mean, self.std = inner.num_classes, inner.mean, inner.std
-
-        def forward(self, x):
-            if len(x) > 3:
-                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-            return self.inner(x)
-
     with pytest.warns(UserWarning, match="batch_size=2 fits"):
-        history = fit(SmallGPU(model), tiny_data, epochs=1, batch_size=8, progress=False)
+        history = fit(small_gpu(model), tiny_data, epochs=1, batch_size=8, progress=False)
     assert history.stopped.startswith("CUDA out of memory at batch_size=8") and "intact" in history.stopped
 
 

@@ -2,6 +2,12 @@
 // click-a-patch to see where it attends. The selected layer's attention arrives once (float32,
 // heads x T x T); clicks are answered here, in the browser.
 
+function element(tag, className) {
+  const node = document.createElement(tag);
+  node.className = className;
+  return node;
+}
+
 function floats(value) {
   if (!value) return new Float32Array(0);
   const view = value instanceof DataView ? value : new DataView(value.buffer || value);
@@ -22,42 +28,29 @@ function ramp(t) {
 }
 
 function render({ model, el }) {
-  const root = document.createElement("div");
-  root.className = "segnb-view segnb-attention";
-  const controls = document.createElement("div");
-  controls.className = "segnb-row";
-  const layer = document.createElement("select");
-  layer.className = "segnb-layer";
-  const head = document.createElement("select");
-  head.className = "segnb-head";
+  const root = element("div", "segnb-view segnb-attention");
+  const controls = element("div", "segnb-row");
+  const layer = element("select", "segnb-layer");
+  const head = element("select", "segnb-head");
   const rollout = document.createElement("input");
   rollout.type = "checkbox";
   rollout.className = "segnb-rollout";
   controls.append("layer ", layer, " head ", head, rollout, " rollout (all layers combined)");
-  const row = document.createElement("div");
-  row.className = "segnb-row";
-  const canvas = document.createElement("canvas");
-  canvas.className = "segnb-attention-canvas";
-  const thumbs = document.createElement("img");
-  thumbs.className = "segnb-attention-thumbs";
+  const row = element("div", "segnb-row");
+  const canvas = element("canvas", "segnb-attention-canvas");
+  const thumbs = element("img", "segnb-attention-thumbs");
   thumbs.title = "layers (rows) x heads (columns): click one to select it";
   // The thumbnails with their axes: a label per head above, a label per layer on the left.
-  const thumbBox = document.createElement("div");
-  thumbBox.className = "segnb-thumb-grid";
-  const thumbTitle = document.createElement("div");
-  thumbTitle.className = "segnb-thumb-title";
+  const thumbBox = element("div", "segnb-thumb-grid");
+  const thumbTitle = element("div", "segnb-thumb-title");
   thumbTitle.textContent = "every layer x head (click one)";
-  const headLabels = document.createElement("div");
-  headLabels.className = "segnb-thumb-heads";
-  const layerLabels = document.createElement("div");
-  layerLabels.className = "segnb-thumb-layers";
-  const thumbBody = document.createElement("div");
-  thumbBody.className = "segnb-thumb-body";
+  const headLabels = element("div", "segnb-thumb-heads");
+  const layerLabels = element("div", "segnb-thumb-layers");
+  const thumbBody = element("div", "segnb-thumb-body");
   thumbBody.append(layerLabels, thumbs);
   thumbBox.append(thumbTitle, headLabels, thumbBody);
   row.append(canvas, thumbBox);
-  const readout = document.createElement("div");
-  readout.className = "segnb-readout segnb-attention-readout";
+  const readout = element("div", "segnb-readout segnb-attention-readout");
   readout.textContent = "click a patch to see where it attends";
   root.append(controls, row, readout);
   el.appendChild(root);

@@ -9,6 +9,12 @@ const COLOURS = { 1: "#2ecc40", 2: "#ff4136" };  // foreground green, background
 const MASK_RGB = [255, 0, 200];  // magenta: unlike any class colour of the built-in data or a grey EM slice
 const EDGE_RGB = [255, 230, 0];  // the mask's outline, opaque, readable on a projector
 
+function element(tag, className) {
+  const node = document.createElement(tag);
+  node.className = className;
+  return node;
+}
+
 function bytesOf(value) {
   if (!value) return new Uint8Array(0);
   if (value instanceof DataView) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
@@ -25,10 +31,8 @@ function button(text, cls, title) {
 }
 
 function render({ model, el }) {
-  const root = document.createElement("div");
-  root.className = "segnb-view segnb-scribble";
-  const tools = document.createElement("div");
-  tools.className = "segnb-row segnb-scribble-tools";
+  const root = element("div", "segnb-view segnb-scribble");
+  const tools = element("div", "segnb-row segnb-scribble-tools");
   const toolButtons = {
     foreground: button("✎ foreground", "segnb-tool-foreground", "paint strokes on the object"),
     background: button("✎ background", "segnb-tool-background", "paint strokes on what is not the object"),
@@ -38,8 +42,7 @@ function render({ model, el }) {
   const brush = document.createElement("input");
   Object.assign(brush, { type: "range", min: 1, max: 20, step: 1 });
   brush.className = "segnb-brush";
-  const brushLabel = document.createElement("span");
-  brushLabel.className = "segnb-brush-label";
+  const brushLabel = element("span", "segnb-brush-label");
   const undo = button("↶ undo", "segnb-undo", "remove the last stroke or click");
   const clear = button("✕ clear", "segnb-clear", "remove every stroke and click");
   const opacity = document.createElement("input");
@@ -47,10 +50,8 @@ function render({ model, el }) {
   opacity.className = "segnb-opacity";
   tools.append(...Object.values(toolButtons), "brush", brush, brushLabel, undo, clear, "mask opacity", opacity);
 
-  const canvas = document.createElement("canvas");
-  canvas.className = "segnb-scribble-canvas";
-  const status = document.createElement("div");
-  status.className = "segnb-readout segnb-scribble-status";
+  const canvas = element("canvas", "segnb-scribble-canvas");
+  const status = element("div", "segnb-readout segnb-scribble-status");
   root.append(tools, canvas, status);
   el.appendChild(root);
 

@@ -22,6 +22,12 @@ const VIEWS = [
 const HEAT = { confidence: true, entropy: true, class: true };
 const RAMP = [[48, 18, 59], [65, 105, 225], [35, 170, 140], [170, 220, 50], [250, 235, 40]];
 
+function element(tag, className) {
+  const node = document.createElement(tag);
+  node.className = className;
+  return node;
+}
+
 function ramp(t) {
   const p = Math.min(0.9999, Math.max(0, t)) * (RAMP.length - 1);
   const i = Math.floor(p), f = p - i;
@@ -41,30 +47,22 @@ function bytesOf(value) {
 }
 
 function labelled(text, control) {
-  const label = document.createElement("label");
-  label.className = "segnb-control";
+  const label = element("label", "segnb-control");
   label.append(text, control);
   return label;
 }
 
 function render({ model, el }) {
-  const root = document.createElement("div");
-  root.className = "segnb-view segnb-softmask";
-  const canvas = document.createElement("canvas");
-  canvas.className = "segnb-softmask-canvas";
-  const readout = document.createElement("div");
-  readout.className = "segnb-readout segnb-softmask-readout";
+  const root = element("div", "segnb-view segnb-softmask");
+  const canvas = element("canvas", "segnb-softmask-canvas");
+  const readout = element("div", "segnb-readout segnb-softmask-readout");
   readout.textContent = "hover the image to read class probabilities";
-  const controls = document.createElement("div");
-  controls.className = "segnb-row";
+  const controls = element("div", "segnb-row");
 
-  const view = document.createElement("select");
-  view.className = "segnb-view-select";
+  const view = element("select", "segnb-view-select");
   VIEWS.forEach(([value, text]) => view.add(new Option(text, value)));
-  const viewClass = document.createElement("select");
-  viewClass.className = "segnb-view-class";
-  const colours = document.createElement("select");
-  colours.className = "segnb-palette-select";
+  const viewClass = element("select", "segnb-view-class");
+  const colours = element("select", "segnb-palette-select");
   colours.add(new Option("contrast (colour-blind safe)", "contrast"));
   colours.add(new Option("the dataset's own", "dataset"));
   const opacity = document.createElement("input");
@@ -73,28 +71,21 @@ function render({ model, el }) {
   const temperature = document.createElement("input");
   Object.assign(temperature, { type: "range", min: 0.25, max: 4, step: 0.05 });
   temperature.className = "segnb-temperature";
-  const tLabel = document.createElement("span");
-  tLabel.className = "segnb-temperature-value";
+  const tLabel = element("span", "segnb-temperature-value");
   const classControl = labelled("class ", viewClass);
   const colourControl = labelled("colours ", colours);
   controls.append(labelled("show ", view), classControl, colourControl, labelled("opacity ", opacity),
                   labelled("temperature ", temperature), tLabel);
-  const toggles = document.createElement("div");
-  toggles.className = "segnb-row segnb-class-toggles";
-  const bar = document.createElement("div");
-  bar.className = "segnb-colourbar";
-  const barTitle = document.createElement("div");
-  barTitle.className = "segnb-colourbar-title";
-  const barCanvas = document.createElement("canvas");
-  barCanvas.className = "segnb-colourbar-ramp";
+  const toggles = element("div", "segnb-row segnb-class-toggles");
+  const bar = element("div", "segnb-colourbar");
+  const barTitle = element("div", "segnb-colourbar-title");
+  const barCanvas = element("canvas", "segnb-colourbar-ramp");
   barCanvas.width = 256;
   barCanvas.height = 1;
-  const barTicks = document.createElement("div");
-  barTicks.className = "segnb-colourbar-ticks";
+  const barTicks = element("div", "segnb-colourbar-ticks");
   barTicks.innerHTML = "<span>0</span><span>0.5</span><span>1</span>";
   bar.append(barTitle, barCanvas, barTicks);
-  const picture = document.createElement("div");
-  picture.className = "segnb-softmask-picture";
+  const picture = element("div", "segnb-softmask-picture");
   picture.append(canvas, bar);
   root.append(controls, toggles, picture, readout);
   el.appendChild(root);
@@ -136,8 +127,7 @@ function render({ model, el }) {
     const names = model.get("class_names");
     const colourList = palette();
     names.forEach((name, i) => {
-      const label = document.createElement("label");
-      label.className = "segnb-class-toggle";
+      const label = element("label", "segnb-class-toggle");
       const box = document.createElement("input");
       box.type = "checkbox";
       box.dataset.index = String(i);
@@ -147,8 +137,7 @@ function render({ model, el }) {
         model.set("visible", visible);  // a new list: never mutate a synced list in place
         model.save_changes();
       });
-      const swatch = document.createElement("span");
-      swatch.className = "segnb-swatch";
+      const swatch = element("span", "segnb-swatch");
       swatch.style.background = colourList[i];
       label.append(box, swatch, name);
       toggles.appendChild(label);

@@ -159,13 +159,17 @@ def decode_split(split, size: int | tuple[int, int] | None, ignore_index: int, n
     return DecodedSplit(torch.stack(images), torch.stack(masks), ignore_index, num_classes, split.name)
 
 
-def decode_threads() -> int:
-    """Threads for the cold pass without worker processes: the cores this process may use, at most 4."""
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, not the machine's count)."""
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+        return os.cpu_count() or 1
+
+
+def decode_threads() -> int:
+    """Threads for the cold pass without worker processes: the usable cores, at most 4."""
+    return max(1, min(4, usable_cores()))
 
 
 def available_ram() -> int:
