@@ -25,6 +25,10 @@ _LAZY = {
     "list_encoders": "segnb.models",
     "load_model": "segnb.models",
     "save_model": "segnb.models",
+    "fit": "segnb.train",
+    "lr_find": "segnb.train",
+    "evaluate": "segnb.evaluation",
+    "predict": "segnb.prediction",
 }
 
 __all__ = [
@@ -33,15 +37,20 @@ __all__ = [
     "__version__",
     "build_model",
     "describe_model",
+    "evaluate",
+    "fit",
     "list_architectures",
     "list_encoders",
     "load_dataset",
     "load_model",
+    "lr_find",
+    "predict",
     "save_model",
 ]
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ imports on first use
     from segnb.data import SegmentationDataset, load_dataset
+    from segnb.evaluation import evaluate
     from segnb.models import (
         SegModel,
         build_model,
@@ -51,6 +60,8 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ impo
         load_model,
         save_model,
     )
+    from segnb.prediction import predict
+    from segnb.train import fit, lr_find
 
 
 def __getattr__(name: str):

@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 
 from segnb.data.base import IMAGENET_MEAN, IMAGENET_STD
+from segnb.device import resolve_device, resolve_precision
 from segnb.errors import SegnbError
 
 __all__ = ["Inference", "is_instance_model", "normalisation", "to_tensor", "claim", "release", "training_run",
@@ -114,8 +115,6 @@ class Inference:
     """
 
     def __init__(self, model: nn.Module, device=None, precision: str | None = None, grad: bool = False):
-        from segnb.train import resolve_device, resolve_precision
-
         self.model, self.grad = model, grad
         trainer = training_run(model)
         if trainer is not None and trainer.thread is not threading.current_thread():

@@ -51,10 +51,13 @@ from segnb.data.cache import (
     estimate_bytes,
     usable_cores,
 )
+from segnb.device import resolve_device, resolve_precision
 from segnb.errors import SegnbError
-from segnb.infer import Inference, normalisation, to_tensor
+from segnb.evaluation import EvalReport, check_classes, evaluate
+from segnb.infer import Inference, normalisation
 from segnb.losses import class_weights, make_loss
-from segnb.metrics import ConfusionMeter, Scores, confusion_matrix, scores_from_confusion
+from segnb.metrics import ConfusionMeter, Scores, scores_from_confusion
+from segnb.prediction import Prediction, predict
 
 __all__ = [
     "History", "Trainer", "TrainingHandle", "fit", "evaluate", "predict", "lr_find",
@@ -81,30 +84,6 @@ class History:
     def from_dict(cls, data: dict) -> History:
         return cls(list(data.get("epochs", [])), int(data.get("steps", 0)), data.get("stopped", ""),
                    data.get("limit", ""))
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SegnbError("device='cuda' but no CUDA GPU is visible here; use device='auto' or 'cpu'.")
-    return device
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> ``bf16`` on GPUs that have it, ``fp16`` on older GPUs, ``fp32`` on the CPU."""
-    precision = {"no": "fp32", "32": "fp32", "16": "fp16", "bfloat16": "bf16", "float16": "fp16"}.get(
-        str(precision), str(precision))
-    if precision == "auto":
-        if device.type != "cuda":
-            return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise SegnbError(f"precision must be 'auto', 'fp32', 'bf16' or 'fp16', got {precision!r}.")
-    if precision == "fp16" and device.type != "cuda":
-        raise SegnbError("fp16 needs a CUDA GPU; on the CPU use precision='bf16' or 'fp32'.")
-    return precision
 
 
 def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
@@ -904,144 +883,6 @@ def fit(model, data: SegmentationDataset, epochs: int | None = None, batch_size:
     if background:
         return TrainingHandle(trainer)
     return trainer.run()
-
-
-# ---------------------------------------------------------------------- evaluation
-
-
-@dataclass
-class EvalReport:
-    """Dataset-level scores, a per-class table, per-image IoU (worst first) and the confusion matrix."""
-
-    scores: Scores
-    class_names: list[str]
-    pixels: list[int]
-    per_image: list[dict]
-
-    @property
-    def miou(self) -> float:
-        return self.scores.miou
-
-    def table(self) -> list[dict]:
-        return [
-            {"class": name, "iou": iou, "dice": dice, "accuracy": acc, "pixels": px}
-            for name, iou, dice, acc, px in zip(self.class_names, self.scores.iou, self.scores.dice,
-                                                 self.scores.accuracy, self.pixels, strict=True)
-        ]
-
-    def as_dict(self) -> dict:
-        return {"miou": self.scores.miou, "pixel_accuracy": self.scores.pixel_accuracy,
-                "mean_accuracy": self.scores.mean_accuracy, "fw_iou": self.scores.fw_iou,
-                "classes": self.table(), "confusion": self.scores.confusion, "per_image": self.per_image}
-
-    def format(self) -> str:
-        width = max(len(n) for n in self.class_names + ["class"])
-        lines = [f"{'class':<{width}}  {'IoU':>6}  {'Dice':>6}  {'pixels':>10}"]
-        for row in self.table():
-            iou = "   -  " if row["iou"] is None else f"{row['iou']:6.3f}"
-            dice = "   -  " if row["dice"] is None else f"{row['dice']:6.3f}"
-            lines.append(f"{row['class']:<{width}}  {iou}  {dice}  {row['pixels']:>10,}")
-        lines.append(f"{'mIoU':<{width}}  {self.scores.miou:6.3f}   pixel accuracy {self.scores.pixel_accuracy:.3f}")
-        return "\n".join(lines)
-
-
-def evaluate(model, data: SegmentationDataset, split: str | None = None, batch_size: int = 8,
-             image_size=None, device="auto", precision: str | None = None) -> EvalReport:
-    """Evaluate on a split (the validation split by default); see :mod:`segnb.metrics` for definitions.
-
-    The model must predict exactly the dataset's classes: scoring a 12-class model on a 7-class
-    dataset would leave out every pixel predicted as classes 7-11, so a mismatch is refused.
-
-    An instance model (Mask R-CNN) gets :class:`segnb.instances.InstanceScores` instead: COCO
-    mask AP, AP50 and AP75 (``mask_ap``, ``mask_ap50``, ``mask_ap75``; its ``miou`` is None).
-    """
-    if infer.is_instance_model(model):
-        from segnb.instances.train import evaluate_instances
-
-        return evaluate_instances(model, data, split, batch_size, image_size, device, precision)
-    split = split or data.eval_split
-    check_classes(model, data)
-    total = torch.zeros(data.num_classes, data.num_classes, dtype=torch.long)
-    per_image, index = [], 0
-    with Inference(model, device=resolve_device(device), precision=precision) as run:
-        transform = SegTransform(size=image_size, train=False, ignore_index=data.ignore_index,
-                                 mean=run.mean, std=run.std)
-        loader = DataLoader(data.torch_split(split, transform), batch_size=batch_size, shuffle=False)
-        for images, masks in loader:
-            logits = run(images)  # (B, K, H, W)
-            check_classes(logits.shape[1], data)
-            with torch.inference_mode(False):  # metric buffers stay ordinary tensors
-                for p, t in zip(logits.argmax(1).cpu(), masks, strict=True):
-                    cm = confusion_matrix(p, t, data.num_classes, data.ignore_index)
-                    total += cm
-                    s = scores_from_confusion(cm)
-                    per_image.append({"index": index, "miou": s.miou, "pixel_accuracy": s.pixel_accuracy})
-                    index += 1
-    per_image.sort(key=lambda r: (math.isnan(r["miou"]), r["miou"]))
-    pixels = total.sum(1).tolist()
-    return EvalReport(scores_from_confusion(total), list(data.class_names), pixels, per_image)
-
-
-def check_classes(model, data: SegmentationDataset) -> None:
-    """Refuse to score ``model`` (or a class count, e.g. of its logits) on a dataset with other classes."""
-    model_classes = model if isinstance(model, int) else getattr(model, "num_classes", None)
-    if model_classes is not None and model_classes != data.num_classes:
-        raise SegnbError(
-            f"The model predicts {model_classes} classes but the dataset {data.source!r} has {data.num_classes}: "
-            "its scores would silently leave out pixels. Evaluate on the dataset the model was trained on, "
-            "or train a model for this one (build_model(..., class_names=data.class_names)).")
-
-
-@dataclass
-class Prediction:
-    """Soft masks ``probs`` (N, C, H, W) and hard masks ``masks`` (N, H, W), at the input resolution.
-
-    When the images' sizes differ, ``probs`` and ``masks`` are lists of (C, H, W) and (H, W) tensors.
-    """
-
-    probs: torch.Tensor | list[torch.Tensor]
-    masks: torch.Tensor | list[torch.Tensor]
-
-
-def predict(model, images, batch_size: int = 8, device="auto", temperature: float = 1.0,
-            precision: str | None = None) -> Prediction:
-    """Class probabilities and argmax masks for raw images.
-
-    ``images``: one ``uint8`` array (H, W, 3), a list of them (of any sizes: images of one size
-    are batched together), or an already normalised tensor (N, 3, H, W). The model's own mean
-    and std are applied; it runs in eval mode and gets its mode back (see :class:`Inference`).
-
-    An instance model (Mask R-CNN) gives a list with one :class:`segnb.instances.train.Instances`
-    per image instead: ``boxes``, ``labels``, ``scores``, ``masks`` (bool) and ``soft``.
-    """
-    if infer.is_instance_model(model):
-        from segnb.instances.train import predict_instances
-
-        if temperature != 1.0:
-            raise SegnbError("temperature= scales a semantic model's logits; an instance model has none. "
-                             "Leave it out (filter detections by their scores instead).")
-        return predict_instances(model, images, batch_size, device, precision)
-    if isinstance(images, torch.Tensor):
-        tensors = list(images.float()) if images.dim() == 4 else [images.float()]
-    else:
-        tensors = [images] if isinstance(images, np.ndarray) and images.ndim == 3 else list(images)
-    probs: list[torch.Tensor | None] = [None] * len(tensors)
-    with Inference(model, device=resolve_device(device), precision=precision) as run:
-        tensors = [to_tensor(t, run.mean, run.std) for t in tensors]
-        by_size: dict[tuple, list[int]] = {}
-        for i, t in enumerate(tensors):
-            by_size.setdefault(tuple(t.shape), []).append(i)
-        for indices in by_size.values():
-            for start in range(0, len(indices), batch_size):
-                chunk = indices[start:start + batch_size]
-                logits = run(torch.stack([tensors[i] for i in chunk]))
-                for i, p in zip(chunk, torch.softmax(logits / temperature, dim=1).cpu(), strict=True):
-                    probs[i] = p
-    probs = [p.clone() for p in probs]  # ordinary tensors, free to change outside inference mode
-    if len(by_size) == 1:
-        stacked = torch.stack(probs)
-        return Prediction(probs=stacked, masks=stacked.argmax(1))
-    return Prediction(probs=probs, masks=[p.argmax(0) for p in probs])
 
 
 # ---------------------------------------------------------------------- learning-rate finder

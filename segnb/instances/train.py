@@ -128,7 +128,7 @@ def evaluate_instances(model, data, split: str | None = None, batch_size: int = 
     ``segnb.evaluate`` calls this for an instance model. The scores are named ``mask_ap*``: they
     are COCO mask average precision, not a semantic mIoU (``scores.miou`` is None)."""
     from segnb.data.base import SegTransform
-    from segnb.train import resolve_device
+    from segnb.device import resolve_device
 
     split = split or data.eval_split
     check_instance_data(data, getattr(model, "things", data.class_names))
@@ -168,8 +168,8 @@ def predict_instances(model, images, batch_size: int = 8, device="auto", precisi
     (N, 3, H, W) / (3, H, W). ``score_threshold`` keeps the detections scoring at least that
     (default: all that the model returns, i.e. above its own ``box_score_thresh``).
     """
+    from segnb.device import resolve_device
     from segnb.infer import to_tensor
-    from segnb.train import resolve_device
 
     if isinstance(images, torch.Tensor):
         images = list(images.float()) if images.dim() == 4 else [images.float()]

@@ -10,8 +10,9 @@ import torch
 
 from segnb import inspect as ins
 from segnb.classical import METHODS, label_segments, score_segments, segment
+from segnb.evaluation import evaluate
 from segnb.metrics import confusion_matrix, scores_from_confusion
-from segnb.train import evaluate, predict
+from segnb.prediction import predict
 from segnb.ui.common import (
     ErrorBox,
     PlotView,

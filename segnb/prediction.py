@@ -1,0 +1,69 @@
+"""Class probabilities and masks for raw images: :func:`predict` and its :class:`Prediction`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from segnb import infer
+from segnb.device import resolve_device
+from segnb.errors import SegnbError
+from segnb.infer import Inference, to_tensor
+
+__all__ = ["Prediction", "predict"]
+
+
+@dataclass
+class Prediction:
+    """Soft masks ``probs`` (N, C, H, W) and hard masks ``masks`` (N, H, W), at the input resolution.
+
+    When the images' sizes differ, ``probs`` and ``masks`` are lists of (C, H, W) and (H, W) tensors.
+    """
+
+    probs: torch.Tensor | list[torch.Tensor]
+    masks: torch.Tensor | list[torch.Tensor]
+
+
+def predict(model, images, batch_size: int = 8, device="auto", temperature: float = 1.0,
+            precision: str | None = None) -> Prediction:
+    """Class probabilities and argmax masks for raw images.
+
+    ``images``: one ``uint8`` array (H, W, 3), a list of them (of any sizes: images of one size
+    are batched together), or an already normalised tensor (N, 3, H, W). The model's own mean
+    and std are applied; it runs in eval mode and gets its mode back (see :class:`Inference`).
+
+    An instance model (Mask R-CNN) gives a list with one :class:`segnb.instances.train.Instances`
+    per image instead: ``boxes``, ``labels``, ``scores``, ``masks`` (bool) and ``soft``.
+    """
+    if infer.is_instance_model(model):
+        from segnb.instances.train import predict_instances
+
+        if temperature != 1.0:
+            raise SegnbError("temperature= scales a semantic model's logits; an instance model has none. "
+                             "Leave it out (filter detections by their scores instead).")
+        return predict_instances(model, images, batch_size, device, precision)
+    if isinstance(images, torch.Tensor):
+        tensors = list(images.float()) if images.dim() == 4 else [images.float()]
+    else:
+        tensors = [images] if isinstance(images, np.ndarray) and images.ndim == 3 else list(images)
+    probs: list[torch.Tensor | None] = [None] * len(tensors)
+    with Inference(model, device=resolve_device(device), precision=precision) as run:
+        tensors = [to_tensor(t, run.mean, run.std) for t in tensors]
+        by_size: dict[tuple, list[int]] = {}
+        for i, t in enumerate(tensors):
+            by_size.setdefault(tuple(t.shape), []).append(i)
+        for indices in by_size.values():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start:start + batch_size]
+                logits = run(torch.stack([tensors[i] for i in chunk]))
+                for i, p in zip(chunk, torch.softmax(logits / temperature, dim=1).cpu(), strict=True):
+                    probs[i] = p
+    probs = [p.clone() for p in probs]  # ordinary tensors, free to change outside inference mode
+    if len(by_size) == 1:
+        stacked = torch.stack(probs)
+        return Prediction(probs=stacked, masks=stacked.argmax(1))
+    return Prediction(probs=probs, masks=[p.argmax(0) for p in probs])
+
+
