@@ -22,6 +22,10 @@ threads (``--threads``, 1 by default), so that they share whatever load the mach
   until the end. It trains until fit() returns (checked between steps), so its wall time is fit's,
   fit's data loading, validation and checks included.
 
+The model (``--arch``, ``--encoder``, ``--model-options``) is smp's U-Net on mobilenetv3_small_100 with
+decoder channels (64, 32, 16, 16, 16), random init, at 128x128 (``--size``): light enough that a
+2-minute budget (``--minutes``) on a CPU core trains more than a handful of steps.
+
 Each model is then scored the same way, outside the timed part: ``segnb.evaluate(model, data,
 image_size=S)`` on the validation split (mIoU). Both sides build the same model from the same
 seed. The median over the seeds is the figure; the script prints the load average before and
