@@ -154,13 +154,17 @@ class Split:
             self._check_values(mask, index)
         return image, mask
 
-    # ---- instances (segnb.instances): sources that have them set ``_load_instances``.
-    _load_instances = None  # ``index -> (H, W) int array``: 0 = no instance, 1.. = instance ids
+    # ---- instance maps (segnb.data.instance_maps reads them from folders, COCO JSON and hub columns)
+    _instance_loader = None  # ``index -> (H, W) int array``: 0 = no instance, 1.. = instance ids
+
+    def attach_instance_maps(self, loader) -> None:
+        """Give this split instance maps: ``loader(index)`` returns the ``(H, W)`` id map of a sample."""
+        self._instance_loader = loader
 
     @property
     def has_instances(self) -> bool:
         """Whether this split has an instance map for every sample."""
-        return self._load_instances is not None
+        return self._instance_loader is not None
 
     def get(self, index: int, instances: bool = False):
         """``(image, mask)``, or ``(image, mask, instance_map)`` with ``instances=True``.
@@ -177,7 +181,7 @@ class Split:
                 "a hub dataset needs an instance column (instance_column=)."
             )
         index %= len(self)
-        found = np.asarray(self._load_instances(index))
+        found = np.asarray(self._instance_loader(index))
         if found.ndim == 3 and found.shape[2] in (1, 3, 4):
             found = found[:, :, 0]  # grey stored as RGB: all channels equal
         if found.shape != mask.shape:
