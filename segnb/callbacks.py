@@ -24,6 +24,7 @@ import csv
 import math
 from pathlib import Path
 
+from segnb.arithmetic import ceil_div
 from segnb.progress import ConsoleRenderer, ProgressState
 
 __all__ = [
@@ -74,7 +75,7 @@ class ProgressCallback(Callback):
         s = self.state
         s.done, s.total = trainer.step - trainer.start_step, trainer.total_steps - trainer.start_step
         s.epoch = trainer.epoch + 1
-        s.epochs = trainer.epochs or -(-trainer.total_steps // max(1, trainer.steps_per_epoch))  # time budget: planned
+        s.epochs = trainer.epochs or ceil_div(trainer.total_steps, max(1, trainer.steps_per_epoch))  # time budget: planned
         s.images, s.elapsed = trainer.images_seen, trainer.elapsed
         s.device, s.precision = str(trainer.device), trainer.precision
         if loss and trainer.last_loss is not None:

@@ -64,3 +64,35 @@ def test_cli_help_and_datasets_show(capsys):
 def test_cli_reports_bad_sources_without_a_traceback(capsys):
     assert main(["datasets", "show", "/no/such/folder"]) == 2
     assert "No folder at" in capsys.readouterr().err
+
+
+def test_segnb_serves_the_public_api_and_nothing_else():
+    import segnb
+    import segnb.evaluation
+    import segnb.prediction
+    import segnb.train
+
+    assert segnb.fit is segnb.train.fit and segnb.lr_find is segnb.train.lr_find
+    assert segnb.evaluate is segnb.evaluation.evaluate and segnb.predict is segnb.prediction.predict
+    assert segnb.data.load_dataset is segnb.load_dataset  # a subpackage as an attribute
+    for name in ("hub", "nosuch", "torch", "network_check_typo"):
+        with pytest.raises(AttributeError, match=f"has no attribute '{name}'"):
+            getattr(segnb, name)
+    assert set(segnb.__all__) <= set(dir(segnb))
+
+
+def test_every_modules_all_names_only_public_names_it_has():
+    import importlib
+    import pkgutil
+
+    import segnb
+
+    wrong = []
+    for info in pkgutil.walk_packages(segnb.__path__, "segnb."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for name in getattr(module, "__all__", ()):
+            if name.startswith("_") or not hasattr(module, name):
+                wrong.append(f"{info.name}.{name}")
+    assert wrong == []

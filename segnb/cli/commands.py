@@ -191,6 +191,7 @@ def _instance_result(args, data, history, report, folder, out, start, interrupte
 
 def eval_command(args) -> int:
     from segnb.data import load_dataset
+    from segnb.data.preprocess import check_classes
     from segnb.errors import SegnbError
     from segnb.models import load_model
     from segnb.models.io import read_model_info
@@ -212,12 +213,8 @@ def eval_command(args) -> int:
     model = load_model(args.model)
     data = load_dataset(source, **options)
     _print_notes(data)
-    if model.num_classes != data.num_classes:
-        raise SegnbError(
-            f"the model has {model.num_classes} classes but {data.source} has {data.num_classes}: "
-            "scores would count only the pixels both know. Evaluate on the dataset it was trained "
-            "on (leave out --dataset), or pass --data-option num_classes=... / class_names=..."
-        )
+    check_classes(model, data, remedy="Evaluate on the dataset it was trained on (leave out --dataset), or "
+                                      "pass --data-option num_classes=... / class_names=...")
     if args.split is not None and args.split not in data.splits:
         raise SegnbError(f"no split {args.split!r} in {data.source}; its splits are {data.split_names}.")
     _check_image_size(args.image_size, model)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from segnb.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from segnb.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -34,10 +35,6 @@ __all__ = [
     "default_palette",
     "to_rgb_uint8",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 def __getattr__(name: str):
     # The tensor side (segnb/data/transform.py) needs PyTorch: imported when first used, so that

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from segnb.data.preprocess import normalize
 from segnb.interactive.clicks import (
     CLICK_RADIUS,
     click_maps,
@@ -20,6 +21,9 @@ from segnb.interactive.clicks import (
 )
 
 __all__ = ["ClickModel", "train_click_model"]
+
+# The click model's own input scale: [0, 1] less 0.5 (saved click models expect it).
+CLICK_MEAN, CLICK_STD = (0.5, 0.5, 0.5), (1.0, 1.0, 1.0)
 
 class ClickModel:
     """An smp U-Net on 5 channels (RGB + positive + negative click maps) -> one object logit.
@@ -41,7 +45,7 @@ class ClickModel:
     @staticmethod
     def inputs(images: np.ndarray, maps: np.ndarray) -> torch.Tensor:
         """(B, H, W, 3) uint8 images + (B, 2, H, W) click maps -> (B, 5, H, W) network input."""
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0 - 0.5
+        x = normalize(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2), CLICK_MEAN, CLICK_STD)
         return torch.cat([x, torch.from_numpy(maps)], dim=1)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from segnb.data.base import IMAGENET_MEAN, IMAGENET_STD
+from segnb.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from segnb.errors import HubUnavailableError, ModelConfigError
 from segnb.models.encoders import encoder_family
 from segnb.models.registry import ARCHITECTURES, BuildRequest, get_architecture
@@ -299,12 +299,10 @@ def _pickle_to_safetensors(path: Path) -> Path:
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError:  # torch's weights_only refusal of pickled code is this type
         raise ModelConfigError(_pickle_message(path)) from None
     except (RuntimeError, EOFError, OSError) as err:
         message = str(err).split("\n")[0]
-        if "weights_only" in str(err):
-            raise ModelConfigError(_pickle_message(path)) from None
         raise ModelConfigError(f"pretrained={str(path)!r} cannot be read as weights ({message}).") from None
     for key in ("state_dict", "model"):  # training checkpoints wrap the weights
         if isinstance(state, dict) and isinstance(state.get(key), dict):

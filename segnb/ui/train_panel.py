@@ -7,6 +7,7 @@ import threading
 
 import ipywidgets as W
 
+from segnb.arithmetic import ceil_div
 from segnb.callbacks import Callback, ProgressCallback
 from segnb.progress import ProgressState, format_duration
 from segnb.ui.common import (
@@ -164,9 +165,9 @@ class TrainPanel(W.VBox):
         data, model = self.state.data, self.state.model
         if data is None or model is None:
             raise ValueError("Load a dataset and build a model first (the Dataset and Model tabs).")
-        if model.num_classes != data.num_classes:
-            raise ValueError(f"The model predicts {model.num_classes} classes but the dataset has "
-                             f"{data.num_classes}: press Build in the Model tab again after loading the dataset.")
+        from segnb.data.preprocess import check_classes
+
+        check_classes(model, data, remedy="Press Build in the Model tab again after loading the dataset.")
         return data, model
 
     @guarded
@@ -198,7 +199,7 @@ class TrainPanel(W.VBox):
             model.zero_grad(set_to_none=True)
             model.train(was_training)
         per_step = seconds * self.batch_size.value / batch
-        steps = -(-len(data[data.train_split]) // self.batch_size.value)
+        steps = ceil_div(len(data[data.train_split]), self.batch_size.value)
         self.estimate_line.value = html.escape(
             f"about {per_step:.2f} s per step of {self.batch_size.value} images at {h}x{w} px on {device.type} "
             f"(timed on {batch}), {steps} steps per epoch: about {format_duration(per_step * steps)} per epoch, "
