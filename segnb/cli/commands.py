@@ -92,10 +92,12 @@ def train_command(args, demo: bool = False) -> int:
     import torch
 
     from segnb.data import load_dataset
+    from segnb.device import resolve_device
     from segnb.errors import SegnbError
+    from segnb.evaluation import evaluate
     from segnb.models import build_model, save_model
     from segnb.models.registry import get_architecture
-    from segnb.train import evaluate, fit, resolve_device
+    from segnb.train import fit
 
     start = time.monotonic()
     data_options = parse_options(args.data_option)
@@ -193,9 +195,9 @@ def eval_command(args) -> int:
     from segnb.data import load_dataset
     from segnb.data.preprocess import check_classes
     from segnb.errors import SegnbError
+    from segnb.evaluation import evaluate
     from segnb.models import load_model
     from segnb.models.io import read_model_info
-    from segnb.train import evaluate
 
     info = read_model_info(args.model)
     options = parse_options(args.data_option)

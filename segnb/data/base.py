@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from segnb.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from segnb.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_rgb_uint8
 from segnb.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -33,7 +33,6 @@ __all__ = [
     "SegTransform",
     "TorchSplit",
     "default_palette",
-    "to_rgb_uint8",
 ]
 
 def __getattr__(name: str):
@@ -61,35 +60,6 @@ def default_palette(num_classes: int) -> np.ndarray:
             c >>= 3
         palette[index] = (r, g, b)
     return palette
-
-
-def to_rgb_uint8(image: np.ndarray, label: str = "image") -> np.ndarray:
-    """Grey, grey+alpha, RGBA and 16-bit images become ``uint8`` RGB of shape ``(H, W, 3)``."""
-    array = np.asarray(image)
-    if array.dtype == bool:
-        array = array.astype(np.uint8) * 255
-    if array.dtype != np.uint8:
-        if np.issubdtype(array.dtype, np.integer):
-            top = 65535 if array.max(initial=0) > 255 else 255
-            array = (array.astype(np.float32) * (255.0 / top)).round().astype(np.uint8)
-        elif np.issubdtype(array.dtype, np.floating):
-            scale = 255.0 if array.max(initial=0) <= 1.0 else 1.0
-            array = np.clip(array * scale, 0, 255).round().astype(np.uint8)
-        else:
-            raise DatasetError(f"{label}: cannot read an image of dtype {array.dtype}.")
-    if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)
-    elif array.ndim == 3 and array.shape[2] in (1, 2):  # grey, grey + alpha
-        array = np.repeat(array[:, :, :1], 3, axis=2)
-    elif array.ndim == 3 and array.shape[2] == 4:  # RGBA: drop alpha
-        array = array[:, :, :3]
-    elif array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[2] not in (1, 3):  # CHW
-        array = to_rgb_uint8(np.moveaxis(array, 0, 2), label)
-    if array.ndim != 3 or array.shape[2] != 3:
-        raise DatasetError(
-            f"{label}: expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {array.shape}."
-        )
-    return np.ascontiguousarray(array)
 
 
 class Split:

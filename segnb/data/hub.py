@@ -252,8 +252,3 @@ def load_hub(
 
 def is_hub_id(source: str) -> bool:
     return bool(HUB_ID.match(source)) and not source.startswith((".", "/", "~"))
-
-
-def describe_known() -> str:
-    return "\n".join(f"{k}: {v[1]}" for k, v in KNOWN_HUB_DATASETS.items())
-

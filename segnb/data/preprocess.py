@@ -10,6 +10,7 @@ prepared the same way wherever it goes:
 - :func:`resize`: the image bilinearly (antialiased), the mask with nearest by index
   (:func:`nearest_exact_index`, the rows and columns ``F.interpolate(mode="nearest-exact")``
   picks), so no invented class appears at a boundary.
+- :func:`to_rgb_uint8`: grey, RGBA, 16-bit and float images as ``uint8`` RGB.
 - :func:`check_classes`: a model (or a count of logits) and a dataset must have the same classes.
 """
 
@@ -21,16 +22,45 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from segnb.errors import SegnbError
+from segnb.errors import DatasetError, SegnbError
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "check_classes", "nearest_exact_index", "normalize", "resize",
-           "resize_image", "resize_mask"]
+           "resize_image", "resize_mask", "to_rgb_uint8"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_rgb_uint8(image: np.ndarray, label: str = "image") -> np.ndarray:
+    """Grey, grey+alpha, RGBA and 16-bit images become ``uint8`` RGB of shape ``(H, W, 3)``."""
+    array = np.asarray(image)
+    if array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.integer):
+            top = 65535 if array.max(initial=0) > 255 else 255
+            array = (array.astype(np.float32) * (255.0 / top)).round().astype(np.uint8)
+        elif np.issubdtype(array.dtype, np.floating):
+            scale = 255.0 if array.max(initial=0) <= 1.0 else 1.0
+            array = np.clip(array * scale, 0, 255).round().astype(np.uint8)
+        else:
+            raise DatasetError(f"{label}: cannot read an image of dtype {array.dtype}.")
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    elif array.ndim == 3 and array.shape[2] in (1, 2):  # grey, grey + alpha
+        array = np.repeat(array[:, :, :1], 3, axis=2)
+    elif array.ndim == 3 and array.shape[2] == 4:  # RGBA: drop alpha
+        array = array[:, :, :3]
+    elif array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[2] not in (1, 3):  # CHW
+        array = to_rgb_uint8(np.moveaxis(array, 0, 2), label)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise DatasetError(
+            f"{label}: expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {array.shape}."
+        )
+    return np.ascontiguousarray(array)
 
 
 @functools.lru_cache(maxsize=64)

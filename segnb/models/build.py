@@ -46,12 +46,10 @@ def list_architectures(group: str | None = None) -> dict[str, str]:
 
 
 def __getattr__(name: str):
-    # The old module-level tables, now read from the registry.
+    # The old module-level table, now read from the registry.
     if name == "SMP_ARCHITECTURES":
         return {k: a.summary for k, a in ARCHITECTURES.items() if a.group == "smp"}
-    if name == "TEACHING_ARCHITECTURES":
-        return {k: a.summary for k, a in ARCHITECTURES.items() if a.group == "teaching"}
-    raise AttributeError(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class SegModel(nn.Module):

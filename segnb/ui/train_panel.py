@@ -28,7 +28,7 @@ __all__ = ["TrainPanel", "live_image_size"]
 
 def _predicted_mask(model, image, device="auto"):
     """The model's argmax mask for one raw image, as numpy."""
-    from segnb.train import predict
+    from segnb.prediction import predict
 
     return predict(model, image, device=device).masks[0].numpy()
 
