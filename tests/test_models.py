@@ -401,3 +401,15 @@ def test_tiramisu_refuses_other_encoders_and_max_unpool_saving_round_trip(tmp_pa
     save_model(model, tmp_path / "m")
     with torch.no_grad():
         assert torch.equal(load_model(tmp_path / "m").eval()(x), model(x))
+
+
+def test_step_seconds_times_a_step_and_leaves_the_model_as_it_was():
+    from segnb.models.timing import step_seconds
+
+    model = build_model("unet-classic", "vgg-tiny", num_classes=3).eval()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    seconds = step_seconds(model, 32, 32, batch_size=8)
+    assert seconds > 0
+    assert not any(m.training for m in model.modules())
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
