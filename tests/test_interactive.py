@@ -84,7 +84,7 @@ def test_random_walker_needs_two_labels():
 def test_graph_cut_is_a_minimum_cut_as_networkx_finds_it():
     import networkx as nx
 
-    from segnb.interactive import _cut_graph
+    from segnb.interactive.scribbles import _cut_graph
 
     rng = np.random.default_rng(1)
     image = (rng.random((9, 11, 3)) * 255).astype(np.uint8)
@@ -461,3 +461,15 @@ def test_training_the_click_model_in_a_thread_leaves_the_panel_answering(panel, 
     thread.join(30)
     assert panel.errors.value == ""
     assert calls["seconds"] == 1 and panel.click_model.history == [0.5] and "click model trained" in panel.note.value
+
+
+def test_click_model_predicts_through_inference_and_leaves_the_nets_mode_alone():
+    model = core.ClickModel()
+    model.net.train()  # as the training loop leaves it between steps
+    image = np.zeros((40, 44, 3), np.uint8)
+    image[10:30, 12:32] = 200
+    probs = model.predict(image, [(20, 20, True)])
+    assert probs.shape == (40, 44) and probs.dtype == np.float32 and ((0 <= probs) & (probs <= 1)).all()
+    assert all(m.training for m in model.net.modules())  # eval only inside Inference, modes restored
+    again = model.predict(image, [(20, 20, True)])
+    np.testing.assert_array_equal(probs, again)  # eval mode inside: batch statistics never used
