@@ -324,3 +324,21 @@ def test_unknown_exercise_lists_the_known_ones():
     with pytest.raises(KeyError, match="transposed_conv1d"):
         check("transposed_convolution", transposed_conv1d)
     assert "sqrt(d)" in describe("attention_one_query")
+
+
+def test_every_exercise_is_set_in_a_notebook_and_every_check_names_one():
+    import re
+    from pathlib import Path
+
+    import nbformat
+
+    used = {}
+    for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            for name in re.findall(r"check\(\"(\w+)\"", cell.source):
+                used.setdefault(name, set()).add((path.stem, cell.cell_type))
+    assert set(used) <= set(EXERCISES), set(used) - set(EXERCISES)
+    for name in EXERCISES:
+        kinds = {kind for _, kind in used.get(name, ())}
+        # the task (markdown, with the student's template) and the hidden answer that runs the checker
+        assert kinds == {"markdown", "code"}, (name, used.get(name))
