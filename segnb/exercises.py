@@ -103,6 +103,12 @@ def _pq_pair(pred, truth):
     return 0.0, 0.0, 0.0  # one false positive and one false negative: RQ = 0 / (0 + 1/2 + 1/2)
 
 
+def _potts_energy(labels, probs, beta):
+    data_cost = -np.log(np.take_along_axis(probs, labels[None], 0)[0]).sum()
+    pairs = (labels[1:] != labels[:-1]).sum() + (labels[:, 1:] != labels[:, :-1]).sum()
+    return float(data_cost + beta * pairs)
+
+
 def _center_crop(skip, size):
     h, w = skip.shape[-2:]
     top, left = (h - size[0]) // 2, (w - size[1]) // 2
@@ -225,6 +231,19 @@ def _cases_center_crop():
             ((r.normal(size=(1, 9, 7)), (4, 4)), "odd differences: 9x7 to 4x4"),
             ((r.normal(size=(3, 64, 64)), (56, 56)), "the paper's 64 -> 56"),
             ((r.normal(size=(1, 5, 5)), (5, 5)), "nothing to crop")]
+
+
+def _cases_potts():
+    def soft(seed, k, h, w):
+        p = _rng(seed).random((k, h, w)) + 0.05
+        return p / p.sum(0)
+
+    r = _rng(13)
+    labels = np.array([[0, 0, 1], [0, 1, 1]])
+    return [((labels, soft(14, 2, 2, 3), 0.0), "beta 0: the data cost alone"),
+            ((labels, soft(15, 2, 2, 3), 1.0), "a 2x3 labelling, beta 1"),
+            ((r.integers(0, 3, (5, 6)), soft(16, 3, 5, 6), 0.5), "random 5x6, three classes, beta 0.5"),
+            ((np.zeros((4, 4), int), soft(17, 2, 4, 4), 2.0), "one class everywhere: no differing pairs")]
 
 
 # ----------------------------------------------------------------------------- typical mistakes
@@ -395,6 +414,28 @@ def _mistakes_pq_pair():
                          "positive and a false negative, and PQ is 0.")]
 
 
+def _mistakes_potts():
+    def both_ways(labels, probs, beta):
+        data_cost = -np.log(np.take_along_axis(probs, labels[None], 0)[0]).sum()
+        pairs = (labels[1:] != labels[:-1]).sum() + (labels[:, 1:] != labels[:, :-1]).sum()
+        return float(data_cost + 2 * beta * pairs)
+
+    def diagonals(labels, probs, beta):
+        extra = (labels[1:, 1:] != labels[:-1, :-1]).sum() + (labels[1:, :-1] != labels[:-1, 1:]).sum()
+        return _potts_energy(labels, probs, beta) + beta * float(extra)
+
+    def no_log(labels, probs, beta):
+        data_cost = -np.take_along_axis(probs, labels[None], 0)[0].sum()
+        pairs = (labels[1:] != labels[:-1]).sum() + (labels[:, 1:] != labels[:, :-1]).sum()
+        return float(data_cost + beta * pairs)
+
+    return [(both_ways, "Count each pair of neighbours once: compare each pixel with the one below and the one to "
+                        "its right only."),
+            (diagonals, "The Potts model here uses the 4 neighbours (up, down, left, right), not the diagonals."),
+            (no_log, "The data cost of a pixel is minus the log of the probability of its label, not minus the "
+                     "probability.")]
+
+
 def _mistakes_center_crop():
     def from_corner(skip, size):
         return skip[..., : size[0], : size[1]]
@@ -462,6 +503,10 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in [
              "(TP), otherwise one FP and one FN; SQ = mean IoU of the matches (0 without any), RQ = "
              "TP / (TP + FP/2 + FN/2), PQ = SQ * RQ.",
              _pq_pair, _cases_pq_pair, _mistakes_pq_pair, outputs=("PQ", "SQ", "RQ")),
+    Exercise("potts_energy", "potts_energy(labels, probs, beta) -> float",
+             "Energy of a labelling (H, W) under a Potts model: the sum over pixels of -log(probs[label, y, x]) "
+             "(probs is (K, H, W)) plus beta for every pair of 4-neighbours with different labels, each pair "
+             "counted once.", _potts_energy, _cases_potts, _mistakes_potts),
     Exercise("center_crop", "center_crop(skip, size) -> array (..., size[0], size[1])",
              "U-Net's crop of an encoder map (..., H, W) to the decoder's smaller (h, w): the centre, with "
              "top = (H - h) // 2 and left = (W - w) // 2.",

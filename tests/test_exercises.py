@@ -80,7 +80,20 @@ def center_crop(skip, size):
     return skip[..., dy // 2: h - (dy - dy // 2), dx // 2: w - (dx - dx // 2)]
 
 
-RIGHT = {"transposed_conv1d": transposed_conv1d, "conv_matrix": conv_matrix, "max_unpool": max_unpool,
+def potts_energy(labels, probs, beta):
+    h, w = labels.shape
+    energy = 0.0
+    for y in range(h):
+        for x in range(w):
+            energy -= np.log(probs[labels[y, x], y, x])
+            if y + 1 < h and labels[y + 1, x] != labels[y, x]:
+                energy += beta
+            if x + 1 < w and labels[y, x + 1] != labels[y, x]:
+                energy += beta
+    return energy
+
+
+RIGHT = {"potts_energy": potts_energy, "transposed_conv1d": transposed_conv1d, "conv_matrix": conv_matrix, "max_unpool": max_unpool,
          "bilinear_kernel": bilinear_kernel, "miou": miou, "dice": dice,
          "attention_one_query": attention_one_query, "bilinear_sample": bilinear_sample, "pq_pair": pq_pair,
          "center_crop": center_crop}
@@ -243,7 +256,23 @@ def _cc_resize(skip, size):
     return F.interpolate(torch.tensor(skip)[None], size=tuple(size), mode="bilinear")[0].numpy()
 
 
+def _po_twice(labels, probs, beta):
+    return potts_energy(labels, probs, 2 * beta)
+
+
+def _po_diagonals(labels, probs, beta):
+    extra = (labels[1:, 1:] != labels[:-1, :-1]).sum() + (labels[1:, :-1] != labels[:-1, 1:]).sum()
+    return potts_energy(labels, probs, beta) + beta * extra
+
+
+def _po_likelihood(labels, probs, beta):  # the probability instead of its log
+    return potts_energy(labels, np.exp(probs), beta)
+
+
 WRONG = [
+    ("potts_energy", _po_twice, "each pair of neighbours once"),
+    ("potts_energy", _po_diagonals, "not the diagonals"),
+    ("potts_energy", _po_likelihood, "minus the log"),
     ("transposed_conv1d", _tc_overwrite, "`+=`"),
     ("transposed_conv1d", _tc_ignores_stride, "shape"),
     ("transposed_conv1d", _tc_flipped, "expected"),
