@@ -97,7 +97,9 @@ def test_bilinear_upsample_starts_equal_to_bilinear_interpolation(factor):
     expected = torch.nn.functional.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
     assert torch.allclose(up(x), expected, atol=1e-5)  # everywhere, borders included
     assert not up.op.weight.requires_grad
-    assert BilinearUpsample(3, factor, learnable=True).op.weight.requires_grad
+    learned = BilinearUpsample(3, factor, learnable=True)
+    assert learned.op.weight.requires_grad and learned.op.weight.shape[:2] == (3, 3)  # classes may mix
+    assert torch.allclose(learned(x), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("arch,steps", [("fcn32s", 0), ("fcn16s", 1), ("fcn8s", 2)])

@@ -48,7 +48,8 @@ def bilinear_kernel(factor: int) -> torch.Tensor:
 class BilinearUpsample(nn.Module):
     """Upsampling by an integer ``factor`` with a transposed convolution initialised to bilinear interpolation.
 
-    Each class map gets :func:`bilinear_kernel` (the weights between different channels start at zero).
+    Each class map gets :func:`bilinear_kernel`; when ``learnable``, the weights between different
+    channels exist too and start at zero.
     The input is first padded by one pixel, replicating its border, and the transposed convolution's
     padding crops the result, so that at initialisation the output equals
     ``F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)`` everywhere, the
@@ -61,13 +62,15 @@ class BilinearUpsample(nn.Module):
             raise ModelConfigError(f"BilinearUpsample needs a factor of at least 2, got {factor}.")
         self.factor, self.learnable = factor, learnable
         size = 2 * factor - factor % 2
-        self.op = nn.ConvTranspose2d(channels, channels, size, stride=factor,
+        # Fixed: one kernel per channel (groups=channels), the same result for far less work. Learned: a
+        # full channels x channels kernel, as in the paper, that starts with zeros between channels.
+        self.op = nn.ConvTranspose2d(channels, channels, size, stride=factor, groups=1 if learnable else channels,
                                      padding=(3 * factor - factor % 2) // 2, bias=False)
         with torch.no_grad():
             self.op.weight.zero_()
             kernel = bilinear_kernel(factor)
             for c in range(channels):
-                self.op.weight[c, c] = kernel
+                self.op.weight[c, c if learnable else 0] = kernel
         self.op.weight.requires_grad_(learnable)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
