@@ -7,6 +7,7 @@ from nbclient's ``execution`` metadata. ``--fast`` sets ``SEGNB_FAST=1`` as in C
 
     .venv/bin/python benchmarks/rehearse_lecture.py --fast
     .venv/bin/python benchmarks/rehearse_lecture.py --steps 01 06 09   # normal mode, only these notebooks
+    .venv/bin/python benchmarks/rehearse_lecture.py --fast --whole 02_fcn_segnet_unet   # every cell's time
 """
 
 from __future__ import annotations
@@ -26,18 +27,18 @@ ROOT = Path(__file__).resolve().parents[1]
 # (minutes, notebook, first heading, heading where the step stops (exclusive), what the teacher does)
 STEPS = [
     ("0-5", "00_quickstart", "# 00 ·", "## 2. The model", "the Studio, the task and the data"),
-    ("5-12", "02_fcn_segnet_unet", "## Sliding window against fully convolutional", "## Why downsample at all",
+    ("5-9", "06_huggingface_datasets", "## Boundary rules and the void label", "## Difficult objects",
+     "annotation rules: the void border, predicted then scored"),
+    ("9-15", "02_fcn_segnet_unet", "## Sliding window against fully convolutional", "## Why downsample at all",
      "sliding window against fully convolutional"),
-    ("12-22", "01_upsampling", "## Unpooling without weights", "## Exercises",
+    ("15-25", "01_upsampling", "## Unpooling without weights", "## Exercises",
      "unpooling, max-unpooling, transposed convolution, checkerboards as images"),
-    ("22-30", "02_fcn_segnet_unet", "## FCN-32s: scores at stride 32", "### Predict: which upsampling leaves",
+    ("25-33", "02_fcn_segnet_unet", "## FCN-32s: scores at stride 32", "### Predict: which upsampling leaves",
      "FCN-32s' bilinear step, U-Net's crop and weights, the six networks compared"),
-    ("30-38", "04_soft_masks_and_iou", "## IoU, void and the dataset-level mIoU", "## Class imbalance",
+    ("33-41", "04_soft_masks_and_iou", "## IoU, void and the dataset-level mIoU", "## Class imbalance",
      "per-class IoU and Dice, confusion, IoU by object size"),
-    ("38-42", "09_instances_and_panoptic", "## RoIPool against RoIAlign", "## Training with `fit()`",
+    ("41-46", "09_instances_and_panoptic", "## RoIPool against RoIAlign", "## Training with `fit()`",
      "RoIPool against RoIAlign"),
-    ("42-47", "06_huggingface_datasets", "## Boundary rules and the void label", "## Difficult objects",
-     "void border, predicted then scored"),
 ]
 SETUP = {"04_soft_masks_and_iou": "data = segnb.load_dataset(", "02_fcn_segnet_unet": "for label, (arch, encoder, upsample) in candidates.items():\n    torch.manual_seed(0)"}
 
@@ -83,7 +84,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fast", action="store_true", help="SEGNB_FAST=1, as in CI")
     parser.add_argument("--steps", nargs="*", help="notebook numbers to rehearse (default: all)")
+    parser.add_argument("--whole", metavar="NOTEBOOK", help="run one whole notebook and time each code cell")
     args = parser.parse_args()
+    if args.whole:
+        start = time.perf_counter()
+        cells = run(args.whole, 10_000, args.fast)
+        for i, cell in enumerate(cells):
+            if cell.cell_type == "code":
+                print(f"cell {i:3d} {_seconds(cell):7.1f} s  {cell.source.splitlines()[0][:70] if cell.source else ''}")
+        print(f"{args.whole}: {time.perf_counter() - start:.0f} s in all, kernel start included "
+              f"(load average {os.getloadavg()[0]:.1f} at the end)")
+        return
     wanted = [s for s in STEPS if not args.steps or s[1][:2] in args.steps]
     by_notebook: dict[str, int] = {}
     for _, notebook, _, end, _ in wanted:
