@@ -45,7 +45,7 @@ SETUP = {"04_soft_masks_and_iou": "data = segnb.load_dataset(", "02_fcn_segnet_u
 
 def _index(cells, heading: str) -> int:
     for i, cell in enumerate(cells):
-        if cell.cell_type == "markdown" and cell.source.lstrip().startswith(heading):
+        if cell.cell_type == "markdown" and any(line.startswith(heading) for line in cell.source.splitlines()):
             return i
     raise SystemExit(f"no cell starts with {heading!r}")
 
