@@ -108,7 +108,10 @@ def main() -> None:
     print(f"mode: {'fast' if args.fast else 'normal'}; load average before the last run: {os.getloadavg()[0]:.1f}")
     for minutes, notebook, first, end, what in wanted:
         cells = executed[notebook]
-        a, b = _index(cells, first), _index(cells, end) if end else len(cells)
+        a = _index(cells, first)
+        ends = [i for i, c in enumerate(cells) if i > a and c.cell_type == "markdown"
+                and any(line.startswith(end) for line in c.source.splitlines())]
+        b = ends[0] if ends else len(cells)  # the run stopped before the end heading of its last step
         step = sum(_seconds(c) for c in cells[a:b] if c.cell_type == "code")
         print(f"{minutes:>6} min  {notebook:28s} {step:7.1f} s  {what}")
     for notebook, locator in SETUP.items():
