@@ -153,7 +153,7 @@ def test_untrained_transposed_decoder_already_shows_checkerboards():
     scores = {}
     for kind in ("transposed3", "bilinear"):
         torch.manual_seed(0)
-        model = build_model("fcn32s", "vgg-tiny", num_classes=4, upsample=kind)
+        model = build_model("fcn32s", "vgg-tiny", num_classes=4, upsample=kind, final="stacked")
         acts = ins.decoder_activations(model, image)
         assert len(acts) == 5 and all(a["kind"] == kind for a in acts)
         scores[kind] = np.mean([a["checkerboard"] for a in acts])

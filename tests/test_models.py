@@ -80,10 +80,48 @@ TEACHING_CASES = [(a, e, k) for a, (e, kinds) in TEACHING.items() for k in kinds
 
 @pytest.mark.parametrize("arch,encoder,kind", TEACHING_CASES)
 def test_teaching_model_forward_backward_with_every_operator(arch, encoder, kind):
-    model = build_model(arch, encoder, num_classes=3, upsample=kind)
+    # FCN's last step is a bilinear transposed convolution unless final="stacked" asks for x2 steps
+    options = {"final": "stacked"} if arch.startswith("fcn") else {}
+    model = build_model(arch, encoder, num_classes=3, upsample=kind, **options)
     ops = [m for m in model.modules() if type(m).__name__ == "Upsample2x"]
     assert ops and all(op.kind == kind for op in ops), "upsample= must swap the operator in every stage"
     _forward_backward(model, size=(33, 47))
+
+
+@pytest.mark.parametrize("factor", [2, 3, 8, 32])
+def test_bilinear_upsample_starts_equal_to_bilinear_interpolation(factor):
+    from segnb.models.fcn import BilinearUpsample
+
+    x = torch.randn(2, 3, 5, 7)
+    up = BilinearUpsample(3, factor)
+    expected = torch.nn.functional.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    assert torch.allclose(up(x), expected, atol=1e-5)  # everywhere, borders included
+    assert not up.op.weight.requires_grad
+    learned = BilinearUpsample(3, factor, learnable=True)
+    assert learned.op.weight.requires_grad and learned.op.weight.shape[:2] == (3, 3)  # classes may mix
+    assert torch.allclose(learned(x), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch,steps", [("fcn32s", 0), ("fcn16s", 1), ("fcn8s", 2)])
+def test_fcn_upsamples_as_the_paper(arch, steps):
+    from segnb.models.fcn import BilinearUpsample
+
+    model = build_model(arch, "test_resnet", num_classes=3)
+    net = model.net
+    final = [m for m in net.final_up]
+    assert len(final) == 1 and isinstance(final[0], BilinearUpsample)
+    assert final[0].factor == {0: 32, 1: 16, 2: 8}[steps] and not final[0].op.weight.requires_grad
+    assert len(net.fuse_up) == steps
+    x = torch.randn(1, 3, 4, 5)
+    for up in net.fuse_up:  # k4s2 transposed convolutions that start as bilinear x2 (inside the border)
+        expected = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        assert torch.allclose(up(x)[..., 1:-1, 1:-1], expected[..., 1:-1, 1:-1], atol=1e-5)
+        assert up.op.weight.requires_grad
+    learned = build_model(arch, "test_resnet", num_classes=3, final="learned").net.final_up[0]
+    assert learned.op.weight.requires_grad
+    _forward_backward(model, size=(33, 47))
+    with pytest.raises(ModelConfigError, match="final="):
+        build_model(arch, "test_resnet", num_classes=3, final="nearest")
 
 
 def test_unet_classic_on_a_timm_backbone():

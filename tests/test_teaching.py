@@ -183,3 +183,72 @@ def test_teaching_guide_covers_every_lecture_heading():
         rows = {line.split("|")[1].strip() for line in table.splitlines() if line.startswith("|")}
         missing += [f"{lecture.name}: {h}" for h in lecture_headings(lecture) if h not in rows]
     assert not missing, "lecture headings the guide does not map:\n" + "\n".join(missing)
+
+
+# ---------------------------------------------------------------- names and numbers in the prose
+
+NOTEBOOK_NAME = re.compile(r"\b(\d{2}_[a-z][a-z0-9_]*)\b")
+NOTEBOOK_NUMBER = re.compile(r"\b[Nn]otebooks? (\d{2})\b")
+
+
+def prose(nb) -> list[tuple[int, str]]:
+    """(cell index, text) of every markdown cell, fenced code removed."""
+    return [(i, re.sub(r"```.*?```", " ", c.source, flags=re.S)) for i, c in enumerate(nb.cells)
+            if c.cell_type == "markdown"]
+
+
+def unknown_notebook_names(text: str, stems: set[str]) -> list[str]:
+    numbers = {s[:2] for s in stems}
+    found = [m for m in NOTEBOOK_NAME.findall(text) if m not in stems]
+    found += [f"notebook {n}" for n in NOTEBOOK_NUMBER.findall(text) if n not in numbers]
+    return found
+
+
+def test_every_notebook_named_in_the_text_exists():
+    stems = {p.stem for p in NOTEBOOKS}
+    texts = [(p.name, t) for p in NOTEBOOKS for _, t in prose(nbformat.read(p, as_version=4))]
+    texts += [(name, (ROOT / name).read_text()) for name in ("README.md", "docs/TEACHING.md", "docs/CLASSROOM.md")
+              if (ROOT / name).is_file()]
+    broken = [f"{where}: {name}" for where, text in texts for name in unknown_notebook_names(text, stems)]
+    assert not broken, "names of notebooks that do not exist:\n" + "\n".join(sorted(set(broken)))
+
+
+def test_unknown_notebook_names_are_found():
+    stems = {"04_soft_masks_and_iou", "09_instances_and_panoptic"}
+    assert unknown_notebook_names("see `09_instances_panoptic` and notebook 12", stems) == \
+        ["09_instances_panoptic", "notebook 12"]
+    assert unknown_notebook_names("notebook 04 (`04_soft_masks_and_iou`)", stems) == []
+
+
+# A number the text quotes next to a metric is a run's result unless it is one of these definitions:
+# 0.5 (the match threshold of AP, PQ and mask thresholds), 0.50-0.95 (COCO's thresholds),
+# 0.67 (the Dice of IoU 0.5), 0.85 and 0.90 (the target IoU of NoC@85/90).
+METRIC = re.compile(r"\b(m?IoU|Dice|PQ|SQ|RQ|AP\d*|accuracy|loss|clicks?)\b")
+DEFINITIONS = {"0.5", "0.50", "0.55", "0.95", "0.67", "0.85", "0.90"}
+
+
+def quoted_results(text: str) -> list[str]:
+    """Decimal numbers in the same sentence as a metric, other than the definitions above."""
+    text = re.sub(r"`[^`]*`", " ", text)  # inline code: formulas, arguments
+    found = []
+    for sentence in re.split(r"(?<=[.;:!?])\s+|\n\n", text):
+        if METRIC.search(sentence):
+            found += [n for n in re.findall(r"(?<![\w.])\d+\.\d+\b", sentence) if n not in DEFINITIONS]
+    return found
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_no_run_result_is_hard_coded_in_the_text(path):
+    """Results of runs are printed by cells (or read from a prepared model's record), never typed into prose."""
+    nb = nbformat.read(path, as_version=4)
+    quoted = [f"cell {i}: {n}" for i, text in prose(nb) for n in quoted_results(text)]
+    assert not quoted, f"{path.name} quotes results in its text instead of printing them: {quoted}"
+
+
+def test_quoted_results_are_found_and_definitions_are_not():
+    assert quoted_results("In our run mIoU rose from FCN-32s (0.10) to FCN-8s (0.31).") == ["0.10", "0.31"]
+    assert quoted_results("The ring stayed at IoU 0.00 while weighting reached 0.99.") == ["0.00", "0.99"]
+    assert quoted_results("it reached IoU 0.85 in 1.85 clicks") == ["1.85"]
+    assert quoted_results("A match needs an IoU above 0.5; COCO averages 0.50, 0.55, ..., 0.95.") == []
+    assert quoted_results("A box at (10.3, 4.7) falls between cells.") == []  # no metric: not a result
+    assert quoted_results("`lr=0.01` lowers the loss") == []

@@ -209,8 +209,8 @@ def test_upsampling_lab():
     assert lab.errors.value == "" and lab.output.shape == (4, 4)
     from segnb.models import build_model
 
-    a = build_model("fcn32s", "vgg-tiny", num_classes=3, upsample="transposed3")
-    b = build_model("fcn32s", "vgg-tiny", num_classes=3, upsample="resize_conv")
+    a = build_model("fcn32s", "vgg-tiny", num_classes=3, upsample="transposed3", final="stacked")
+    b = build_model("fcn32s", "vgg-tiny", num_classes=3, upsample="resize_conv", final="stacked")
     results = lab.compare(a, b, np.full((64, 64, 3), 128, np.uint8))
     assert len(results) == 2 and "transposed3" in lab.compare_view.value
 

@@ -136,7 +136,8 @@ def decoder_activations(model: nn.Module, image) -> list[dict]:
 
     if not [m for m in model.modules() if type(m).__name__ == "Upsample2x"]:
         raise ValueError(f"This model has no swappable upsampling operators ({', '.join(UPSAMPLE_KINDS)}); "
-                         "build a teaching model (fcn8s, segnet, unet-classic, setr-pup).")
+                         "build a teaching model (fcn8s, segnet, unet-classic, setr-pup; an FCN with "
+                         "final='stacked' to upsample all the way with the chosen operator).")
     captured = []
     with Inference(model) as run:
         ops = [m for m in run.module.modules() if type(m).__name__ == "Upsample2x"]
