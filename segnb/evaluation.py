@@ -17,6 +17,7 @@ definitions of the scores are in :mod:`segnb.metrics`.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,7 +33,8 @@ from segnb.infer import Inference
 from segnb.metrics import Scores, scores_from_confusion
 from segnb.models.io import training_input
 
-__all__ = ["EvalReport", "evaluate", "check_classes", "Scorer", "PROTOCOLS", "check_protocol", "PROTOCOL_TEXT"]
+__all__ = ["EvalReport", "evaluate", "check_classes", "Scorer", "PROTOCOLS", "check_protocol", "PROTOCOL_TEXT",
+           "score_batches", "FullSizeLabels", "collate_eval", "with_original_labels"]
 
 PROTOCOLS = ("full", "resized")
 PROTOCOL_TEXT = {
@@ -184,6 +186,103 @@ class Scorer:
         rows = [{"index": int(i), "miou": m, "pixel_accuracy": a} for i, (m, a) in zip(order, values, strict=True)]
         rows.sort(key=lambda r: (math.isnan(r["miou"]), r["miou"], r["index"]))
         return rows
+
+
+# ---------------------------------------------------------------- validation inside fit()
+
+
+@torch.no_grad()
+def score_batches(run, batches, scorer: Scorer) -> Scorer:
+    """Run ``batches`` of ``(images, labels)`` through ``run`` (an :class:`Inference`) into ``scorer``.
+
+    ``images``: one tensor ``(B, 3, h, w)`` or a list of ``(3, h, w)`` of different sizes (run
+    by size); ``labels``: a tensor ``(B, H, W)`` or a list of ``(H, W)``, at any size (see
+    :meth:`Scorer.update`). This is :func:`segnb.fit`'s validation pass."""
+    for images, labels in batches:
+        if isinstance(images, torch.Tensor):
+            groups = [(images, labels, None)]
+        else:
+            by_size: dict[tuple, list[int]] = {}
+            for i, x in enumerate(images):
+                by_size.setdefault(tuple(x.shape), []).append(i)
+            groups = [(torch.stack([images[i] for i in members]), [labels[i] for i in members], members)
+                      for members in by_size.values()]
+        for x, y, _ in groups:
+            logits = run(x)
+            with torch.inference_mode(False):  # metric buffers stay ordinary tensors
+                scorer.update(logits, y if isinstance(y, list) else y.to(logits.device))
+    return scorer
+
+
+class FullSizeLabels:
+    """A validation transform: the image as ``transform`` makes it, the label at its original size."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, image, mask):
+        x, _ = self.transform(image, mask[:1, :1])  # the image path alone (the label is not resized)
+        return x, torch.from_numpy(np.ascontiguousarray(mask)).long()
+
+    def __getattr__(self, name):
+        return getattr(self.transform, name)
+
+
+def collate_eval(items):
+    """``(images, labels)``: each stacked when all have one size, else a list."""
+    images, labels = [x for x, _ in items], [y for _, y in items]
+    if len({tuple(x.shape) for x in images}) == 1:
+        images = torch.stack(images)
+    if len({tuple(y.shape) for y in labels}) == 1:
+        labels = torch.stack(labels)
+    return images, labels
+
+
+class _OriginalLabels:
+    """Batches of a :class:`segnb.data.cache.CachedBatches` (validation: in order, not padded), each
+    with its images' labels at their original size. The labels stay in host memory, compact (uint8, or
+    int16 above 255 classes), and go to the device batch by batch."""
+
+    def __init__(self, batches, stored: list[torch.Tensor]):
+        self.batches, self.stored = batches, stored
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        order = self.batches._order()
+        size = self.batches.batch_size
+        for start, (images, _) in zip(range(0, len(order), size), self.batches, strict=False):
+            picked = [self.stored[int(i)] for i in order[start:start + size]]
+            if len({tuple(y.shape) for y in picked}) == 1:
+                labels = self.batches.decoded.labels(torch.stack(picked).to(images.device, non_blocking=True))
+            else:
+                labels = [self.batches.decoded.labels(y.to(images.device)) for y in picked]
+            yield images, labels
+
+
+def with_original_labels(batches, split):
+    """Validation batches of a decoded cache, with the labels at their original size.
+
+    When the cache resized the images (``image_size``), the original labels are read once
+    from ``split`` and kept, compact, beside it (``N x H x W`` bytes, uint8); when it did not, the
+    cached labels are the original ones and ``batches`` is returned as it is."""
+    from segnb.data.cache import _store_mask, mask_dtype
+
+    decoded = batches.decoded
+    cached_size = tuple(decoded.masks.shape[-2:])
+    key = (decoded.ignore_index, decoded.num_classes)
+    store = _ORIGINALS.setdefault(split, {})
+    if key not in store:
+        dtype = mask_dtype(decoded.num_classes)
+        store[key] = [_store_mask(split[i][1], decoded.ignore_index, dtype) for i in range(len(split))]
+    stored = store[key]
+    if all(tuple(y.shape) == cached_size for y in stored):
+        return batches
+    return _OriginalLabels(batches, stored)
+
+
+_ORIGINALS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # split -> {(ignore, classes): labels}
 
 
 class _EvalSplit(Dataset):

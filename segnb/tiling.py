@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from segnb.errors import SegnbError
 from segnb.models.io import TrainingInput, training_input
 
-__all__ = ["AUTO_TILE", "plan", "sliding_window", "views", "resize_image", "upsample_logits", "check_tta",
+__all__ = ["AUTO_TILE", "training_input_of", "plan", "sliding_window", "views", "resize_image", "upsample_logits", "check_tta",
            "note_size"]
 
 AUTO_TILE = 2.0  # tiled automatically above this many times the training size (height or width)
@@ -45,6 +45,26 @@ def _pair(value, name: str) -> tuple[int, int]:
     if h < 1 or w < 1:
         raise SegnbError(f"{name} must be positive, got {value!r}.")
     return h, w
+
+
+def training_input_of(data, image_size, mean, std, samples: int = 16) -> TrainingInput:
+    """What :func:`segnb.fit` records: the training size, and the training images' own size when
+    ``samples`` images spread over the training split all have one (their headers are all a
+    decoded split gives cheaply; a set of mixed sizes shows them among so many)."""
+    split = data[data.train_split]
+    n = len(split)
+    picks = sorted({round(i * (n - 1) / max(1, samples - 1)) for i in range(min(samples, n))})
+    sizes = set()
+    for i in picks:
+        try:
+            sizes.add(tuple(split[i][0].shape[:2]))
+        except SegnbError:  # a bad file: the run names it when it meets it; the source size stays unknown
+            sizes.add(None)
+        if len(sizes) > 1:
+            break
+    source = next(iter(sizes)) if len(sizes) == 1 else None  # None too for one bad file
+    size = _pair(image_size, "image_size") if image_size is not None else None
+    return TrainingInput(size=size, source_size=source, mean=tuple(mean), std=tuple(std))
 
 
 def plan(record: TrainingInput | None, hw: tuple[int, int], image_size=None, tile=None
