@@ -47,7 +47,7 @@ def _pair(value, name: str) -> tuple[int, int]:
     return h, w
 
 
-def training_input_of(data, image_size, mean, std, samples: int = 16) -> TrainingInput:
+def training_input_of(data, image_size, mean, std, augment_scale=None, samples: int = 16) -> TrainingInput:
     """What :func:`segnb.fit` records: the training size, and the training images' own size when
     ``samples`` images spread over the training split all have one (their headers are all a
     decoded split gives cheaply; a set of mixed sizes shows them among so many)."""
@@ -64,7 +64,8 @@ def training_input_of(data, image_size, mean, std, samples: int = 16) -> Trainin
             break
     source = next(iter(sizes)) if len(sizes) == 1 else None  # None too for one bad file
     size = _pair(image_size, "image_size") if image_size is not None else None
-    return TrainingInput(size=size, source_size=source, mean=tuple(mean), std=tuple(std))
+    zoom = math.sqrt(augment_scale[0] * augment_scale[1]) if augment_scale else 1.0
+    return TrainingInput(size=size, source_size=source, mean=tuple(mean), std=tuple(std), zoom=zoom)
 
 
 def plan(record: TrainingInput | None, hw: tuple[int, int], image_size=None, tile=None
@@ -84,7 +85,7 @@ def plan(record: TrainingInput | None, hw: tuple[int, int], image_size=None, til
         sy, sx = record.scale
         run = (max(1, round(hw[0] * sy)), max(1, round(hw[1] * sx)))
     elif record is not None and record.size is not None:
-        run = record.size
+        run = record.run_size
     else:
         run = (int(hw[0]), int(hw[1]))
     if tile is False:

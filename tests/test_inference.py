@@ -126,6 +126,8 @@ def test_training_input_scales_new_images_and_notes_other_sizes():
     assert tiling.plan(record, (128, 200), tile=False) == ((64, 100), None)
     assert tiling.plan(TrainingInput(size=(16, 16)), (50, 70)) == ((16, 16), None)  # mixed sizes: as in training
     assert tiling.plan(None, (50, 70)) == ((50, 70), None)
+    crops = TrainingInput(size=(128, 128), source_size=(512, 512), zoom=4.0)  # augment_scale=(4, 4): 1:1 crops
+    assert crops.scale == (1.0, 1.0) and tiling.plan(crops, (512, 512)) == ((512, 512), (128, 128))
     model = Colour(record)
     image = thin_lines(32, 48)[0]
     with warnings.catch_warnings():
@@ -221,3 +223,54 @@ def test_tiled_evaluate_scores_like_whole_for_a_one_by_one_model():
     tiled = evaluate(model, data, device="cpu", tile=(24, 32))
     assert tiled.input["tiled"] and not whole.input["tiled"]
     assert tiled.scores.confusion == whole.scores.confusion
+
+
+# ---------------------------------------------------------------- fit: validation and the recorded input
+
+
+@pytest.fixture(scope="module")
+def shapes_48():
+    from segnb.data import load_shapes
+
+    return load_shapes(n=12, size=48, seed=2)
+
+
+@pytest.mark.parametrize("cache", ["auto", False])
+def test_fit_validates_at_full_resolution_like_evaluate_and_records_its_input(shapes_48, cache, tmp_path):
+    from conftest import tiny_model
+
+    from segnb.models import load_model, save_model
+    from segnb.train import fit
+
+    model = tiny_model(shapes_48, "unet-classic")
+    history = fit(model, shapes_48, epochs=1, batch_size=4, image_size=32, cache=cache, progress=False)
+    assert history.protocol == "full"
+    assert model.training_input.size == (32, 32) and model.training_input.source_size == (48, 48)
+    report = evaluate(model, shapes_48, device="cpu")  # the recorded size, no image_size needed
+    assert report.miou == pytest.approx(history.last("miou"), abs=1e-6)
+    assert sum(report.pixels) == sum(int((m != 255).sum()) for _, m in shapes_48["validation"])  # 48x48 labels
+    folder = save_model(model, tmp_path / "m")
+    assert json.loads((folder / "model.json").read_text())["input"]["size"] == [32, 32]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a model that knows its input loads without a note
+        again = load_model(folder)
+    assert again.training_input == model.training_input
+    meta = json.loads((folder / "model.json").read_text())
+    del meta["input"]
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="trained at is unknown"):
+        assert load_model(folder).training_input is None  # saved before segnb recorded it
+
+
+def test_fit_with_the_resized_protocol_scores_like_evaluate_resized(shapes_48):
+    from conftest import tiny_model
+
+    from segnb.train import fit
+
+    model = tiny_model(shapes_48, "unet-classic")
+    history = fit(model, shapes_48, epochs=1, batch_size=4, image_size=32, protocol="resized", progress=False)
+    assert history.protocol == "resized"
+    report = evaluate(model, shapes_48, device="cpu", protocol="resized")
+    assert report.miou == pytest.approx(history.last("miou"), abs=1e-6)
+    with pytest.raises(SegnbError, match="protocol must be"):
+        fit(model, shapes_48, epochs=1, protocol="papers", progress=False)

@@ -40,11 +40,14 @@ class TrainingInput:
         source_size: the training images' own size when they all had one, else None.
         resize: the resize rule (bilinear with antialias for images).
         mean, std: the normalisation.
+        zoom: the geometric centre of the random rescaling in training (``augment_scale``):
+            ``augment_scale=(4, 4)`` with ``image_size=128`` on 512 px slices trains on 128 px
+            crops at full resolution, so the model's scale is 4 x 128 / 512 = 1.
 
-    ``scale`` (``size / source_size`` per axis, 1.0 at native size) is known when the
+    ``scale`` (``zoom * size / source_size`` per axis, 1.0 at native size) is known when the
     training images had one size; a new image is then scaled by it, whatever its size,
     so objects appear as large as in training. With mixed-size training images and a
-    ``size``, each image is resized to ``size``, as in training.
+    ``size``, each image is resized to ``zoom * size``, as in training.
     """
 
     size: tuple[int, int] | None
@@ -52,14 +55,21 @@ class TrainingInput:
     resize: str = RESIZE_RULE
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
+    zoom: float = 1.0
 
     @property
     def scale(self) -> tuple[float, float] | None:
-        if self.size is None:
-            return (1.0, 1.0) if self.source_size is not None else None
         if self.source_size is None:
             return None
-        return (self.size[0] / self.source_size[0], self.size[1] / self.source_size[1])
+        size = self.size or self.source_size
+        return (self.zoom * size[0] / self.source_size[0], self.zoom * size[1] / self.source_size[1])
+
+    @property
+    def run_size(self) -> tuple[int, int] | None:
+        """The size a training-size image runs at: ``zoom * size``."""
+        if self.size is None:
+            return None
+        return (max(1, round(self.size[0] * self.zoom)), max(1, round(self.size[1] * self.zoom)))
 
     @property
     def train_size(self) -> tuple[int, int] | None:
@@ -70,19 +80,21 @@ class TrainingInput:
         return {"size": list(self.size) if self.size else None,
                 "source_size": list(self.source_size) if self.source_size else None,
                 "scale": list(self.scale) if self.scale else None,
-                "resize": self.resize, "mean": list(self.mean), "std": list(self.std)}
+                "resize": self.resize, "mean": list(self.mean), "std": list(self.std), "zoom": self.zoom}
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainingInput:
         return cls(size=_pair(data.get("size")), source_size=_pair(data.get("source_size")),
                    resize=data.get("resize", RESIZE_RULE), mean=tuple(data.get("mean", ())),
-                   std=tuple(data.get("std", ())))
+                   std=tuple(data.get("std", ())), zoom=float(data.get("zoom", 1.0)))
 
     def describe(self) -> str:
         if self.size is None:
             return "at the images' own size" + (f" ({self.source_size[0]}x{self.source_size[1]})"
                                                 if self.source_size else "")
         text = f"at {self.size[0]}x{self.size[1]}"
+        if self.zoom != 1.0:
+            text += f" crops of images zoomed x{self.zoom:g}"
         return text + (f" (from {self.source_size[0]}x{self.source_size[1]})" if self.source_size else "")
 
 
