@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from segnb.errors import SegnbError
 from segnb.models.io import TrainingInput, training_input
 
-__all__ = ["AUTO_TILE", "training_input_of", "plan", "sliding_window", "views", "resize_image", "upsample_logits", "check_tta",
+__all__ = ["AUTO_TILE", "training_input_of", "at_training_scale", "plan", "sliding_window", "views", "resize_image", "upsample_logits", "check_tta",
            "note_size"]
 
 AUTO_TILE = 2.0  # tiled automatically above this many times the training size (height or width)
@@ -96,6 +96,12 @@ def plan(record: TrainingInput | None, hw: tuple[int, int], image_size=None, til
     if train is not None and (run[0] > AUTO_TILE * train[0] or run[1] > AUTO_TILE * train[1]):
         return run, train
     return run, None
+
+
+def at_training_scale(model, x: torch.Tensor) -> torch.Tensor:
+    """A batch (B, 3, H, W) resized to the size the model runs it at (the inspectors' input)."""
+    size, _ = plan(training_input(model), tuple(x.shape[-2:]), tile=False)
+    return resize_image(x, size)
 
 
 def note_size(model, image_size) -> None:

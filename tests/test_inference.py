@@ -15,7 +15,7 @@ from segnb.data.base import SegmentationDataset, Split
 from segnb.errors import SegnbError
 from segnb.evaluation import Scorer, evaluate
 from segnb.metrics import confusion_matrix, scores_from_confusion
-from segnb.models.io import TrainingInput
+from segnb.models.io import TrainingInput, training_input
 from segnb.prediction import predict
 
 
@@ -259,7 +259,7 @@ def test_fit_validates_at_full_resolution_like_evaluate_and_records_its_input(sh
     del meta["input"]
     (folder / "model.json").write_text(json.dumps(meta))
     with pytest.warns(UserWarning, match="trained at is unknown"):
-        assert load_model(folder).training_input is None  # saved before segnb recorded it
+        assert training_input(load_model(folder)) is None  # saved before segnb recorded it
 
 
 def test_fit_with_the_resized_protocol_scores_like_evaluate_resized(shapes_48):
@@ -274,3 +274,18 @@ def test_fit_with_the_resized_protocol_scores_like_evaluate_resized(shapes_48):
     assert report.miou == pytest.approx(history.last("miou"), abs=1e-6)
     with pytest.raises(SegnbError, match="protocol must be"):
         fit(model, shapes_48, epochs=1, protocol="papers", progress=False)
+
+
+def test_the_inspectors_run_at_the_training_scale():
+    from segnb.inspect.features import grad_cam, stage_features
+    from segnb.models import build_model
+
+    model = build_model("unet-classic", "vgg-tiny", num_classes=3)
+    model.training_input = TrainingInput(size=(32, 48), source_size=(64, 96))
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape[-2:])))
+    image = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    cam = grad_cam(model, image, target_class=1, stage=2)
+    assert seen == [(32, 48)] and cam.shape == (64, 96)  # run at the training scale, shown on the image
+    stages = stage_features(model, image)
+    assert stages[0]["mean"].shape[-2:] == (32, 48)
