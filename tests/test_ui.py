@@ -382,6 +382,7 @@ def test_studio_marks_every_old_result_when_the_model_or_dataset_changes():
     studio.train.start_button.click()
     studio.train.handle.wait(120)
     assert studio.state.key["run"] == "run 1" and "validation mIoU" in studio.train.status.value
+    assert "(scored at full resolution)" in studio.train.status.value
     studio.inspect.show_button.click()
     studio.iou.run_button.click()
     studio.classical.run_button.click()
