@@ -151,7 +151,11 @@ class Scorer:
         t = torch.where((t < 0) | (t > c), c, t)  # outside the classes: row C, dropped
         p = pred.reshape(b, -1).clamp(0, c)
         image = torch.arange(b, device=pred.device)[:, None] * (c + 1) ** 2
-        counts = torch.bincount((image + t * (c + 1) + p).reshape(-1), minlength=b * (c + 1) ** 2)
+        index = (image + t * (c + 1) + p).reshape(-1)
+        if index.device.type == "cpu":  # numpy's bincount is several times faster than torch's on the CPU
+            counts = torch.from_numpy(np.bincount(index.numpy(), minlength=b * (c + 1) ** 2))
+        else:
+            counts = torch.bincount(index, minlength=b * (c + 1) ** 2)
         per = counts.reshape(b, c + 1, c + 1)[:, :c, :c]  # (B, C, C): one confusion matrix per image
         total = per.sum(0)
         self.confusion = total if self.confusion is None else self.confusion + total
