@@ -11,13 +11,14 @@ Prints, on this machine:
    512 and 1024 px, and how far apart their probabilities are;
 3. test-time augmentation: cost and mIoU change of ("hflip",) and ("hflip", 0.75, 1.0, 1.25) for
    models trained here briefly on the built-in data and on the ISBI 2012 membranes
-   (../shared/data/isbi2012-membrane, skipped with a line when absent);
+   (../shared/data/isbi2012-membrane or $SEGNB_ISBI_PATH, skipped with a line when absent);
 4. export parity: ONNX through onnxruntime on the CPU and torch.export against eager PyTorch.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -38,7 +39,7 @@ from segnb.prediction import predict
 from segnb.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
-ISBI = ROOT.parent / "shared" / "data" / "isbi2012-membrane"
+ISBI = Path(os.environ.get("SEGNB_ISBI_PATH") or ROOT.parent / "shared" / "data" / "isbi2012-membrane")
 warnings.filterwarnings("ignore")
 
 
