@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from segnb import infer, tiling
 from segnb.data.base import SegmentationDataset
-from segnb.data.preprocess import check_classes
+from segnb.data.preprocess import check_classes, normalize, resize_image, resize_mask
 from segnb.device import resolve_device
 from segnb.errors import SegnbError
 from segnb.infer import Inference
@@ -295,9 +294,7 @@ class _EvalSplit(Dataset):
 
     def __init__(self, split, record, image_size, tile, protocol: str, mean, std):
         self.split, self.record, self.image_size, self.tile = split, record, image_size, tile
-        self.protocol = protocol
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.protocol, self.mean, self.std = protocol, mean, std
 
     def __len__(self) -> int:
         return len(self.split)
@@ -306,11 +303,11 @@ class _EvalSplit(Dataset):
         image, mask = self.split[index]
         size, tile = tiling.plan(self.record, image.shape[:2], self.image_size, self.tile)
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
-        x = tiling.resize_image(x[None], size)[0]
-        y = torch.from_numpy(mask)
-        if self.protocol == "resized" and tuple(y.shape) != size:
-            y = F.interpolate(y[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
-        return index, (x - self.mean) / self.std, y, tile
+        if tuple(x.shape[-2:]) != size:
+            x = resize_image(x, size)
+        if self.protocol == "resized" and tuple(mask.shape) != size:
+            mask = resize_mask(mask, size)
+        return index, normalize(x, self.mean, self.std), torch.from_numpy(np.ascontiguousarray(mask)), tile
 
 
 def _collate(items):

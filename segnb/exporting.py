@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from segnb import infer
+from segnb.data.preprocess import normalize
 from segnb.errors import SegnbError
 from segnb.models.io import atomic_write, training_input
 
@@ -50,12 +51,10 @@ class Exportable(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-        mean, std = infer.normalisation(model)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.mean, self.std = infer.normalisation(model)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model((images - self.mean) / self.std)
+        return self.model(normalize(images, self.mean, self.std))  # constants in the exported graph
 
 
 def _size(model, image_size) -> tuple[int, int]:
@@ -129,8 +128,7 @@ def export(model, path, image_size=None, format: str | None = None, opset: int =
         "input": {"name": "images", "shape": ["batch", 3, h, w], "dtype": "float32",
                   "range": "RGB in [0, 1]"},
         "output": {"name": "logits", "shape": ["batch", getattr(model, "num_classes", None), h, w]},
-        "normalisation": {"mean": list(wrapped.mean.flatten().tolist()), "std": list(wrapped.std.flatten().tolist()),
-                          "applied": "inside the graph"},
+        "normalisation": {"mean": list(wrapped.mean), "std": list(wrapped.std), "applied": "inside the graph"},
         "class_names": list(getattr(model, "class_names", [])),
         "spec": getattr(model, "spec", None),
         "training_input": record.as_dict() if record is not None else None,
