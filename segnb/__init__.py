@@ -29,6 +29,7 @@ _LAZY = {
     "lr_find": "segnb.train",
     "evaluate": "segnb.evaluation",
     "predict": "segnb.prediction",
+    "export": "segnb.exporting",  # the module is not segnb.export: that name is the function
 }
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "build_model",
     "describe_model",
     "evaluate",
+    "export",
     "fit",
     "list_architectures",
     "list_encoders",
@@ -51,6 +53,7 @@ __all__ = [
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ imports on first use
     from segnb.data import SegmentationDataset, load_dataset
     from segnb.evaluation import evaluate
+    from segnb.exporting import export
     from segnb.models import (
         SegModel,
         build_model,

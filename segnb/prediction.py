@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from segnb import infer
+from segnb import infer, tiling
 from segnb.device import resolve_device
 from segnb.errors import SegnbError
 from segnb.infer import Inference, to_tensor
+from segnb.models.io import training_input
 
 __all__ = ["Prediction", "predict"]
 
@@ -27,12 +28,25 @@ class Prediction:
 
 
 def predict(model, images, batch_size: int = 8, device="auto", temperature: float = 1.0,
-            precision: str | None = None) -> Prediction:
-    """Class probabilities and argmax masks for raw images.
+            precision: str | None = None, image_size=None, tile=None, overlap: float = 0.25, tta=None,
+            blend: str = "gaussian") -> Prediction:
+    """Class probabilities and argmax masks for raw images, at each image's own resolution.
 
     ``images``: one ``uint8`` array (H, W, 3), a list of them (of any sizes: images of one size
     are batched together), or an already normalised tensor (N, 3, H, W). The model's own mean
     and std are applied; it runs in eval mode and gets its mode back (see :class:`Inference`).
+
+    Each image runs at the model's training scale (recorded by :func:`segnb.fit`, see
+    :class:`segnb.models.io.TrainingInput`), and the logits are upsampled bilinearly back to the
+    image's size. ``image_size=(h, w)`` runs it at another size (with a one-line note).
+
+    Args:
+        tile: sliding-window inference with tiles of ``(h, w)`` at the model's scale, blended with
+            a smooth window (``blend``: ``"gaussian"`` or ``"linear"``); ``overlap`` is the share
+            two neighbours have. Default: automatic, with the training size as tile, when the
+            scaled image is more than twice the training size; ``tile=False``: never.
+        tta: test-time augmentation: ``("hflip",)``, ``("hflip", 0.75, 1.0, 1.25)``, ...; the
+            softmax probabilities of the views are averaged.
 
     An instance model (Mask R-CNN) gives a list with one :class:`segnb.instances.train.Instances`
     per image instead: ``boxes``, ``labels``, ``scores``, ``masks`` (bool) and ``soft``.
@@ -44,26 +58,33 @@ def predict(model, images, batch_size: int = 8, device="auto", temperature: floa
             raise SegnbError("temperature= scales a semantic model's logits; an instance model has none. "
                              "Leave it out (filter detections by their scores instead).")
         return predict_instances(model, images, batch_size, device, precision)
+    if not temperature > 0:
+        raise SegnbError(f"temperature must be positive, got {temperature!r}.")
+    tiling.check_tta(tta)
     if isinstance(images, torch.Tensor):
         tensors = list(images.float()) if images.dim() == 4 else [images.float()]
     else:
         tensors = [images] if isinstance(images, np.ndarray) and images.ndim == 3 else list(images)
+    tiling.note_size(model, image_size)
+    record = training_input(model)
     probs: list[torch.Tensor | None] = [None] * len(tensors)
     with Inference(model, device=resolve_device(device), precision=precision) as run:
         tensors = [to_tensor(t, run.mean, run.std) for t in tensors]
         by_size: dict[tuple, list[int]] = {}
         for i, t in enumerate(tensors):
             by_size.setdefault(tuple(t.shape), []).append(i)
-        for indices in by_size.values():
+        for shape, indices in by_size.items():
+            size, tile_size = tiling.plan(record, shape[-2:], image_size, tile)
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start:start + batch_size]
-                logits = run(torch.stack([tensors[i] for i in chunk]))
-                for i, p in zip(chunk, torch.softmax(logits / temperature, dim=1).cpu(), strict=True):
-                    probs[i] = p
+                x = tiling.resize_image(torch.stack([tensors[i] for i in chunk]).to(run.device), size)
+                scores, soft = tiling.views(run, x, shape[-2:], tile=tile_size, overlap=overlap, tta=tta,
+                                            temperature=temperature, blend=blend, batch_size=batch_size)
+                p = scores if soft else torch.softmax(scores / temperature, dim=1)
+                for i, one in zip(chunk, p.cpu(), strict=True):
+                    probs[i] = one
     probs = [p.clone() for p in probs]  # ordinary tensors, free to change outside inference mode
     if len(by_size) == 1:
         stacked = torch.stack(probs)
         return Prediction(probs=stacked, masks=stacked.argmax(1))
     return Prediction(probs=probs, masks=[p.argmax(0) for p in probs])
-
-

@@ -88,6 +88,11 @@ BAD_EVAL = [
     ["--dataset", "shapes", "--data-option", "n=0"],
     ["--data-option", "num_classes=2.5"],
     ["--dataset", "nosuch-source!"],
+    ["--protocol", "paper"],
+    ["--tile", "0"],
+    ["--tile", "12y4"],
+    ["--overlap", "1"],
+    ["--tta", "vflip"],
 ]
 
 
@@ -126,6 +131,31 @@ def test_eval_defaults_to_the_dataset_the_model_was_trained_on(saved_model, caps
     assert "from" in captured.err and "model.json" in captured.err  # says where the default came from
     # The validation split of that exact dataset (n=6, size=32): 32 * 32 pixels per image, 1 image.
     assert sum(row["pixels"] for row in report["classes"]) <= 32 * 32
+
+
+def test_eval_says_its_protocol_and_takes_tiles_and_tta(saved_model, capsys):
+    assert main(["eval", "--model", str(saved_model), "--json"]) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert full["protocol"] == "full" and "each label's original size" in full["protocol_text"]
+    assert main(["eval", "--model", str(saved_model), "--json", "--protocol", "resized", "--image-size", "64"]) == 0
+    resized = json.loads(capsys.readouterr().out)
+    pixels = sum(r["pixels"] for r in full["classes"])
+    assert resized["protocol"] == "resized" and sum(r["pixels"] for r in resized["classes"]) == 4 * pixels
+    assert main(["eval", "--model", str(saved_model), "--json", "--tile", "16", "--tta", "hflip,1,1.5"]) == 0
+    tiled = json.loads(capsys.readouterr().out)
+    assert tiled["input"]["tiled"] and tiled["input"]["tta"] == ["hflip", 1.0, 1.5]
+    assert main(["eval", "--model", str(saved_model)]) == 0
+    assert "protocol: full resolution" in capsys.readouterr().out
+
+
+def test_export_writes_onnx_with_its_description_and_checks_parity(saved_model, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--model", str(saved_model), "--out", str(out), "--image-size", "32x48", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert out.is_file() and Path(result["description"]).is_file()
+    assert result["input"]["shape"] == ["batch", 3, 32, 48] and result["max_abs_diff"] < 1e-3
+    _one_clear_line(capsys, ["export", "--model", str(saved_model), "--out", str(tmp_path / "m.tflite")])
+    _one_clear_line(capsys, ["export", "--model", str(saved_model), "--out", str(out), "--image-size", "x"])
 
 
 def test_eval_refuses_a_dataset_with_other_classes(tmp_path, capsys):
@@ -312,4 +342,4 @@ def test_sigterm_ends_the_server_child(tmp_path):
 def test_cli_module_defines_every_subcommand_tested_here():
     parser = cli.build_parser()
     commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse's own table
-    assert set(commands) == {"datasets", "demo", "train", "eval", "lab", "studio"}
+    assert set(commands) == {"datasets", "demo", "train", "eval", "export", "lab", "studio"}

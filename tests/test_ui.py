@@ -229,6 +229,27 @@ def test_iou_report_and_opening_a_worst_image(state):
     worst = report.report.per_image[0]["index"]
     report.gallery.children[0].children[1].click()
     assert state.image_index == worst and viewer.shape[2] == 7
+    assert "full resolution" in report.summary.value  # every report says how its numbers were made
+    full_pixels = sum(report.report.pixels)
+    report.protocol.value = "resized"
+    report.run_button.click()
+    assert report.report.protocol == "resized" and "input size" in report.summary.value
+    assert sum(report.report.pixels) == full_pixels  # the model runs at the images' own size here
+
+
+def test_inspect_panel_shows_an_image_in_tiles(state):
+    from segnb.models.io import TrainingInput
+    from segnb.ui import InspectPanel
+
+    _build(state)
+    state.model.training_input = TrainingInput(size=None, source_size=(16, 16))
+    panel = InspectPanel(state)
+    panel.show_button.click()
+    assert panel.errors.value == "", panel.errors.value
+    assert "in overlapping 16x16 tiles" in panel.caption.value  # more than twice the training size: tiled
+    panel.tiles.value = False
+    panel.show_button.click()
+    assert "128x128, whole" in panel.caption.value and panel.softmask.shape[:2] == [128, 128]
 
 
 def test_classical_lab_scores_beside_the_model(state):
@@ -361,6 +382,7 @@ def test_studio_marks_every_old_result_when_the_model_or_dataset_changes():
     studio.train.start_button.click()
     studio.train.handle.wait(120)
     assert studio.state.key["run"] == "run 1" and "validation mIoU" in studio.train.status.value
+    assert "(scored at full resolution)" in studio.train.status.value
     studio.inspect.show_button.click()
     studio.iou.run_button.click()
     studio.classical.run_button.click()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from segnb.callbacks import Callback
 
-__all__ = ["datasets_show", "eval_command", "parse_options", "train_command"]
+__all__ = ["datasets_show", "eval_command", "export_command", "parse_options", "train_command"]
 
 
 def parse_options(pairs: list[str]) -> dict:
@@ -150,7 +150,7 @@ def train_command(args, demo: bool = False) -> int:
         return _instance_result(args, data, history, report, folder, out, start, interrupted)
     result = {
         "stopped": history.stopped, "epochs": len(history.epochs), "steps": history.steps,
-        "miou": report.miou, "pixel_accuracy": report.scores.pixel_accuracy,
+        "miou": report.miou, "pixel_accuracy": report.scores.pixel_accuracy, "protocol": report.protocol,
         "iou": dict(zip(data.class_names, report.scores.iou, strict=True)),
         "model": str(folder), "checkpoints": str(out / "checkpoints"),
         "seconds": round(time.monotonic() - start, 1),
@@ -170,6 +170,7 @@ def train_command(args, demo: bool = False) -> int:
         value = "   -  " if iou is None else f"{iou:6.3f}"
         print(f"  {row['class']:<9} {value}  {'#' * round((iou or 0) * 30):<30}  {share:6.2%} of pixels")
     print(f"  {'mIoU':<9} {report.miou:6.3f}   pixel accuracy {report.scores.pixel_accuracy:.3f}")
+    print(f"  protocol: {report.as_dict()['protocol_text']}")
     print(f"\nmodel saved to {folder} ({result['seconds']:.0f} s in all). "
           "Next: .venv/bin/segnb lab  (JupyterLab at notebooks/)")
     return code
@@ -224,13 +225,34 @@ def eval_command(args) -> int:
     if split == data.train_split and not data.has_validation:
         print(f"segnb eval: {data.source} has no validation split; these scores are on TRAINING images.",
               file=sys.stderr)
-    report = evaluate(model, data, split=split, image_size=args.image_size, device=args.device)
+    report = evaluate(model, data, split=split, image_size=args.image_size, device=args.device,
+                      protocol=args.protocol, tile=args.tile, overlap=args.overlap, tta=args.tta)
     if args.json:
         print(json.dumps({**report.as_dict(), "dataset": data.source, "split": split,
                           "notes": list(data.notes)}))
     else:
         print(f"{data.source}, split {split}")
         print(report.format())
+    return 0
+
+
+def export_command(args) -> int:
+    """``segnb export --model runs/x/model --out model.onnx``: ONNX or torch.export, parity checked."""
+    from segnb.exporting import TOLERANCE, check_export, export
+    from segnb.models import load_model
+
+    model = load_model(args.model)
+    path = export(model, args.out, image_size=args.image_size, check=False)
+    diff = check_export(path, model, image_size=args.image_size) if not args.no_check else None
+    info = json.loads(path.with_name(path.name + ".json").read_text())
+    result = {"path": str(path), "description": str(path.with_name(path.name + ".json")),
+              "input": info["input"], "max_abs_diff": diff, "tolerance": TOLERANCE}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        shape = "x".join(str(v) for v in info["input"]["shape"])
+        check = "not checked" if diff is None else f"max |difference| to eager PyTorch {diff:.1e}"
+        print(f"{path}: input {shape} RGB in [0, 1] (normalised inside), logits out; {check}")
     return 0
 
 

@@ -6,7 +6,7 @@ import argparse
 import math
 import re
 
-from segnb.cli.commands import datasets_show, eval_command, train_command
+from segnb.cli.commands import datasets_show, eval_command, export_command, train_command
 from segnb.cli.servers import lab_command, studio_command
 from segnb.train.config import DEFAULT_EPOCHS, TrainConfig
 
@@ -48,6 +48,36 @@ def _device(text: str) -> str:
     if not DEVICE.match(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
     return text
+
+
+def _tile(text: str) -> tuple[int, int] | bool:
+    if text.lower() in ("off", "none", "no"):
+        return False
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a tile size; use 512 or 512x1024 (height x width), or off")
+    return (int(parts[0]), int(parts[-1]))
+
+
+def _overlap(text: str) -> float:
+    value = _finite_float(text, zero_allowed=True)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"overlap is a fraction in [0, 1), got {text}")
+    return value
+
+
+def _tta(text: str) -> tuple:
+    items: list = []
+    for item in text.split(","):
+        item = item.strip()
+        if item == "hflip":
+            items.append(item)
+            continue
+        try:
+            items.append(_positive_float(item))
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not hflip or a scale; use e.g. hflip,0.75,1,1.25") from None
+    return tuple(items)
 
 
 def _loss(text: str) -> str:
@@ -127,8 +157,26 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--split", default=None, help="default: the validation split")
     evaluation.add_argument("--image-size", type=_positive_int, default=None)
     evaluation.add_argument("--device", type=_device, default="auto")
+    evaluation.add_argument("--protocol", choices=("full", "resized"), default="full",
+                            help="full (default): logits upsampled to each label's own size and scored there, "
+                                 "as papers do; resized: labels resized to the model's input size")
+    evaluation.add_argument("--tile", type=_tile, default=None, metavar="HxW",
+                            help="sliding-window inference with these tiles (default: automatic above twice the "
+                                 "training size; off: never)")
+    evaluation.add_argument("--overlap", type=_overlap, default=0.25, help="tile overlap (default 0.25)")
+    evaluation.add_argument("--tta", type=_tta, default=None, metavar="hflip,SCALE,...",
+                            help="test-time augmentation, e.g. hflip or hflip,0.75,1,1.25")
     evaluation.add_argument("--json", action="store_true")
     evaluation.set_defaults(run=eval_command)
+
+    exporting = commands.add_parser("export", help="export a saved model to ONNX (.onnx) or torch.export (.pt2)")
+    exporting.add_argument("--model", required=True, help="a folder written by save_model or train")
+    exporting.add_argument("--out", required=True, help="model.onnx or model.pt2 (a .json description goes beside)")
+    exporting.add_argument("--image-size", type=_tile, default=None, metavar="HxW",
+                           help="the input size of the graph (default: the training size)")
+    exporting.add_argument("--no-check", action="store_true", help="skip the parity check against eager PyTorch")
+    exporting.add_argument("--json", action="store_true")
+    exporting.set_defaults(run=export_command)
 
     lab = commands.add_parser("lab", help="JupyterLab at the notebooks folder (127.0.0.1, with a token)")
     lab.add_argument("--notebooks", default="notebooks")

@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from segnb.infer import Inference
+from segnb.tiling import at_training_scale
 
 __all__ = ["AttentionMaps", "attention_maps", "find_vit", "rollout", "upsample_map"]
 
@@ -137,14 +138,16 @@ def attention_maps(model: nn.Module, image, input_size: int | tuple[int, int] | 
         model: a segnb model with a ViT encoder (SETR, DPT) or a timm ViT.
         image: ``uint8`` (H, W, 3) or a normalised tensor (3, H, W) / (1, 3, H, W).
         input_size: resize the image to this before the ViT (e.g. 224, the size ViT-tiny was
-            trained at); default: the image's size, rounded down to whole patches.
+            trained at); default: the size the model was trained at (``fit`` records it), else
+            the image's size, rounded down to whole patches.
     """
     from timm.utils import AttentionExtract
 
     find_vit(model)  # a clear error before anything runs
     with Inference(model) as run:
         vit = find_vit(run.module)  # the model, or the copy of its weights while it trains
-        attn, size, patch, fused = _extract(AttentionExtract, vit, run.batch(image), input_size)
+        x = run.batch(image) if input_size is not None else at_training_scale(model, run.batch(image))
+        attn, size, patch, fused = _extract(AttentionExtract, vit, x, input_size)
     prefix = getattr(vit, "num_prefix_tokens", 1)
     grid = (size[0] // patch, size[1] // patch)
     return AttentionMaps(attn, grid, prefix, patch, size, any(fused))

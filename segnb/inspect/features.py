@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from segnb.infer import Inference
+from segnb.tiling import at_training_scale
 
 __all__ = ["stage_features", "grad_cam"]
 
@@ -39,7 +40,7 @@ def stage_features(model: nn.Module, image, top: int = 4) -> list[dict]:
     """For each encoder stage: its stride, the channel-mean map and the ``top`` strongest channels."""
     _encoder(model)
     with Inference(model) as run:
-        x = run.batch(image)
+        x = at_training_scale(model, run.batch(image))  # the scale the model was trained at
         features = [f[0].float().cpu().clone() for f in _run_encoder(_encoder(run.module), x)]
     stages = []
     for f in features:  # (C, h, w)
@@ -65,6 +66,8 @@ def grad_cam(model: nn.Module, image, target_class: int, stage: int = -1,
     _encoder(model)
     with Inference(model, grad=True) as run:  # gradients on, on the model or its copy while it trains
         x = run.batch(image)
+        image_size = tuple(x.shape[-2:])
+        x = at_training_scale(model, x)  # the scale the model was trained at; the map comes back to the image
         captured: dict[str, torch.Tensor] = {}
         handle = _encoder(run.module).register_forward_hook(
             lambda module, inputs, output: captured.update(out=output))
@@ -83,6 +86,8 @@ def grad_cam(model: nn.Module, image, target_class: int, stage: int = -1,
                 region_t = torch.ones_like(region_t)
         else:
             region_t = torch.as_tensor(region, dtype=torch.bool, device=logits.device)
+            if tuple(region_t.shape) != tuple(x.shape[-2:]):
+                region_t = F.interpolate(region_t[None, None].float(), size=x.shape[-2:], mode="nearest")[0, 0] > 0
         score = logits[0, target_class][region_t].sum()
         (grad,) = torch.autograd.grad(score, activation, allow_unused=True)
     if grad is None:
@@ -90,6 +95,6 @@ def grad_cam(model: nn.Module, image, target_class: int, stage: int = -1,
                          f"stage (0 to {len(features) - 1}).")
     weights = grad[0].float().mean(dim=(1, 2))  # (C,)
     cam = F.relu((weights[:, None, None] * activation[0].detach().float()).sum(0))
-    cam = F.interpolate(cam[None, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    cam = F.interpolate(cam[None, None], size=image_size, mode="bilinear", align_corners=False)[0, 0]
     top = cam.max()
     return (cam / top if top > 0 else cam).cpu().numpy()

@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -13,9 +15,93 @@ import torch
 from segnb.errors import CheckpointError
 from segnb.models.build import SegModel, build_model
 
-__all__ = ["save_model", "load_model", "read_model_info", "atomic_write"]
+__all__ = ["save_model", "load_model", "read_model_info", "atomic_write", "TrainingInput", "training_input"]
 
 FORMAT = "segnb-model/1"
+RESIZE_RULE = "bilinear with antialias (image), nearest (mask)"
+
+
+def _pair(value) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return (value, value)
+    h, w = value
+    return (int(h), int(w))
+
+
+@dataclass(frozen=True)
+class TrainingInput:
+    """How a model saw its images in training: what inference applies by default.
+
+    Attributes:
+        size: the input size ``(height, width)`` every training image was resized to;
+            None when the images were kept at their own size.
+        source_size: the training images' own size when they all had one, else None.
+        resize: the resize rule (bilinear with antialias for images).
+        mean, std: the normalisation.
+        zoom: the geometric centre of the random rescaling in training (``augment_scale``):
+            ``augment_scale=(4, 4)`` with ``image_size=128`` on 512 px slices trains on 128 px
+            crops at full resolution, so the model's scale is 4 x 128 / 512 = 1.
+
+    ``scale`` (``zoom * size / source_size`` per axis, 1.0 at native size) is known when the
+    training images had one size; a new image is then scaled by it, whatever its size,
+    so objects appear as large as in training. With mixed-size training images and a
+    ``size``, each image is resized to ``zoom * size``, as in training.
+    """
+
+    size: tuple[int, int] | None
+    source_size: tuple[int, int] | None = None
+    resize: str = RESIZE_RULE
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    zoom: float = 1.0
+
+    @property
+    def scale(self) -> tuple[float, float] | None:
+        if self.source_size is None:
+            return None
+        size = self.size or self.source_size
+        return (self.zoom * size[0] / self.source_size[0], self.zoom * size[1] / self.source_size[1])
+
+    @property
+    def run_size(self) -> tuple[int, int] | None:
+        """The size a training-size image runs at: ``zoom * size``."""
+        if self.size is None:
+            return None
+        return (max(1, round(self.size[0] * self.zoom)), max(1, round(self.size[1] * self.zoom)))
+
+    @property
+    def train_size(self) -> tuple[int, int] | None:
+        """The size of the inputs the network saw: ``size``, or the images' own size."""
+        return self.size or self.source_size
+
+    def as_dict(self) -> dict:
+        return {"size": list(self.size) if self.size else None,
+                "source_size": list(self.source_size) if self.source_size else None,
+                "scale": list(self.scale) if self.scale else None,
+                "resize": self.resize, "mean": list(self.mean), "std": list(self.std), "zoom": self.zoom}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainingInput:
+        return cls(size=_pair(data.get("size")), source_size=_pair(data.get("source_size")),
+                   resize=data.get("resize", RESIZE_RULE), mean=tuple(data.get("mean", ())),
+                   std=tuple(data.get("std", ())), zoom=float(data.get("zoom", 1.0)))
+
+    def describe(self) -> str:
+        if self.size is None:
+            return "at the images' own size" + (f" ({self.source_size[0]}x{self.source_size[1]})"
+                                                if self.source_size else "")
+        text = f"at {self.size[0]}x{self.size[1]}"
+        if self.zoom != 1.0:
+            text += f" crops of images zoomed x{self.zoom:g}"
+        return text + (f" (from {self.source_size[0]}x{self.source_size[1]})" if self.source_size else "")
+
+
+def training_input(model) -> TrainingInput | None:
+    """The :class:`TrainingInput` that :func:`segnb.fit` recorded on ``model`` (or that was loaded
+    with it); None when unknown (a model saved before segnb recorded it, or never trained)."""
+    return getattr(model, "training_input", None)
 
 
 def atomic_write(path: Path, write) -> None:
@@ -49,6 +135,8 @@ def save_model(model: SegModel, path, extra: dict | None = None, data=None) -> P
     The JSON holds the sha256 of the weights (checked on load) and, when known, the dataset
     the model was trained on (``data_source``, ``data_options``): from ``data`` or from
     ``model.trained_on``, which :func:`segnb.fit` sets. ``segnb eval`` uses it as its default.
+    It also holds how the model saw its images in training (``input``: size, source size and
+    scale, resize rule, mean and std; see :class:`TrainingInput`), which inference applies.
     """
     from safetensors.torch import save_file
 
@@ -63,6 +151,8 @@ def save_model(model: SegModel, path, extra: dict | None = None, data=None) -> P
         **(trained_on or {}),
         **(extra or {}),
     }
+    if training_input(model) is not None:
+        meta["input"] = training_input(model).as_dict()
 
     def write_weights(tmp: Path) -> None:
         save_file(state, str(tmp))
@@ -120,4 +210,10 @@ def load_model(path, device: str | torch.device = "cpu") -> SegModel:
         raise CheckpointError(f"{weights_path} does not match the model in {meta_path}: {err}") from None
     if meta.get("data_source"):
         model.trained_on = {"data_source": meta["data_source"], "data_options": meta.get("data_options", {})}
+    if isinstance(meta.get("input"), dict):
+        model.training_input = TrainingInput.from_dict(meta["input"])
+    else:
+        warnings.warn(f"{folder}: the size this model was trained at is unknown (saved before segnb recorded "
+                      "it): images run at their own size; pass image_size=(h, w) to run it at its training size.",
+                      stacklevel=2)
     return model.to(device)

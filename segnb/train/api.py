@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from segnb import infer, tiling
 from segnb.callbacks import Callback
 from segnb.data.base import SegmentationDataset
 from segnb.train.background import TrainingHandle
@@ -72,6 +73,9 @@ def fit(model, data: SegmentationDataset, epochs: int | None = None, *, callback
         config = TrainConfig.from_options(**options)
     model.trained_on = data.provenance()  # save_model records it; segnb eval defaults to it
     trainer = Trainer(model, data, config, callbacks=callbacks, progress=progress)
+    if not infer.is_instance_model(model):  # the input scale predict and evaluate apply; save_model keeps it
+        model.training_input = tiling.training_input_of(data, config.image_size, *infer.normalisation(model),
+                                                        augment_scale=config.augment_scale if config.augment else None)
     if background:
         return TrainingHandle(trainer)
     return trainer.run()

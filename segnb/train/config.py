@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from segnb.errors import SegnbError
+from segnb.evaluation import check_protocol
 
 if TYPE_CHECKING:  # torch is imported where a value is checked: the command line's parser reads defaults here
     import torch
@@ -62,6 +63,7 @@ class TrainConfig:
     seed: int = 0
     cache: str | bool = "auto"
     eval_every: int = 1
+    protocol: str = "full"  # validation scored at each label's own size, or "resized" (segnb.evaluation)
     compile: bool = False
 
     def __post_init__(self):
@@ -71,6 +73,7 @@ class TrainConfig:
             self.epochs = DEFAULT_EPOCHS
         self.batch_size = _whole("batch_size", self.batch_size, minimum=1)
         self.eval_every = _whole("eval_every", self.eval_every, minimum=1)
+        check_protocol(self.protocol)
         self.seed = _whole("seed", self.seed, minimum=0)
         self.warmup_steps = _whole("warmup_steps", self.warmup_steps, minimum=0, none=True)
         if self.num_workers != "auto":

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Subset
 from segnb.data.base import SegTransform
 from segnb.data.cache import CachedBatches, cached_split, choose_cache, estimate_bytes, usable_cores
 from segnb.errors import SegnbError
+from segnb.evaluation import FullSizeLabels, collate_eval, with_original_labels
 
 __all__ = ["Feed", "auto_workers", "plan_feed", "open_feed", "stream_loaders", "steps_per_epoch"]
 
@@ -72,11 +73,15 @@ def stream_loaders(data, config, device, mean, std, workers: int, rank: int, wor
                        drop_last=drop_last and len(train_set) >= config.batch_size * world,
                        num_workers=workers, persistent_workers=workers > 0, generator=generator,
                        pin_memory=device.type == "cuda", collate_fn=collate_fn)
-    eval_set = dataset(data.eval_split, transform(data, config, mean, std, train=False))
+    eval_transform = transform(data, config, mean, std, train=False)
+    eval_collate = collate_fn
+    if collate_fn is None and config.protocol == "full":  # semantic: labels at their own size, in lists
+        eval_transform, eval_collate = FullSizeLabels(eval_transform), collate_eval
+    eval_set = dataset(data.eval_split, eval_transform)
     if world > 1:
         eval_set = Subset(eval_set, list(range(rank, len(eval_set), world)))
     evaluation = DataLoader(eval_set, batch_size=config.batch_size, shuffle=False, num_workers=workers,
-                            collate_fn=collate_fn)
+                            collate_fn=eval_collate)
     return train, evaluation
 
 
@@ -96,7 +101,10 @@ def open_feed(feed: Feed, data, config, device, mean, std, workers: int, rank: i
     if feed.cache == "device":
         train, val = train.to(device), val.to(device)
     common = dict(mean=mean, std=std, seed=config.seed, rank=rank, world=world, channels_last=device.type == "cuda")
+    evaluation = CachedBatches(val, config.batch_size, device, pad=False, **common)
+    if config.protocol == "full":  # scored at the labels' original size
+        evaluation = with_original_labels(evaluation, data[data.eval_split])
     return Feed(feed.cache, feed.why,
                 CachedBatches(train, config.batch_size, device, shuffle=True, augment=config.augment,
                               scale=config.augment_scale, drop_last=drop_last, **common),
-                CachedBatches(val, config.batch_size, device, pad=False, **common))
+                evaluation)

@@ -15,14 +15,16 @@ class History:
     steps: int = 0
     stopped: str = ""
     limit: str = ""  # the limit that ended the run: "epochs" or "time" ("" when something else did)
+    protocol: str = "full"  # how validation was scored (segnb.evaluation.PROTOCOLS)
 
     def last(self, key: str, default=None):
         return self.epochs[-1].get(key, default) if self.epochs else default
 
     def as_dict(self) -> dict:
-        return {"epochs": self.epochs, "steps": self.steps, "stopped": self.stopped, "limit": self.limit}
+        return {"epochs": self.epochs, "steps": self.steps, "stopped": self.stopped, "limit": self.limit,
+                "protocol": self.protocol}
 
     @classmethod
     def from_dict(cls, data: dict) -> History:
         return cls(list(data.get("epochs", [])), int(data.get("steps", 0)), data.get("stopped", ""),
-                   data.get("limit", ""))
+                   data.get("limit", ""), data.get("protocol", "full"))

@@ -23,8 +23,9 @@ from typing import Protocol
 import torch
 
 from segnb.errors import SegnbError
+from segnb.evaluation import Scorer, score_batches
 from segnb.infer import Inference
-from segnb.metrics import ConfusionMeter, scores_from_confusion
+from segnb.metrics import scores_from_confusion
 
 __all__ = ["Task", "SemanticTask"]
 
@@ -83,22 +84,12 @@ class SemanticTask:
         autocast. The loss is the training loss function (weighted CE, Dice, ...), averaged over the
         images, so the two loss curves are comparable. Two host reads, however many batches."""
         data, device = self.data, trainer.device
-        meter = ConfusionMeter(data.num_classes, data.ignore_index)
-        loss_sum = torch.zeros(2, device=device, dtype=torch.float64)  # (loss * images, images)
+        scorer = Scorer(data.num_classes, data.ignore_index, loss_fn=self.loss_fn)
         with Inference(trainer.unwrapped, precision=trainer.precision) as run:
-            for images, masks in trainer.eval_loader:
-                logits = run(images)
-                with torch.inference_mode(False):  # metric buffers stay ordinary tensors
-                    masks = masks.to(run.device)
-                    loss = self.loss_fn(logits, masks).double()
-                    counted = (masks != data.ignore_index).any()  # an all-void batch has no loss
-                    weight = counted.double() * len(masks)  # on the device: no sync
-                    loss_sum += torch.stack([torch.where(counted, loss, 0.0) * weight, weight])
-                    meter.update(logits, masks)
-        confusion = meter.confusion if meter.confusion is not None else torch.zeros(
-            data.num_classes, data.num_classes, dtype=torch.long, device=device)
-        confusion = trainer.accelerator.reduce(confusion.to(device), "sum")
-        loss_sum = trainer.accelerator.reduce(loss_sum, "sum").cpu()
+            score_batches(run, trainer.eval_loader, scorer)  # at the labels' own size (protocol "full")
+        confusion = trainer.accelerator.reduce(scorer.confusion_matrix(device).to(device), "sum")
+        loss_sum = scorer.loss_sum if scorer.loss_sum is not None else torch.zeros(2, dtype=torch.float64)
+        loss_sum = trainer.accelerator.reduce(loss_sum.to(device), "sum").cpu()
         scores = scores_from_confusion(confusion)
         figures = {"val_loss": float(loss_sum[0] / loss_sum[1].clamp(min=1)), "miou": scores.miou,
                    "pixel_accuracy": scores.pixel_accuracy, "mean_accuracy": scores.mean_accuracy,

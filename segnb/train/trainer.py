@@ -138,7 +138,7 @@ class Trainer:
                              eval_images=-(-len(data[data.eval_split]) // self.world))
         self.total_steps = self.budget.planned_steps(0)
 
-        self.history = History()
+        self.history = History(protocol=self.config.protocol)
         self.epoch = self.step = self.start_step = self.start_epoch = 0
         self.images_seen, self.elapsed, self.last_loss, self.last_terms, self.scores = 0, 0.0, None, None, None
         self.host_synced = False  # the host has just read the device (a flag check): reading tensors is free

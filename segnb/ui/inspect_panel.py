@@ -19,6 +19,10 @@ class InspectPanel(W.VBox):
         self.state = state
         self.errors = ErrorBox()
         self.index = W.BoundedIntText(0, min=0, max=100_000, description="image #")
+        self.tiles = W.Dropdown(options=[("whole image (tiled above 2x the training size)", None),
+                                         ("tiled at the training size", True), ("never tiled", False)],
+                                value=None, description="tiles")
+        self.tiles.add_class("segnb-inspect-tiles")
         self.show_button = W.Button(description="Show", button_style="primary", icon="eye")
         self.show_button.add_class("segnb-inspect-show")
         self.softmask = SoftMaskViewer()
@@ -31,7 +35,8 @@ class InspectPanel(W.VBox):
         self.results = W.VBox([self.caption, self.softmask, self.attention_note, self.attention])
         self.results.add_class("segnb-results")
         self.stamp = ResultStamp(state, self.results, again="Press Show")
-        super().__init__([W.HBox([self.index, self.show_button]), self.errors, self.stamp, self.results])
+        super().__init__([W.HBox([self.index, self.tiles, self.show_button]), self.errors, self.stamp,
+                          self.results])
         self.add_class("segnb-inspect-panel")
 
     @guarded
@@ -45,10 +50,12 @@ class InspectPanel(W.VBox):
         split = data[data.eval_split]
         index = min(self.index.value if index is None else index, len(split) - 1)
         image, _ = split[index]
-        self.softmask.set_prediction(image, predict(model, image).probs[0].numpy(), self.state.names(),
+        tile, how = self._tile(model, image.shape[:2])
+        self.softmask.set_prediction(image, predict(model, image, tile=tile).probs[0].numpy(), self.state.names(),
                                      data.palette, self.state.overlay_palette)
-        self.caption.value = (f"<b>validation image #{index}</b>: the model's class probabilities. Raise the "
-                              "temperature to see where it is unsure, or show its confidence or entropy.")
+        self.caption.value = (f"<b>validation image #{index}</b> ({image.shape[0]}x{image.shape[1]}, {how}): the "
+                              "model's class probabilities. Raise the temperature to see where it is unsure, or show "
+                              "its confidence or entropy.")
         try:
             find_vit(model)
         except ValueError:
@@ -62,3 +69,19 @@ class InspectPanel(W.VBox):
         self.state.image_index = index
         self.stamp.stamp()
         return index
+
+    def _tile(self, model, hw) -> tuple:
+        """The ``tile=`` for predict and a few words on how the image ran."""
+        from segnb.models.io import training_input
+        from segnb.tiling import plan
+
+        record = training_input(model)
+        if self.tiles.value is True:
+            size, _ = plan(record, hw, tile=False)
+            tile = record.train_size if record is not None and record.train_size else \
+                (max(1, size[0] // 2), max(1, size[1] // 2))
+        else:
+            tile = self.tiles.value
+        size, used = plan(record, hw, tile=tile)
+        where = f"run at {size[0]}x{size[1]}"
+        return tile, where + (f" in overlapping {used[0]}x{used[1]} tiles, blended" if used else ", whole")

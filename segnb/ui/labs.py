@@ -10,7 +10,7 @@ import torch
 
 from segnb import inspect as ins
 from segnb.classical import METHODS, label_segments, score_segments, segment
-from segnb.evaluation import evaluate
+from segnb.evaluation import PROTOCOL_TEXT, evaluate
 from segnb.metrics import confusion_matrix, scores_from_confusion
 from segnb.prediction import predict
 from segnb.ui.common import (
@@ -140,6 +140,10 @@ class IoUReport(W.VBox):
         self.run_button = W.Button(description="Evaluate", button_style="primary", icon="check")
         self.run_button.add_class("segnb-evaluate")
         self.sort = W.Checkbox(False, description="sort, worst first")
+        self.protocol = W.Dropdown(options=[("full resolution (as papers)", "full"),
+                                            ("at the model's input size", "resized")],
+                                   value="full", description="scored")
+        self.protocol.add_class("segnb-iou-protocol")
         self.summary = W.HTML("Press Evaluate to score the current model on the validation split.")
         self.summary.add_class("segnb-iou-summary")
         self.bars = PlotView("per-class IoU", height=320, css_class="segnb-iou-bars",
@@ -158,7 +162,8 @@ class IoUReport(W.VBox):
                                self.gallery, self.sizes, self.viewer])
         self.results.add_class("segnb-results")
         self.stamp = ResultStamp(self.state, self.results, again="Press Evaluate")
-        super().__init__([W.HBox([self.run_button, self.sort]), self.errors, self.stamp, self.results])
+        super().__init__([W.HBox([self.run_button, self.protocol, self.sort]), self.errors, self.stamp,
+                          self.results])
         self.add_class("segnb-iou-report")
 
     @guarded
@@ -166,10 +171,12 @@ class IoUReport(W.VBox):
         data, model = self.state.data, self.state.model
         if data is None or model is None:
             raise ValueError("Load a dataset and build (and train) a model first.")
-        self.report = evaluate(model, data)
+        self.report = evaluate(model, data, protocol=self.protocol.value)
         self.stamp.stamp()
         self.summary.value = (f"validation mIoU <b>{self.report.miou:.3f}</b>, pixel accuracy "
-                              f"{self.report.scores.pixel_accuracy:.3f} over {len(self.report.per_image)} images")
+                              f"{self.report.scores.pixel_accuracy:.3f} over {len(self.report.per_image)} images"
+                              f'<br><span class="segnb-iou-protocol-text">scored at '
+                              f"{html.escape(PROTOCOL_TEXT[self.report.protocol])}</span>")
         self.gallery_title.value = "<b>worst images</b> (lowest mIoU first; click one to inspect it below)"
         self._draw_bars()
         figure = confusion_figure(self.report.scores.confusion, self.state.names(),

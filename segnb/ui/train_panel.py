@@ -318,7 +318,8 @@ class TrainPanel(W.VBox):
             return f"{history.stopped} (at step {history.steps}; the model keeps that step's weights)"
         last = history.last("miou")
         size = f" at {self.image_size.value} px" if self.image_size.value else ""
-        score = "" if last is None else f", validation mIoU {last:.3f}{size}"
+        scored = "at full resolution" if getattr(history, "protocol", "full") == "full" else "at the input size"
+        score = "" if last is None else f", validation mIoU {last:.3f}{size} (scored {scored})"
         return f"{history.stopped} after {history.steps} steps{score}"
 
     def _finished(self, trainer) -> None:
