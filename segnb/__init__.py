@@ -29,6 +29,7 @@ _LAZY = {
     "lr_find": "segnb.train",
     "evaluate": "segnb.evaluation",
     "predict": "segnb.prediction",
+    "compare": "segnb.runs",
 }
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "SegmentationDataset",
     "__version__",
     "build_model",
+    "compare",
     "describe_model",
     "evaluate",
     "fit",
@@ -45,8 +47,14 @@ __all__ = [
     "load_model",
     "lr_find",
     "predict",
+    "runs",
     "save_model",
+    "sweep",
 ]
+
+# Every fit() records a run (segnb.runs registers its recorder with the training code here; numpy
+# and the standard library only). segnb.runs(folder) lists the runs: the module is callable.
+from segnb import runs  # noqa: E402
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ imports on first use
     from segnb.data import SegmentationDataset, load_dataset

@@ -16,6 +16,10 @@ Nine named events, called in this order (``order`` sorts callbacks, low first):
 ==================  ===========================================================
 
 A callback raises :class:`StopTraining` to end training after the current step.
+
+``fit()`` also adds what each function in :data:`FIT_HOOKS` returns for the run: this is how a
+higher layer joins every run without the training code importing it (``segnb.runs`` registers
+its run recorder here when ``segnb`` is imported).
 """
 
 from __future__ import annotations
@@ -35,10 +39,24 @@ __all__ = [
     "EarlyStopping",
     "CSVLogger",
     "TensorBoardLogger",
+    "FIT_HOOKS",
+    "install_fit_hooks",
 ]
 
 EVENTS = ("on_fit_start", "on_data_ready", "on_epoch_start", "on_step_end", "on_eval_end", "on_epoch_end",
           "on_checkpoint", "on_stop", "on_fit_end")
+
+
+# Functions (trainer, run, config) -> Callback | None; fit() calls each with its ``run=`` option
+# and its configuration (plain data) and adds the callbacks they return.
+FIT_HOOKS: list = []
+
+
+def install_fit_hooks(trainer, run=None, config: dict | None = None) -> None:
+    """Add the callbacks of :data:`FIT_HOOKS` to ``trainer`` (fit() calls it once, before ``run()``)."""
+    added = [c for c in (hook(trainer, run=run, config=config) for hook in FIT_HOOKS) if c is not None]
+    if added:
+        trainer.callbacks = sorted([*trainer.callbacks, *added], key=lambda c: c.order)
 
 
 class StopTraining(Exception):  # noqa: N818 - a control-flow signal, as fastai's Cancel exceptions

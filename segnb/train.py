@@ -41,7 +41,13 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Subset
 
 from segnb import infer
-from segnb.callbacks import Callback, CheckpointCallback, ProgressCallback, StopTraining
+from segnb.callbacks import (
+    Callback,
+    CheckpointCallback,
+    ProgressCallback,
+    StopTraining,
+    install_fit_hooks,
+)
 from segnb.data.base import SegmentationDataset, SegTransform
 from segnb.data.cache import (
     CACHE_CHOICES,
@@ -862,7 +868,9 @@ def fit(model, data: SegmentationDataset, epochs: int | None = None, batch_size:
             scaling), ``augment_scale``, ``seed``, ``cache`` (``"auto"``, ``"device"``, ``"ram"`` or
             False: where the decoded splits live, see :mod:`segnb.data.cache`), ``eval_every``
             (validate every n epochs, and after the last), ``compile`` (``torch.compile`` the model;
-            eager, with a warning, if it fails).
+            eager, with a warning, if it fails), ``run`` (where the run is recorded, see
+            :mod:`segnb.runs`: by default ``checkpoint_dir``, else a new folder under ``runs/``;
+            ``run=False`` for none).
 
     Returns:
         The :class:`History` (``history.stopped`` says why it ended), or a handle with ``background=True``.
@@ -876,10 +884,14 @@ def fit(model, data: SegmentationDataset, epochs: int | None = None, batch_size:
     model.trained_on = data.provenance()  # save_model records it; segnb eval defaults to it
     if epochs is None and not options.get("max_minutes"):
         epochs = 10
+    run = options.pop("run", None)
     trainer_class = getattr(model, "trainer_class", Trainer)  # Mask R-CNN brings its own (segnb.instances)
     trainer = trainer_class(model, data, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
                             optimizer=optimizer, scheduler=scheduler, precision=precision, device=device,
                             callbacks=callbacks, **options)
+    config = dict(epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, optimizer=optimizer, scheduler=scheduler,
+                  precision=precision, device=device, **{k: v for k, v in options.items() if k != "progress"})
+    install_fit_hooks(trainer, run=run, config=config)  # the run record (segnb.runs), by default
     if background:
         return TrainingHandle(trainer)
     return trainer.run()
