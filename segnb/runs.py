@@ -433,12 +433,13 @@ def _alive(pid: int, host: str) -> bool:
     return True
 
 
-def _read_info(path: Path) -> dict:
-    file = path / "run.json"
-    if not file.is_file():
-        raise RunError(f"{path}: no run.json (not a run, or one whose first write never finished)")
+def _read_info(path) -> dict:
+    file = os.path.join(path, "run.json")
     try:
-        info = json.loads(file.read_text())
+        with open(file, "rb") as handle:
+            info = json.loads(handle.read())
+    except FileNotFoundError:
+        raise RunError(f"{path}: no run.json (not a run, or one whose first write never finished)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise RunError(f"{file} is damaged ({err})") from None
     if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
@@ -458,8 +459,14 @@ class Run:
     """One run folder, read: ``info`` (run.json), and the model, scores and predictions on demand."""
 
     def __init__(self, path, info: dict | None = None):
-        self.path = Path(path)
-        self.info = info if info is not None else _read_info(self.path)
+        self._path = path
+        self.info = info if info is not None else _read_info(path)
+
+    @property
+    def path(self) -> Path:
+        if not isinstance(self._path, Path):
+            self._path = Path(self._path)
+        return self._path
 
     name = property(lambda self: self.info["name"])
     status = property(lambda self: self.info["status"])
@@ -554,11 +561,10 @@ def _scan(folder: Path) -> tuple[list[Run], dict[str, str]]:
     for entry in entries:
         if entry.name.startswith(".") or not entry.is_dir():
             continue
-        path = Path(entry.path)
         try:
-            runs.append(Run(path, _read_info(path)))
+            runs.append(Run(entry.path, _read_info(entry.path)))
         except RunError as err:
-            skipped[str(path)] = str(err)
+            skipped[entry.path] = str(err)
     return runs, skipped
 
 
@@ -597,7 +603,7 @@ def list_runs(folder=None, *, status: str | Sequence[str] | None = None, query: 
             value = summary.get(key) if key in summary else info.get(key)
             row[key] = value
         row["sweep"] = (info.get("tags") or {}).get("sweep")
-        row["path"] = str(run.path)
+        row["path"] = str(run._path)
         rows.append(row)
     config_keys = [k for k in dict.fromkeys(k for c in configs for k in c) if k not in (*HEADLINE, *SCORES, "path")]
     frame = pd.DataFrame(rows, columns=[*HEADLINE, *config_keys, *SCORES, "sweep", "path"])
