@@ -203,15 +203,16 @@ class CSVLogger(Callback):
 
 
 class TensorBoardLogger(Callback):
-    """Scalars per epoch (and training loss every ``every`` steps) for TensorBoard."""
+    """Scalars per epoch (and training loss every ``every`` steps) for TensorBoard; at the end, the
+    run's hyperparameters and final scores for TensorBoard's HParams tab (``hparams=False``: none)."""
 
-    def __init__(self, log_dir, every: int = 20):
+    def __init__(self, log_dir, every: int = 20, hparams: bool = True):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as err:
             raise ImportError(f"TensorBoardLogger needs the tensorboard package: pip install tensorboard ({err})") from None
         self.writer = SummaryWriter(str(log_dir))
-        self.every = every
+        self.every, self.hparams = every, hparams
 
     def on_step_end(self, trainer):
         if trainer.is_main_process and trainer.step % self.every == 0:
@@ -230,4 +231,38 @@ class TensorBoardLogger(Callback):
         self.writer.flush()
 
     def on_fit_end(self, trainer):
+        if self.hparams and trainer.is_main_process and trainer.history.epochs:
+            scored = [r for r in trainer.history.epochs if r.get("miou") is not None]
+            last = scored[-1] if scored else trainer.history.epochs[-1]
+            metrics = {f"final/{k}": float(last[k]) for k in ("miou", "pixel_accuracy", "val_loss", "train_loss")
+                       if isinstance(last.get(k), (int, float))}
+            if scored:
+                metrics["final/best_miou"] = max(r["miou"] for r in scored)
+            self.writer.add_hparams(hparams_of(trainer), metrics, run_name=".")
         self.writer.close()
+
+
+def hparams_of(trainer) -> dict:
+    """The run's settings as TensorBoard hyperparameters (numbers, text and booleans only)."""
+    config = getattr(trainer, "config", None)
+    if config is not None and hasattr(config, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        values = asdict(config)
+    else:
+        values = {n: getattr(trainer, n, None) for n in ("epochs", "batch_size", "lr", "image_size", "seed",
+                                                           "max_minutes", "grad_clip", "optimizer_name", "precision")}
+    spec = getattr(trainer.unwrapped, "spec", None) or {}
+    values.update({k: spec.get(k) for k in ("arch", "encoder", "upsample") if k in spec})
+    values["data"] = getattr(trainer.data, "source", None)
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, (bool, int, float, str)):
+            out[key] = value
+        elif value is None:
+            out[key] = "none"
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, (int, float, str)) for v in value):
+            out[key] = "x".join(map(str, value))
+        else:
+            out[key] = getattr(value, "__name__", None) or type(value).__name__
+    return out
