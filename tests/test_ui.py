@@ -255,7 +255,7 @@ def test_classical_lab_scores_beside_the_model(state):
 
 def test_studio_tabs_presentation_and_lessons(tmp_path):
     studio = Studio()
-    assert studio.tabs.titles == ("Dataset", "Model", "Train", "Inspect", "Upsampling", "IoU", "Classical",
+    assert studio.tabs.titles == ("Dataset", "Model", "Train", "Runs", "Inspect", "Upsampling", "IoU", "Classical",
                                   "Instances", "Interactive")
     studio.presentation.value = True
     assert "segnb-presentation" in studio._dom_classes and studio.inspect.softmask.display_scale > 1
