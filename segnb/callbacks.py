@@ -7,7 +7,8 @@ Nine named events, called in this order (``order`` sorts callbacks, low first):
 ``on_data_ready``   once, when the data path is set (``trainer.data_path`` says which, and why)
 ``on_epoch_start``  before each epoch's first step
 ``on_step_end``     after each optimizer step (``trainer.last_loss`` is a tensor:
-                    call ``float()`` on it only when you need it)
+                    ``float()`` on it waits for the GPU; it is free when
+                    ``trainer.host_synced`` is True, every ``SYNC_EVERY`` steps)
 ``on_eval_end``     after each validation pass (``trainer.scores``)
 ``on_epoch_end``    after the epoch's record joined ``trainer.history``
 ``on_checkpoint``   after a checkpoint was written (``path``)
@@ -15,7 +16,9 @@ Nine named events, called in this order (``order`` sorts callbacks, low first):
 ``on_fit_end``      once, always, even after a stop or an error
 ==================  ===========================================================
 
-A callback raises :class:`StopTraining` to end training after the current step.
+A callback raises :class:`StopTraining` to end training after the current step. A
+``KeyboardInterrupt`` raised in one ends it at once (``history.stopped`` says
+``"interrupted at step N"``); any other error is a failure (``"failed: ..."``).
 
 ``fit()`` also adds what each function in :data:`FIT_HOOKS` returns for the run: this is how a
 higher layer joins every run without the training code importing it (``segnb.runs`` registers
@@ -95,8 +98,8 @@ class ProgressCallback(Callback):
         s.epochs = trainer.epochs or -(-trainer.total_steps // max(1, trainer.steps_per_epoch))  # time budget: planned
         s.images, s.elapsed = trainer.images_seen, trainer.elapsed
         s.device, s.precision = str(trainer.device), trainer.precision
-        if loss and trainer.last_loss is not None:
-            s.loss = float(trainer.last_loss)  # one host sync, only when drawn
+        if loss and trainer.last_loss is not None and getattr(trainer, "host_synced", True):
+            s.loss = float(trainer.last_loss)  # only where the host waits for the device anyway
 
     def on_fit_start(self, trainer):
         self._sync(trainer)
@@ -245,10 +248,8 @@ class TensorBoardLogger(Callback):
 def hparams_of(trainer) -> dict:
     """The run's settings as TensorBoard hyperparameters (numbers, text and booleans only)."""
     config = getattr(trainer, "config", None)
-    if config is not None and hasattr(config, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        values = asdict(config)
+    if hasattr(config, "to_dict"):  # segnb.train.TrainConfig
+        values = {k: v for k, v in config.to_dict().items() if k != "extra"}
     else:
         values = {n: getattr(trainer, n, None) for n in ("epochs", "batch_size", "lr", "image_size", "seed",
                                                            "max_minutes", "grad_clip", "optimizer_name", "precision")}
@@ -263,6 +264,8 @@ def hparams_of(trainer) -> dict:
             out[key] = "none"
         elif isinstance(value, (list, tuple)) and all(isinstance(v, (int, float, str)) for v in value):
             out[key] = "x".join(map(str, value))
+        elif isinstance(value, dict) and "custom" in value:  # a loss module or function, by name
+            out[key] = str(value["custom"])
         else:
             out[key] = getattr(value, "__name__", None) or type(value).__name__
     return out

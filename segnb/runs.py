@@ -377,6 +377,8 @@ def _device_name(device) -> str:
 def _config_from_trainer(trainer) -> dict:
     """The training options of a trainer built without a configuration (by hand, not by fit)."""
     config = getattr(trainer, "config", None)
+    if hasattr(config, "to_dict"):  # segnb.train.TrainConfig
+        return _plain(config.to_dict())
     if config is not None:
         return _plain(config)
     names = ("epochs", "batch_size", "lr", "image_size", "seed", "max_minutes", "grad_clip", "augment",

@@ -159,9 +159,10 @@ def _base_from(base) -> dict:
         data, model = config.get("data", {}), config.get("model", {})
         out = {"data": data.get("source"), "data_options": dict(data.get("options") or {}),
                **{k: model[k] for k in MODEL_KEYS if k in model}}
-        skip = {"callbacks", "resume", "checkpoint_dir", "run", "max_minutes", "background", "device"}
+        skip = {"callbacks", "resume", "checkpoint_dir", "run", "max_minutes", "background", "device", "extra"}
         out.update({k: v for k, v in (config.get("train") or {}).items()
-                    if k not in skip and not (isinstance(v, str) and v.startswith("<"))})
+                    if k not in skip and not (isinstance(v, str) and v.startswith("<"))
+                    and not (isinstance(v, dict) and "custom" in v)})
         return out
     if not isinstance(base, dict):
         raise SweepError(f"base must be a dict of settings or a run folder, got {type(base).__name__}.")
