@@ -718,6 +718,7 @@ class Comparison:
         from segnb.viz import contrast_palette, prediction_grid_figure
 
         classes = self._class_names()
+        self._check_same_data()
         previews = [r.predictions() for r in self.runs]
         if any(p["indices"] != previews[0]["indices"] for p in previews):
             raise RunError("These runs kept different validation images (different data or splits), so their "
@@ -729,6 +730,13 @@ class Comparison:
         return prediction_grid_figure(first["images"][:n], first["truths"][:n],
                                       {name: p["preds"][:n] for name, p in zip(self.names, previews, strict=True)},
                                       palette, ignore_index=ignore, indices=first["indices"][:n])
+
+    def _check_same_data(self) -> None:
+        data = [(r.config.get("data", {}).get("source"), json.dumps(r.config.get("data", {}).get("options"),
+                                                                    sort_keys=True)) for r in self.runs]
+        if any(d != data[0] for d in data):
+            raise RunError("These runs were trained on different data (source or options), so their predictions of "
+                           "'the same' validation images are not of the same images.")
 
     def config(self, all_fields: bool = False):
         """A DataFrame: one row per configuration field that differs (all with ``all_fields``), a column per run."""

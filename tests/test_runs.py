@@ -282,3 +282,23 @@ def test_a_lesson_saves_a_set_of_runs(two_runs, tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(RunError, match="gone"):
         load_run_set(path)
+
+
+def test_a_run_from_the_command_line_is_listed_and_compared_with_the_api_runs(two_runs, tmp_path):
+    from segnb.cli import main
+
+    folder, _ = two_runs
+    code = main(["train", "--dataset", "shapes", "--data-option", "n=40", "--data-option", "size=64",
+                 "--arch", "fcn8s", "--encoder", "vgg-tiny", "--epochs", "1", "--batch-size", "8", "--seed", "3",
+                 "--out", str(tmp_path / "cli"), "--json"])
+    assert code == 0
+    run = Run(tmp_path / "cli")  # the --out folder is the run: model/, checkpoints/ and run.json
+    assert run.status == "completed" and run.config["data"]["options"] == {"n": 40, "size": 64, "seed": 3}
+    assert (tmp_path / "cli" / "checkpoints" / "last").is_symlink()
+    assert list(segnb.runs(tmp_path)["name"]) == ["cli"]
+    comparison = segnb.compare([run, Run(folder / "bilinear")])
+    assert len(comparison.iou().data) == 2 and comparison.predictions().data
+    other = segnb.compare([run, Run(folder / "bilinear")])
+    other.runs[0].info["config"]["data"]["options"] = {"n": 41}
+    with pytest.raises(RunError, match="different data"):
+        other.predictions()

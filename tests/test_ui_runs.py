@@ -98,3 +98,24 @@ def test_open_a_run_in_the_studio_and_keep_a_set_for_a_lesson(runs_folder, tmp_p
     studio.runs.select([])
     with pytest.raises(ValueError, match="No run 'nothing'"):
         studio.runs.select(["nothing"])
+
+
+def test_a_run_trained_in_the_train_tab_appears_in_the_runs_tab(shapes_small, tmp_path, monkeypatch):
+    from segnb.ui.studio import Studio
+
+    monkeypatch.setenv("SEGNB_RUNS", str(tmp_path))
+    studio = Studio()
+    studio.state.data = shapes_small
+    studio.state.model = segnb.build_model("fcn32s", "vgg-tiny", class_names=shapes_small.class_names)
+    panel = studio.runs
+    panel._stop.set()  # the state's history, not the watcher, brings it here
+    assert not panel.rows.children
+    studio.train.epochs.value = 1
+    studio.train.batch_size.value = 8
+    studio.train.start().wait()
+    deadline = time.monotonic() + 30
+    while studio.state.history is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(panel.rows.children) == 1
+    (run,) = panel.runs.values()
+    assert run.status == "completed" and run.name.endswith("_fcn32s-vgg-tiny")

@@ -254,6 +254,7 @@ class RunsPanel(W.VBox):
 
         try:
             classes = comparison._class_names()
+            comparison._check_same_data()
             previews = [r.predictions() for r in comparison.runs]
         except RunError as error:
             self.predictions.value = b""
