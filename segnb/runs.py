@@ -211,7 +211,7 @@ class RunRecorder(Callback):
         preview: how many validation images are predicted and kept.
     """
 
-    order = 95  # after checkpoints and early stopping: it records what they did
+    order = -10  # first: the record is whole before any other callback shows that training ended
 
     def __init__(self, path=None, parent=None, tags: dict | None = None, preview: int = PREVIEW_IMAGES):
         if path is None and parent is None:

@@ -196,7 +196,7 @@ def _dataset(config: dict):
 class PruneCallback(Callback):
     """Reports each validation score to the Optuna trial; stops the run when the pruner says so."""
 
-    order = 85  # after the checkpoint of the epoch, before the run record of the end
+    order = 85  # after the checkpoint of the epoch
 
     def __init__(self, trial, metric: str = "miou", prune: bool = True):
         self.trial, self.metric, self.prune = trial, metric, prune

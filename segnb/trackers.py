@@ -55,7 +55,7 @@ class MLflowLogger(Callback):
         log_model: also store the trained model as an artifact.
     """
 
-    order = 96  # after the run recorder's start: it logs the same configuration and names the run folder
+    order = 96  # after the run recorder's start (order -10): it logs the same configuration and names the run folder
 
     def __init__(self, tracking_uri: str | None = None, experiment: str = "segnb", run_name: str | None = None,
                  log_model: bool = True, tags: dict | None = None):
