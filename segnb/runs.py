@@ -156,16 +156,15 @@ def code_version() -> dict:
     """segnb's version and, in a git checkout, its commit and whether files were changed."""
     global _CODE
     if _CODE is None:
-        import segnb
-
-        code = {"segnb": segnb.__version__, "python": sys.version.split()[0]}
+        package = sys.modules[__name__.rpartition(".")[0]]  # segnb itself, imported before this module
+        code = {"segnb": package.__version__, "python": sys.version.split()[0]}
         try:
             import torch
 
             code["torch"] = torch.__version__
         except ImportError:  # pragma: no cover - torch is a dependency
             pass
-        root = Path(segnb.__file__).resolve().parents[1]
+        root = Path(__file__).resolve().parents[1]
         if (root / ".git").exists():
             try:
                 commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,

@@ -354,37 +354,48 @@ def runs_curves_figure(histories: dict[str, Sequence[dict]], x: str = "epoch",
                        keys: Sequence[str] = ("train_loss", "val_loss", "miou"), log_loss: bool = True,
                        title: str = "Training curves"):
     """Several runs' curves on one x axis (``epoch``, ``step`` or ``seconds`` of training): losses on
-    top, scores below; one colour per run, solid for training, dashed for validation figures."""
+    top, scores below; one colour per run (one legend entry each), solid lines for training figures
+    and mIoU, dashed for validation loss, dotted and dash-dotted for the accuracies."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     losses = [k for k in keys if k.endswith("loss")]
     scores = [k for k in keys if not k.endswith("loss")]
     rows = [r for r in (losses, scores) if r]
-    figure = make_subplots(rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.12,
-                           subplot_titles=[("loss" + (" (log scale)" if log_loss else "")) if r is losses
-                                           else "validation score (0 to 1)" for r in rows])
     dashes = {"train_loss": "solid", "val_loss": "dash", "miou": "solid", "pixel_accuracy": "dot",
               "mean_accuracy": "dashdot"}
+    styles = {"solid": "solid", "dash": "dashed", "dot": "dotted", "dashdot": "dash-dotted"}
+
+    def row_title(row: list[str]) -> str:
+        what = ", ".join(f"{LABELS.get(k, k)} {styles[dashes.get(k, 'solid')]}" for k in row)
+        return ("loss" + (" (log scale)" if log_loss else "") if row is losses else "score (0 to 1)") + f": {what}"
+
+    figure = make_subplots(rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.14,
+                           subplot_titles=[row_title(r) for r in rows])
+    figure.update_annotations(font_size=None)  # the figure's own size (large in presentation mode)
     for k, (name, records) in enumerate(histories.items()):
         colour = RUN_COLOURS[k % len(RUN_COLOURS)]
         xs = _run_x(records, x)
-        for key in keys:
+        for j, key in enumerate(keys):
             row = 1 + (rows.index(scores) if key in scores else rows.index(losses))
             points = [(a, r.get(key)) for a, r in zip(xs, records, strict=True) if r.get(key) is not None]
             figure.add_trace(go.Scatter(
                 x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
-                name=f"{name}: {LABELS.get(key, key)}", legendgroup=name, marker={"size": 7, "color": colour},
+                name=name, legendgroup=name, showlegend=j == 0, marker={"size": 7, "color": colour},
                 line={"color": colour, "dash": dashes.get(key, "solid"), "width": 2.5},
+                meta=LABELS.get(key, key),
                 hovertemplate=f"{name}<br>{LABELS.get(key, key)}<br>{x} %{{x}}<br>%{{y:.4f}}<extra></extra>"),
                 row=row, col=1)
     if losses:
         figure.update_yaxes(type="log" if log_loss else "linear", row=1, col=1)
     if scores:
         figure.update_yaxes(range=[0, 1.02], row=len(rows), col=1)
+    if x == "epoch":
+        last = max((r["epoch"] for records in histories.values() for r in records), default=1)
+        figure.update_xaxes(**_epoch_ticks(last))
     figure.update_xaxes(title=X_TITLES.get(x, x), row=len(rows), col=1)
-    figure.update_layout(title=title, margin={"l": 10, "r": 10, "t": 60, "b": 10}, height=260 + 180 * len(rows),
-                         legend={"orientation": "h", "y": -0.15, "yanchor": "top"})
+    figure.update_layout(title=title, margin={"l": 10, "r": 10, "t": 90, "b": 10}, height=260 + 180 * len(rows),
+                         legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.12, "yanchor": "bottom"})
     return figure
 
 
@@ -426,7 +437,8 @@ def confusion_difference_figure(a, b, class_names: Sequence[str], names: tuple[s
         z=diff, x=list(class_names), y=list(class_names), colorscale="RdBu", zmid=0, zmin=-limit, zmax=limit,
         text=[[f"{v:+.2f}" for v in row] for row in diff], texttemplate="%{text}",
         hovertemplate=f"true %{{y}}<br>predicted %{{x}}<br>{names[1]} - {names[0]}: %{{z:+.3f}}<extra></extra>"))
-    figure.update_layout(title=title or f"confusion: {names[1]} minus {names[0]}" + (" (row shares)" if normalize else ""),
+    figure.update_layout(title=title or (f"confusion difference{' (row shares)' if normalize else ''}<br>"
+                                         f"<sup>{_wrap(names[1], 60)} minus {_wrap(names[0], 60)}</sup>"),
                          xaxis={"title": "predicted"}, yaxis={"title": "true", "autorange": "reversed"},
                          margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return figure
@@ -508,15 +520,29 @@ def prediction_grid_figure(images, truths, preds: dict[str, Sequence[np.ndarray]
     width = picture.shape[1]
     figure = go.Figure(go.Image(z=picture, hoverinfo="skip"))
     for k, name in enumerate(names):
-        figure.add_annotation(x=(k + 0.5) * width / columns, y=-4, text=f"<b>{name}</b>", showarrow=False,
+        figure.add_annotation(x=(k + 0.5) * width / columns, y=-4, text=f"<b>{_wrap(name, 14)}</b>", showarrow=False,
                               yanchor="bottom", font={"size": 14})
-    caption = ("red hatching: pixels the run gets wrong; yellow: pixels where the runs' predictions differ"
-               + (f"; validation images {', '.join(map(str, indices))}" if indices is not None else ""))
-    figure.update_layout(title={"text": f"{title}<br><sup>{caption}</sup>"},
-                         xaxis={"visible": False}, yaxis={"visible": False},
-                         margin={"l": 5, "r": 5, "t": 90, "b": 5},
+    caption = ("red hatching: pixels the run gets wrong; yellow: where the runs disagree"
+               + (f" (validation images {', '.join(map(str, indices))})" if indices is not None else ""))
+    figure.add_annotation(xref="paper", yref="paper", x=0, y=0, yanchor="top", xanchor="left", yshift=-6,
+                          text=caption, showarrow=False, align="left")
+    figure.update_layout(title={"text": title}, xaxis={"visible": False}, yaxis={"visible": False},
+                         margin={"l": 5, "r": 5, "t": 110, "b": 50},
                          height=int(120 + 700 * picture.shape[0] / max(picture.shape[1], 1)))
     return figure
+
+
+def _wrap(text: str, width: int) -> str:
+    """A long run name on several lines (``<br>``), broken after ``_``, ``-`` or spaces."""
+    import re
+
+    lines, line = [], ""
+    for part in re.findall(r"[^_\- ]+[_\- ]?", str(text)) or [str(text)]:
+        if line and len(line) + len(part) > width:
+            lines.append(line)
+            line = ""
+        line += part
+    return "<br>".join([*lines, line]) if line else "<br>".join(lines)
 
 
 def table_figure(header: Sequence[str], columns: Sequence[Sequence[str]], title: str = ""):

@@ -212,10 +212,10 @@ def test_compare_overlays_curves_bars_confusion_predictions_and_config(two_runs)
 
     for x, key in (("epoch", "epoch"), ("step", "step")):
         figure = comparison.curves(x=x)
-        traces = [t for t in figure.data if t.name.startswith("bilinear") and "mIoU" in t.name]
+        traces = [t for t in figure.data if t.name == "bilinear" and t.meta == "validation mIoU"]
         assert list(traces[0].x) == [r[key] for r in runs["bilinear"].history]
     seconds = comparison.curves(x="seconds")
-    trace = next(t for t in seconds.data if t.name.startswith("transposed") and "validation loss" in t.name)
+    trace = next(t for t in seconds.data if t.name == "transposed" and t.meta == "validation loss")
     assert list(trace.x) == pytest.approx(np.cumsum([r["seconds"] for r in runs["transposed"].history]))
     assert seconds.layout.xaxis2.title.text == "training time (s)"
 
@@ -232,8 +232,9 @@ def test_compare_overlays_curves_bars_confusion_predictions_and_config(two_runs)
     grid = comparison.predictions(max_images=3)
     picture = np.asarray(grid.data[0].z)
     assert picture.ndim == 3 and picture.shape[0] > picture.shape[1] / 5 * 3 * 0.9  # 3 rows of 5 tiles
-    assert [a.text for a in grid.layout.annotations] == ["<b>image</b>", "<b>truth</b>",
-                                                          *[f"<b>{n}</b>" for n in names], "<b>runs disagree</b>"]
+    assert [a.text for a in grid.layout.annotations][:-1] == ["<b>image</b>", "<b>truth</b>",
+                                                               *[f"<b>{n}</b>" for n in names], "<b>runs disagree</b>"]
+    assert "red hatching" in grid.layout.annotations[-1].text
 
     table = comparison.config()
     assert list(table.index) == ["upsample"] and set(table.loc["upsample"]) == {"bilinear", "transposed4"}

@@ -57,7 +57,7 @@ class RunsPanel(W.VBox):
         self.summary.add_class("segnb-runs-summary")
         self.rows = W.VBox()
         self.rows.add_class("segnb-runs-list")
-        self.set_path = W.Text("runs-set.json", description="run set", layout=W.Layout(width="300px"))
+        self.set_path = W.Text("runs-set.json", description="run set", layout=W.Layout(width="420px"))
         self.save_set_button = W.Button(description="Save set", icon="save",
                                         tooltip="save the ticked runs, for a lesson to open again")
         self.load_set_button = W.Button(description="Open set", icon="folder-open")

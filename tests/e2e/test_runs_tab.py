@@ -84,14 +84,18 @@ def test_tick_two_runs_and_see_them_compared(runs_studio, page: Page, artifacts)
     labels = panel.locator(".segnb-runs-predictions-caption .segnb-strip-label").all_inner_texts()
     assert labels == ["image", "truth", *RUNS, "runs disagree"], labels
     expect(panel.locator(".segnb-runs-config"), "the settings that differ").to_contain_text("transposed4")
-    page.wait_for_timeout(500)
+    page.set_viewport_size({"width": 1280, "height": 2400})  # the whole panel in one picture
+    page.wait_for_timeout(1500)
     panel.screenshot(path=str(artifacts / "runs-tab.png"))
+    page.set_viewport_size({"width": 1280, "height": 720})
 
     root.locator(".segnb-presentation-toggle").click()
     expect(root, "presentation mode is on").to_have_class(re.compile("segnb-presentation"))
     page.wait_for_timeout(1500)  # the charts redraw at their presentation size
-    panel.locator(".segnb-runs-curves").scroll_into_view_if_needed()
-    page.screenshot(path=str(artifacts / "runs-tab-presentation.png"))
+    for view in ("curves", "iou", "confusion", "predictions"):  # what a projector shows, chart by chart
+        panel.locator(f".segnb-runs-{view}").first.scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(artifacts / f"runs-tab-presentation-{view}.png"))
 
     panel.locator(".segnb-run-row", has_text=RUNS[0]).locator(".segnb-run-select input").uncheck()
     until(lambda: {g for _, g, _ in panel.evaluate(JS_TRACES, ".segnb-runs-curves")} == {RUNS[1]}, 30,
