@@ -30,6 +30,7 @@ _LAZY = {
     "evaluate": "segnb.evaluation",
     "predict": "segnb.prediction",
     "export": "segnb.exporting",  # the module is not segnb.export: that name is the function
+    "compare": "segnb.runs",
 }
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "SegmentationDataset",
     "__version__",
     "build_model",
+    "compare",
     "describe_model",
     "evaluate",
     "export",
@@ -47,8 +49,14 @@ __all__ = [
     "load_model",
     "lr_find",
     "predict",
+    "runs",
     "save_model",
+    "sweep",
 ]
+
+# Every fit() records a run (segnb.runs registers its recorder with the training code here; numpy
+# and the standard library only). segnb.runs(folder) lists the runs: the module is callable.
+from segnb import runs  # noqa: E402
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ imports on first use
     from segnb.data import SegmentationDataset, load_dataset

@@ -20,6 +20,10 @@ Nine named events, called in this order (``order`` sorts callbacks, low first):
 A callback raises :class:`StopTraining` to end training after the current step. A
 ``KeyboardInterrupt`` raised in one ends it at once (``history.stopped`` says
 ``"interrupted at step N"``); any other error is a failure (``"failed: ..."``).
+
+``fit()`` also adds what each function in :data:`FIT_HOOKS` returns for the run: this is how a
+higher layer joins every run without the training code importing it (``segnb.runs`` registers
+its run recorder here when ``segnb`` is imported).
 """
 
 from __future__ import annotations
@@ -40,10 +44,24 @@ __all__ = [
     "EarlyStopping",
     "CSVLogger",
     "TensorBoardLogger",
+    "FIT_HOOKS",
+    "install_fit_hooks",
 ]
 
 EVENTS = ("on_fit_start", "on_data_ready", "on_epoch_start", "on_step_end", "on_eval_end", "on_epoch_end",
           "on_checkpoint", "on_stop", "on_fit_end")
+
+
+# Functions (trainer, run, config) -> Callback | None; fit() calls each with its ``run=`` option
+# and its configuration (plain data) and adds the callbacks they return.
+FIT_HOOKS: list = []
+
+
+def install_fit_hooks(trainer, run=None, config: dict | None = None) -> None:
+    """Add the callbacks of :data:`FIT_HOOKS` to ``trainer`` (fit() calls it once, before ``run()``)."""
+    added = [c for c in (hook(trainer, run=run, config=config) for hook in FIT_HOOKS) if c is not None]
+    if added:
+        trainer.callbacks = sorted([*trainer.callbacks, *added], key=lambda c: c.order)
 
 
 class StopTraining(Exception):  # noqa: N818 - a control-flow signal, as fastai's Cancel exceptions
@@ -190,15 +208,16 @@ class CSVLogger(Callback):
 
 
 class TensorBoardLogger(Callback):
-    """Scalars per epoch (and training loss every ``every`` steps) for TensorBoard."""
+    """Scalars per epoch (and training loss every ``every`` steps) for TensorBoard; at the end, the
+    run's hyperparameters and final scores for TensorBoard's HParams tab (``hparams=False``: none)."""
 
-    def __init__(self, log_dir, every: int = 20):
+    def __init__(self, log_dir, every: int = 20, hparams: bool = True):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as err:
             raise ImportError(f"TensorBoardLogger needs the tensorboard package: pip install tensorboard ({err})") from None
         self.writer = SummaryWriter(str(log_dir))
-        self.every = every
+        self.every, self.hparams = every, hparams
 
     def on_step_end(self, trainer):
         if trainer.is_main_process and trainer.step % self.every == 0:
@@ -217,4 +236,38 @@ class TensorBoardLogger(Callback):
         self.writer.flush()
 
     def on_fit_end(self, trainer):
+        if self.hparams and trainer.is_main_process and trainer.history.epochs:
+            scored = [r for r in trainer.history.epochs if r.get("miou") is not None]
+            last = scored[-1] if scored else trainer.history.epochs[-1]
+            metrics = {f"final/{k}": float(last[k]) for k in ("miou", "pixel_accuracy", "val_loss", "train_loss")
+                       if isinstance(last.get(k), (int, float))}
+            if scored:
+                metrics["final/best_miou"] = max(r["miou"] for r in scored)
+            self.writer.add_hparams(hparams_of(trainer), metrics, run_name=".")
         self.writer.close()
+
+
+def hparams_of(trainer) -> dict:
+    """The run's settings as TensorBoard hyperparameters (numbers, text and booleans only)."""
+    config = getattr(trainer, "config", None)
+    if hasattr(config, "to_dict"):  # segnb.train.TrainConfig
+        values = {k: v for k, v in config.to_dict().items() if k != "extra"}
+    else:
+        values = {n: getattr(trainer, n, None) for n in ("epochs", "batch_size", "lr", "image_size", "seed",
+                                                           "max_minutes", "grad_clip", "optimizer_name", "precision")}
+    spec = getattr(trainer.unwrapped, "spec", None) or {}
+    values.update({k: spec.get(k) for k in ("arch", "encoder", "upsample") if k in spec})
+    values["data"] = getattr(trainer.data, "source", None)
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, (bool, int, float, str)):
+            out[key] = value
+        elif value is None:
+            out[key] = "none"
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, (int, float, str)) for v in value):
+            out[key] = "x".join(map(str, value))
+        elif isinstance(value, dict) and "custom" in value:  # a loss module or function, by name
+            out[key] = str(value["custom"])
+        else:
+            out[key] = getattr(value, "__name__", None) or type(value).__name__
+    return out

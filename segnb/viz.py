@@ -13,7 +13,8 @@ __all__ = [
     "VOID_COLOUR", "OKABE_ITO", "colorize", "overlay", "outline", "legend", "grid", "heatmap_rgb",
     "contrast_palette", "class_mean_colours", "soft_mix", "soft_view", "smooth",
     "iou_bar_figure", "confusion_figure", "curves_figure", "class_curves_figure", "size_iou_figure",
-    "frequency_figure",
+    "frequency_figure", "runs_curves_figure", "runs_iou_figure", "confusion_difference_figure", "prediction_grid",
+    "prediction_grid_figure", "table_figure", "RUN_COLOURS",
 ]
 
 VOID_COLOUR = (255, 255, 255)
@@ -327,4 +328,230 @@ def frequency_figure(class_names: Sequence[str], frequencies: Sequence[float], p
     colours = None if palette is None else [c for _, c in legend(class_names, palette)]
     figure = go.Figure(go.Bar(x=list(class_names), y=list(frequencies), marker_color=colours))
     figure.update_layout(title=title, yaxis={"tickformat": ".0%"}, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return figure
+
+
+# ---------------------------------------------------------------------------------- runs side by side
+
+# One colour per run (Okabe-Ito without yellow and black, then Tableau's): the same run keeps its
+# colour in every figure of a comparison.
+RUN_COLOURS = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#7f7f7f", "#8c564b",
+               "#bcbd22", "#17becf")
+X_TITLES = {"epoch": "epoch", "step": "optimizer step", "seconds": "training time (s)"}
+
+
+def _run_x(records: Sequence[dict], x: str) -> list[float]:
+    if x == "epoch":
+        return [r["epoch"] for r in records]
+    if x == "step":
+        return [r.get("step") for r in records]
+    if x == "seconds":
+        return [float(v) for v in np.cumsum([r.get("seconds") or 0.0 for r in records])]
+    raise ValueError(f"x must be 'epoch', 'step' or 'seconds', got {x!r}.")
+
+
+def runs_curves_figure(histories: dict[str, Sequence[dict]], x: str = "epoch",
+                       keys: Sequence[str] = ("train_loss", "val_loss", "miou"), log_loss: bool = True,
+                       title: str = "Training curves"):
+    """Several runs' curves on one x axis (``epoch``, ``step`` or ``seconds`` of training): losses on
+    top, scores below; one colour per run (one legend entry each), solid lines for training figures
+    and mIoU, dashed for validation loss, dotted and dash-dotted for the accuracies."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    losses = [k for k in keys if k.endswith("loss")]
+    scores = [k for k in keys if not k.endswith("loss")]
+    rows = [r for r in (losses, scores) if r]
+    dashes = {"train_loss": "solid", "val_loss": "dash", "miou": "solid", "pixel_accuracy": "dot",
+              "mean_accuracy": "dashdot"}
+    styles = {"solid": "solid", "dash": "dashed", "dot": "dotted", "dashdot": "dash-dotted"}
+
+    def row_title(row: list[str]) -> str:
+        what = ", ".join(f"{LABELS.get(k, k)} {styles[dashes.get(k, 'solid')]}" for k in row)
+        return ("loss" + (" (log scale)" if log_loss else "") if row is losses else "score (0 to 1)") + f": {what}"
+
+    figure = make_subplots(rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.14,
+                           subplot_titles=[row_title(r) for r in rows])
+    figure.update_annotations(font_size=None)  # the figure's own size (large in presentation mode)
+    for k, (name, records) in enumerate(histories.items()):
+        colour = RUN_COLOURS[k % len(RUN_COLOURS)]
+        xs = _run_x(records, x)
+        for j, key in enumerate(keys):
+            row = 1 + (rows.index(scores) if key in scores else rows.index(losses))
+            points = [(a, r.get(key)) for a, r in zip(xs, records, strict=True) if r.get(key) is not None]
+            figure.add_trace(go.Scatter(
+                x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
+                name=name, legendgroup=name, showlegend=j == 0, marker={"size": 7, "color": colour},
+                line={"color": colour, "dash": dashes.get(key, "solid"), "width": 2.5},
+                meta=LABELS.get(key, key),
+                hovertemplate=f"{name}<br>{LABELS.get(key, key)}<br>{x} %{{x}}<br>%{{y:.4f}}<extra></extra>"),
+                row=row, col=1)
+    if losses:
+        figure.update_yaxes(type="log" if log_loss else "linear", row=1, col=1)
+    if scores:
+        figure.update_yaxes(range=[0, 1.02], row=len(rows), col=1)
+    if x == "epoch":
+        last = max((r["epoch"] for records in histories.values() for r in records), default=1)
+        figure.update_xaxes(**_epoch_ticks(last))
+    figure.update_xaxes(title=X_TITLES.get(x, x), row=len(rows), col=1)
+    figure.update_layout(title=title, margin={"l": 10, "r": 10, "t": 90, "b": 10}, height=260 + 180 * len(rows),
+                         legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.12, "yanchor": "bottom"})
+    return figure
+
+
+def runs_iou_figure(class_names: Sequence[str], ious: dict[str, Sequence[float | None]],
+                    title: str = "Per-class IoU by run"):
+    """Grouped bars: per class, one bar per run (in the run's colour); absent classes are empty."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    for k, (name, iou) in enumerate(ious.items()):
+        if len(iou) != len(class_names):
+            raise ValueError(f"run {name!r} has {len(iou)} IoU values for {len(class_names)} classes.")
+        figure.add_trace(go.Bar(x=list(class_names), y=[v if v is not None else 0.0 for v in iou], name=name,
+                                marker_color=RUN_COLOURS[k % len(RUN_COLOURS)],
+                                text=["absent" if v is None else f"{v:.2f}" for v in iou], textposition="outside",
+                                hovertemplate=f"{name}<br>%{{x}}: %{{y:.3f}}<extra></extra>"))
+    figure.update_layout(title=title, barmode="group", yaxis={"range": [0, 1.1], "title": "IoU"},
+                         margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                         legend={"orientation": "h", "y": -0.15, "yanchor": "top"})
+    return figure
+
+
+def confusion_difference_figure(a, b, class_names: Sequence[str], names: tuple[str, str] = ("A", "B"),
+                                normalize: bool = True, title: str | None = None):
+    """``b - a`` of two confusion matrices (rows = truth), row-normalised by default: blue where
+    ``b`` predicts a cell more often than ``a``, red where less. On the diagonal, blue is better."""
+    import plotly.graph_objects as go
+
+    from segnb.metrics import normalized_confusion
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"The confusion matrices differ in shape: {a.shape} and {b.shape}.")
+    if normalize:
+        a, b = normalized_confusion(a), normalized_confusion(b)
+    diff = b - a
+    limit = max(float(np.abs(diff).max()), 1e-9)
+    figure = go.Figure(go.Heatmap(
+        z=diff, x=list(class_names), y=list(class_names), colorscale="RdBu", zmid=0, zmin=-limit, zmax=limit,
+        text=[[f"{v:+.2f}" for v in row] for row in diff], texttemplate="%{text}",
+        hovertemplate=f"true %{{y}}<br>predicted %{{x}}<br>{names[1]} - {names[0]}: %{{z:+.3f}}<extra></extra>"))
+    figure.update_layout(title=title or (f"confusion difference{' (row shares)' if normalize else ''}<br>"
+                                         f"<sup>{_wrap(names[1], 60)} minus {_wrap(names[0], 60)}</sup>"),
+                         xaxis={"title": "predicted"}, yaxis={"title": "true", "autorange": "reversed"},
+                         margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return figure
+
+
+ERROR_COLOUR = (255, 0, 64)
+DISAGREE_COLOUR = (255, 221, 0)
+
+
+def _hatch(shape: tuple[int, int], spacing: int) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy + xx) % spacing == 0
+
+
+def _edges(mask: np.ndarray) -> np.ndarray:
+    edge = np.zeros(mask.shape, bool)
+    edge[1:] |= mask[1:] != mask[:-1]
+    edge[:-1] |= mask[:-1] != mask[1:]
+    edge[:, 1:] |= mask[:, 1:] != mask[:, :-1]
+    edge[:, :-1] |= mask[:, :-1] != mask[:, 1:]
+    return edge
+
+
+def prediction_grid(images: Sequence[np.ndarray], truths: Sequence[np.ndarray],
+                    preds: dict[str, Sequence[np.ndarray]], palette: np.ndarray, ignore_index: int = 255,
+                    scale: int | None = None, gap: int = 4) -> np.ndarray:
+    """One row per image: the image, its truth, each run's prediction with its errors hatched in red
+    and outlined, and (with two runs or more) where the runs disagree, in yellow. uint8 RGB.
+
+    Small images are enlarged ``scale`` times (by default to about 160 px) so a projector shows them.
+    """
+    if not images:
+        raise ValueError("prediction_grid() needs at least one image.")
+    tiles = []
+    for k, (image, truth) in enumerate(zip(images, truths, strict=True)):
+        image, truth = np.asarray(image), np.asarray(truth)
+        s = scale or max(1, int(round(160 / max(image.shape[:2]))))
+
+        def up(a, s=s):
+            return np.repeat(np.repeat(a, s, axis=0), s, axis=1)
+
+        image_s, truth_s = up(image if image.ndim == 3 else np.repeat(image[..., None], 3, 2)), up(truth)
+        row = [image_s[..., :3], overlay(image_s, truth_s, palette, 0.65, ignore_index=ignore_index)]
+        valid = truth_s != ignore_index
+        spacing = max(4, 2 * s)
+        run_preds = [up(np.asarray(p[k])) for p in preds.values()]
+        for pred in run_preds:
+            tile = overlay(image_s, pred, palette, 0.65, ignore_index=ignore_index)
+            wrong = (pred != truth_s) & valid
+            tile[wrong & _hatch(wrong.shape, spacing)] = ERROR_COLOUR
+            tile[wrong & _edges(wrong)] = ERROR_COLOUR
+            row.append(tile)
+        if len(run_preds) >= 2:
+            differ = np.zeros(truth_s.shape, bool)
+            for pred in run_preds[1:]:
+                differ |= pred != run_preds[0]
+            tile = (image_s[..., :3].astype(np.float32) * 0.35).astype(np.uint8)
+            tile[differ] = DISAGREE_COLOUR
+            row.append(tile)
+        tiles.append(row)
+    columns = len(tiles[0])
+    heights = {t.shape[:2] for row in tiles for t in row}
+    if len(heights) > 1:  # different image sizes: pad each tile to the largest
+        h, w = max(a for a, _ in heights), max(b for _, b in heights)
+        tiles = [[np.pad(t, ((0, h - t.shape[0]), (0, w - t.shape[1]), (0, 0)), constant_values=255) for t in row]
+                 for row in tiles]
+    return grid([t for row in tiles for t in row], columns=columns, gap=gap)
+
+
+def prediction_grid_figure(images, truths, preds: dict[str, Sequence[np.ndarray]], palette: np.ndarray,
+                           ignore_index: int = 255, indices: Sequence[int] | None = None,
+                           title: str = "The same validation images, predicted by each run"):
+    """:func:`prediction_grid` as a plotly figure, the columns named (image, truth, each run, disagree)."""
+    import plotly.graph_objects as go
+
+    picture = prediction_grid(images, truths, preds, palette, ignore_index=ignore_index)
+    names = ["image", "truth", *preds, *(["runs disagree"] if len(preds) >= 2 else [])]
+    columns = len(names)
+    width = picture.shape[1]
+    figure = go.Figure(go.Image(z=picture, hoverinfo="skip"))
+    for k, name in enumerate(names):
+        figure.add_annotation(x=(k + 0.5) * width / columns, y=-4, text=f"<b>{_wrap(name, 14)}</b>", showarrow=False,
+                              yanchor="bottom", font={"size": 14})
+    caption = ("red hatching: pixels the run gets wrong; yellow: where the runs disagree"
+               + (f" (validation images {', '.join(map(str, indices))})" if indices is not None else ""))
+    figure.add_annotation(xref="paper", yref="paper", x=0, y=0, yanchor="top", xanchor="left", yshift=-6,
+                          text=caption, showarrow=False, align="left")
+    figure.update_layout(title={"text": title}, xaxis={"visible": False}, yaxis={"visible": False},
+                         margin={"l": 5, "r": 5, "t": 110, "b": 50},
+                         height=int(120 + 700 * picture.shape[0] / max(picture.shape[1], 1)))
+    return figure
+
+
+def _wrap(text: str, width: int) -> str:
+    """A long run name on several lines (``<br>``), broken after ``_``, ``-`` or spaces."""
+    import re
+
+    lines, line = [], ""
+    for part in re.findall(r"[^_\- ]+[_\- ]?", str(text)) or [str(text)]:
+        if line and len(line) + len(part) > width:
+            lines.append(line)
+            line = ""
+        line += part
+    return "<br>".join([*lines, line]) if line else "<br>".join(lines)
+
+
+def table_figure(header: Sequence[str], columns: Sequence[Sequence[str]], title: str = ""):
+    """A plain table (for configuration differences) as a plotly figure."""
+    import plotly.graph_objects as go
+
+    rows = len(columns[0]) if columns else 0
+    figure = go.Figure(go.Table(header={"values": [f"<b>{h}</b>" for h in header], "align": "left",
+                                        "fill_color": "#e8eef5", "font": {"size": 14}},
+                                cells={"values": list(columns), "align": "left", "font": {"size": 13}, "height": 26}))
+    figure.update_layout(title=title, margin={"l": 10, "r": 10, "t": 40, "b": 10}, height=120 + 28 * max(rows, 1))
     return figure

@@ -28,6 +28,12 @@ except ImportError:  # pragma: no cover - hypothesis is a test dependency
     pass
 
 
+# Every fit() records a run (segnb.runs), by default under ./runs: in the tests, and in every kernel,
+# server or command they start, a temporary folder instead (the working tree stays as it was).
+TEST_RUNS = Path(tempfile.mkdtemp(prefix="segnb-tests-runs-"))
+os.environ["SEGNB_RUNS"] = str(TEST_RUNS)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _temporary_hf_cache():
     """Fail at once if a library read its cache location before this conftest set it."""
@@ -39,6 +45,7 @@ def _temporary_hf_cache():
     yield TEST_HF_HOME
     shutil.rmtree(TEST_HF_HOME, ignore_errors=True)
     shutil.rmtree(TEST_HYPOTHESIS_HOME, ignore_errors=True)
+    shutil.rmtree(TEST_RUNS, ignore_errors=True)
 
 
 def shared_data(name: str) -> Path:

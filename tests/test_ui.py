@@ -276,7 +276,7 @@ def test_classical_lab_scores_beside_the_model(state):
 
 def test_studio_tabs_presentation_and_lessons(tmp_path):
     studio = Studio()
-    assert studio.tabs.titles == ("Dataset", "Model", "Train", "Inspect", "Upsampling", "IoU", "Classical",
+    assert studio.tabs.titles == ("Dataset", "Model", "Train", "Runs", "Inspect", "Upsampling", "IoU", "Classical",
                                   "Instances", "Interactive")
     studio.presentation.value = True
     assert "segnb-presentation" in studio._dom_classes and studio.inspect.softmask.display_scale > 1
@@ -284,7 +284,7 @@ def test_studio_tabs_presentation_and_lessons(tmp_path):
     studio.dataset.load_button.click()
     studio.builder.arch.value = "fcn16s"
     studio.builder.build_button.click()
-    studio.tabs.selected_index = 3
+    studio.show_tab("Inspect")
     studio.inspect.show_button.click()
     assert studio.inspect.errors.value == "" and studio.inspect.attention.layout.display == "none"
     path = tmp_path / "lesson.json"
@@ -294,7 +294,7 @@ def test_studio_tabs_presentation_and_lessons(tmp_path):
     again = Studio()
     again.load_lesson(path)
     assert again.errors.value == ""
-    assert again.state.model.spec["arch"] == "fcn16s" and again.tabs.selected_index == 3
+    assert again.state.model.spec["arch"] == "fcn16s" and again.tab_names[again.tabs.selected_index] == "Inspect"
     assert again.state.data.describe(frequencies=False)["splits"] == studio.state.data.describe(frequencies=False)["splits"]
     path.write_text("{not json")
     again.load_lesson(path)

@@ -129,7 +129,7 @@ def train_command(args, demo: bool = False) -> int:
         history = fit(model, data, epochs=args.epochs, **settings, scheduler=args.scheduler,  # None: the config's
                       device=device, precision=args.precision, image_size=args.image_size,
                       max_minutes=args.max_minutes, checkpoint_dir=out / "checkpoints", seed=args.seed,
-                      callbacks=[_EpochPrinter(start, data.has_validation)],
+                      run=out, callbacks=[_EpochPrinter(start, data.has_validation)],
                       progress=not args.json and sys.stderr.isatty())
     except KeyboardInterrupt:  # a second Ctrl+C: stop at once
         print(f"segnb: interrupted; the last checkpoint is in {out / 'checkpoints'}", file=sys.stderr)

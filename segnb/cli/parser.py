@@ -8,6 +8,7 @@ import re
 
 from segnb.cli.commands import datasets_show, eval_command, export_command, train_command
 from segnb.cli.servers import lab_command, studio_command
+from segnb.cli.sweep import add_sweep_parser
 from segnb.train.config import DEFAULT_EPOCHS, TrainConfig
 
 __all__ = ["build_parser"]
@@ -148,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model and save it with its checkpoints")
     training_arguments(train, demo=False)
     train.set_defaults(run=train_command)
+
+    add_sweep_parser(commands, _positive_int, _positive_float)
 
     evaluation = commands.add_parser("eval", help="evaluate a saved model: per-class IoU, confusion")
     evaluation.add_argument("--model", required=True, help="a folder written by save_model or train")

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from segnb import infer, tiling
-from segnb.callbacks import Callback
+from segnb.callbacks import Callback, install_fit_hooks
 from segnb.data.base import SegmentationDataset
 from segnb.train.background import TrainingHandle
 from segnb.train.config import TrainConfig
@@ -47,7 +47,9 @@ def fit(model, data: SegmentationDataset, epochs: int | None = None, *, callback
     - ``image_size``, ``augment``, ``augment_scale``, ``cache`` (``auto``, ``device``, ``ram`` or False,
       see :mod:`segnb.data.cache`), ``num_workers``, ``eval_every``;
     - ``checkpoint_dir`` (``best`` and ``last``, each with the config), ``resume`` (a checkpoint or run
-      folder: the run continues with the options it was saved with, and those given here on top).
+      folder: the run continues with the options it was saved with, and those given here on top);
+    - ``run``: where the run is recorded (:mod:`segnb.runs`): by default ``checkpoint_dir``, else a new
+      folder under ``runs/`` (``$SEGNB_RUNS``); a folder; or False for none.
 
     Args:
         callbacks: :class:`segnb.callbacks.Callback` objects (the hook points of a run: progress, a run
@@ -67,6 +69,7 @@ def fit(model, data: SegmentationDataset, epochs: int | None = None, *, callback
     """
     if epochs is not None:
         options["epochs"] = epochs
+    run = options.pop("run", None)  # where the run is recorded (segnb.runs): by default checkpoint_dir or runs/
     if options.get("resume") is not None:
         config = TrainConfig.from_dict(saved_config(options["resume"]), **options)
     else:
@@ -76,6 +79,7 @@ def fit(model, data: SegmentationDataset, epochs: int | None = None, *, callback
     if not infer.is_instance_model(model):  # the input scale predict and evaluate apply; save_model keeps it
         model.training_input = tiling.training_input_of(data, config.image_size, *infer.normalisation(model),
                                                         augment_scale=config.augment_scale if config.augment else None)
+    install_fit_hooks(trainer, run=run, config=config.to_dict())
     if background:
         return TrainingHandle(trainer)
     return trainer.run()

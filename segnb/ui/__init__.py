@@ -22,6 +22,7 @@ _LAZY = {
     "NotebookProgress": "segnb.ui.progress",
     "NotebookRenderer": "segnb.ui.progress",
     "ResultStamp": "segnb.ui.common",
+    "RunsPanel": "segnb.ui.runs",
     "SharedState": "segnb.ui.common",
     "SoftMaskViewer": "segnb.ui.softmask_viewer",
     "Studio": "segnb.ui.studio",
@@ -31,7 +32,7 @@ _LAZY = {
 
 __all__ = [
     "AttentionViewer", "ClassicalLab", "DatasetPicker", "InspectPanel", "IoUReport", "ModelBuilder",
-    "NotebookProgress", "NotebookRenderer", "ResultStamp", "SharedState", "SoftMaskViewer", "Studio", "TrainPanel",
+    "NotebookProgress", "NotebookRenderer", "ResultStamp", "RunsPanel", "SharedState", "SoftMaskViewer", "Studio", "TrainPanel",
     "UpsamplingLab",
 ]
 
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from segnb.ui.labs import ClassicalLab, IoUReport, UpsamplingLab
     from segnb.ui.model_panel import ModelBuilder
     from segnb.ui.progress import NotebookProgress, NotebookRenderer
+    from segnb.ui.runs import RunsPanel
     from segnb.ui.softmask_viewer import SoftMaskViewer
     from segnb.ui.studio import Studio
     from segnb.ui.train_panel import TrainPanel

@@ -25,7 +25,7 @@ from segnb.widgets import asset
 
 __all__ = ["Studio", "TABS"]
 
-TABS = ("Dataset", "Model", "Train", "Inspect", "Upsampling", "IoU", "Classical", "Instances", "Interactive")
+TABS = ("Dataset", "Model", "Train", "Runs", "Inspect", "Upsampling", "IoU", "Classical", "Instances", "Interactive")
 LESSON_FORMAT = "segnb-lesson/1"
 
 
@@ -66,6 +66,7 @@ class Studio(W.VBox):
             ("Dataset", lambda: _panel("dataset_panel", "DatasetPicker")(self.state)),
             ("Model", lambda: _panel("model_panel", "ModelBuilder")(self.state)),
             ("Train", lambda: _panel("train_panel", "TrainPanel")(self.state)),
+            ("Runs", lambda: _panel("runs", "RunsPanel")(self.state, on_open=self._opened_run)),
             ("Inspect", lambda: _panel("inspect_panel", "InspectPanel")(self.state)),
             ("Upsampling", lambda: _panel("labs", "UpsamplingLab")(self.state)),
             ("IoU", lambda: _panel("labs", "IoUReport")(self.state, viewer=self.inspect.softmask)),
@@ -134,6 +135,7 @@ class Studio(W.VBox):
     dataset = property(lambda self: self.panel("Dataset"))
     builder = property(lambda self: self.panel("Model"))
     train = property(lambda self: self.panel("Train"))
+    runs = property(lambda self: self.panel("Runs"))
     inspect = property(lambda self: self.panel("Inspect"))
     upsampling = property(lambda self: self.panel("Upsampling"))
     iou = property(lambda self: self.panel("IoU"))
@@ -168,6 +170,11 @@ class Studio(W.VBox):
                 self.builder.rebuilt_note(f"Rebuilt (untrained) for the new dataset's {data.num_classes} classes: "
                                           "the Train, Inspect, IoU and Classical results of the old model are "
                                           "marked as such.")
+
+    def _opened_run(self, run) -> None:
+        """A run opened in the Runs tab: its model in the Inspect tab, showing a validation image."""
+        self.show_tab("Inspect")
+        self.inspect.show(0)
 
     def _on_model(self, change) -> None:
         if self._built_panel("IoU") is not None:
@@ -204,6 +211,8 @@ class Studio(W.VBox):
             "model": self.state.model_spec or self.builder.spec(),
             "seed": self.state.seed,
             "tab": self.tab_names[self.tabs.selected_index or 0],
+            "runs": {} if self._built_panel("Runs") is None else {
+                "folder": self.runs.folder.value, "selected": [str(Path(p).resolve()) for p in self.runs.selected]},
             "image_index": self.state.image_index,
             "presentation": self.presentation.value,
             "train": {} if train is None else {
@@ -290,6 +299,11 @@ class Studio(W.VBox):
             for name in ("temperature", "view"):
                 if name in view:
                     setattr(self.inspect.softmask, name, view[name])
+        runs = lesson.get("runs") or {}
+        if runs.get("selected"):  # the set of runs the lesson compares
+            self.runs.folder.value = runs.get("folder", self.runs.folder.value)
+            self.runs.refresh()
+            self.runs.select(runs["selected"])
         self.presentation.value = bool(lesson.get("presentation", False))
         tab = lesson.get("tab", "Dataset")
         self.show_tab(tab if tab in self.tab_names else "Dataset")

@@ -16,8 +16,10 @@ from playwright.sync_api import Locator, Page, expect
 
 from segnb.data.shapes import SHAPES_CLASSES
 
-TABS = ("Dataset", "Model", "Train", "Inspect", "Upsampling", "IoU", "Classical", "Instances", "Interactive")
+TABS = ("Dataset", "Model", "Train", "Runs", "Inspect", "Upsampling", "IoU", "Classical", "Instances",
+        "Interactive")
 PANEL = {"Dataset": ".segnb-dataset-picker", "Model": ".segnb-model-builder", "Train": ".segnb-train-panel",
+         "Runs": ".segnb-runs-panel",
          "Inspect": ".segnb-inspect-panel", "Upsampling": ".segnb-upsampling-lab", "IoU": ".segnb-iou-report",
          "Classical": ".segnb-classical-lab", "Instances": ".segnb-instance-panel",
          "Interactive": ".segnb-interactive-panel"}
@@ -53,7 +55,7 @@ JS_SMALLEST_TEXT = """root => { let small = [1e9, ''];
         if (size < small[0]) small = [size, el.tagName + ': ' + el.textContent.trim().slice(0, 40)];
     }
     return small; }"""
-MAIN_VIEW = {"Dataset": ".segnb-preview", "Model": ".segnb-stages", "Train": ".segnb-curves",
+MAIN_VIEW = {"Dataset": ".segnb-preview", "Model": ".segnb-stages", "Train": ".segnb-curves", "Runs": ".segnb-runs-curves",
              "Inspect": ".segnb-softmask-canvas", "Upsampling": ".segnb-upsampling-output",
              "IoU": ".segnb-iou-bars", "Classical": ".segnb-classical-pictures",
              "Instances": ".segnb-instances-predicted", "Interactive": ".segnb-scribble-canvas"}
