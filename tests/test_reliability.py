@@ -270,3 +270,36 @@ def test_wrong_model_options_are_clear_errors():
         build_model("unet-classic", "vgg-tiny", num_classes=2.5)
     with pytest.raises(ModelConfigError, match="fcn8s with vgg-tiny: .*'foo'.*architecture options"):
         build_model("fcn8s", "vgg-tiny", num_classes=3, foo=1)
+
+
+# ---------------------------------------------------------------- issue 27: environment
+
+
+def test_two_clones_set_up_on_one_shared_environment_each_run_their_own_code(tmp_path):
+    """Two real clones, `bash scripts/setup` in each, one shared dependency environment: a kernel
+    started in each clone's notebooks/ and each clone's `segnb` command import that clone's tree.
+    Before, the second setup re-pointed the shared environment's editable segnb to itself."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    shared = ROOT / ".venv" / ".segnb-shared"
+    if shared.is_file():  # the environment this checkout already uses: set up in seconds
+        env["SEGNB_ENV"] = shared.read_text().strip()
+    clones = [tmp_path / "first", tmp_path / "second"]
+    for clone in clones:
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=120)
+    for clone in clones:
+        done = subprocess.run(["bash", "scripts/setup"], cwd=clone, env=env, capture_output=True, text=True,
+                              timeout=1200)
+        assert done.returncode == 0, done.stderr[-2000:]
+    for clone, other in (clones, clones[::-1]):
+        kernel = subprocess.run(["../.venv/bin/python", "-c", "import segnb; print(segnb.__file__)"],
+                                cwd=clone / "notebooks", env=env, capture_output=True, text=True, timeout=120)
+        assert kernel.returncode == 0, kernel.stderr
+        assert Path(kernel.stdout.strip()) == clone / "segnb" / "__init__.py"
+        # The command, run from elsewhere: -v prints the file every module is imported from.
+        command = subprocess.run([str(clone / ".venv" / "bin" / "segnb"), "--help"], cwd=tmp_path,
+                                 env={**env, "PYTHONVERBOSE": "1"}, capture_output=True, text=True, timeout=120)
+        assert command.returncode == 0, command.stderr[-2000:]
+        assert f"{clone}/segnb/" in command.stderr and f"{other}/segnb/" not in command.stderr
