@@ -69,12 +69,12 @@ def evaluate(model, data: SegmentationDataset, split: str | None = None, batch_s
     An instance model (Mask R-CNN) gets :class:`segnb.instances.InstanceScores` instead: COCO
     mask AP, AP50 and AP75 (``mask_ap``, ``mask_ap50``, ``mask_ap75``; its ``miou`` is None).
     """
+    check_classes(model, data)  # instance models too: their labels are the dataset's class ids
     if infer.is_instance_model(model):
         from segnb.instances.train import evaluate_instances
 
         return evaluate_instances(model, data, split, batch_size, image_size, device, precision)
     split = split or data.eval_split
-    check_classes(model, data)
     total = torch.zeros(data.num_classes, data.num_classes, dtype=torch.long)
     per_image, index = [], 0
     with Inference(model, device=resolve_device(device), precision=precision) as run:

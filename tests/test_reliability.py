@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -303,3 +304,182 @@ def test_two_clones_set_up_on_one_shared_environment_each_run_their_own_code(tmp
                                  env={**env, "PYTHONVERBOSE": "1"}, capture_output=True, text=True, timeout=120)
         assert command.returncode == 0, command.stderr[-2000:]
         assert f"{clone}/segnb/" in command.stderr and f"{other}/segnb/" not in command.stderr
+
+
+# ---------------------------------------------------------------- issue 27: instances
+
+
+def _instance_folder(root, ids_of=None, n=3, class_names=("bg", "cell")):
+    """A folder with images/, masks/ and instances/: two cells per image (class 1, ids 1 and 2)."""
+    for sub in ("images", "masks", "instances"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        mask = np.zeros((16, 20), np.uint8)
+        ids = np.zeros((16, 20), np.uint16)
+        mask[2:6, 2:6], ids[2:6, 2:6] = 1, 1
+        mask[8:12, 10:18], ids[8:12, 10:18] = 1, 2
+        if ids_of is not None:
+            mask, ids = ids_of(mask, ids)
+        Image.fromarray(np.full((16, 20, 3), 40 * i, np.uint8)).save(root / "images" / f"a{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"a{i}.png")
+        Image.fromarray(ids).save(root / "instances" / f"a{i}.png")
+    return root
+
+
+def test_mask_rcnn_evaluated_on_a_dataset_with_other_classes_is_refused():
+    """Before, an instance model skipped the class check and returned AP NaN (or 0) on any dataset."""
+    import segnb
+    from segnb.errors import SegnbError
+
+    data = load_shapes(n=12, size=64, seed=0)
+    model = build_model("maskrcnn", "test_resnet", class_names=data.class_names, things=data.things)
+    other = data.with_labels(num_classes=len(data.class_names) + 1)
+    with pytest.raises(SegnbError, match="predicts 7 classes but the dataset 'shapes' has 8"):
+        segnb.evaluate(model, other)
+
+
+def test_instance_id_255_of_a_thing_is_kept():
+    """The class and the instance id ride through the transform as one number; id 255 of class 0
+    equalled the padding value 255 and the object vanished from the targets."""
+    from segnb.data import SegTransform
+    from segnb.instances.targets import InstanceSplit
+
+    class Split:
+        name, has_instances = "train", True
+
+        def __len__(self):
+            return 1
+
+        def get(self, index, instances=False):
+            mask = np.ones((12, 12), np.int64)
+            ids = np.zeros((12, 12), np.int64)
+            mask[2:8, 2:8], ids[2:8, 2:8] = 0, 255  # class 0 is the thing here
+            return np.zeros((12, 12, 3), np.uint8), mask, ids
+
+    class Data:
+        ignore_index = 255
+
+        def __getitem__(self, name):
+            return Split()
+
+    _, target = InstanceSplit(Data(), "train", SegTransform(), thing_ids=[0])[0]
+    assert target["labels"].tolist() == [0] and int(target["masks"].sum()) == 36
+    # Halved, then padded from 6x6 to 16x16: the padding is no object, the object is still there.
+    padding = SegTransform(size=16, train=True, scale=(0.5, 0.5), hflip=False)
+    _, target = InstanceSplit(Data(), "train", padding, thing_ids=[0])[0]
+    assert target["labels"].tolist() == [0] and 0 < int(target["masks"].sum()) <= 16
+
+
+def test_coco_categories_outside_the_classes_are_counted_in_a_warning(tmp_path):
+    import json
+
+    _instance_folder(tmp_path)
+    for child in (tmp_path / "instances").iterdir():
+        child.unlink()
+    (tmp_path / "instances").rmdir()
+    images = [{"id": i, "file_name": f"a{i}.png", "height": 16, "width": 20} for i in range(3)]
+    annotations = [{"id": 10 * i + k, "image_id": i, "category_id": category,
+                    "segmentation": [[2, 2, 6, 2, 6, 6, 2, 6]] if k == 0 else [[10, 8, 18, 8, 18, 12, 10, 12]]}
+                   for i in range(3) for k, category in enumerate((1, 7))]
+    coco = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "cell"},
+                                                                         {"id": 7, "name": "dog"}]}
+    (tmp_path / "instances.json").write_text(json.dumps(coco))
+    with pytest.warns(UserWarning, match=r"3 annotations have a category_id that is no class.*7 \(dog\): 3"):
+        load_dataset(tmp_path, class_names=["bg", "cell"], things=["cell"], val_fraction=0)
+    coco["annotations"] = [a for a in annotations if a["category_id"] == 1]
+    (tmp_path / "instances.json").write_text(json.dumps(coco))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_dataset(tmp_path, class_names=["bg", "cell"], things=["cell"], val_fraction=0)
+
+
+def test_instance_maps_that_do_not_match_the_masks_are_counted_and_empty_ones_refused(tmp_path):
+    import segnb
+
+    def shifted(mask, ids):  # the second object's id drawn on background: it was dropped silently
+        ids[ids == 2] = 0
+        ids[12:16, 0:8] = 2
+        return mask, ids
+
+    data = load_dataset(_instance_folder(tmp_path / "shifted", shifted), class_names=["bg", "cell"],
+                        things=["cell"], val_fraction=0)
+    model = build_model("maskrcnn", "test_resnet", class_names=data.class_names, things=["cell"])
+    with pytest.warns(UserWarning, match=r"do not match the semantic masks: 3 of 6 objects lie on no thing class.*96 of 144 thing pixels"):
+        segnb.evaluate(model, data)
+
+    def empty(mask, ids):
+        return mask, np.zeros_like(ids)
+
+    data = load_dataset(_instance_folder(tmp_path / "empty", empty), class_names=["bg", "cell"],
+                        things=["cell"], val_fraction=0)
+    with pytest.raises(DatasetError, match="split 'train' has no objects of the things \\['cell'\\]"):
+        segnb.evaluate(model, data)
+    history_before = getattr(model, "history", None)
+    with pytest.raises(DatasetError, match="no objects"):
+        fit(model, data, epochs=1, batch_size=2, progress=False)
+    assert getattr(model, "history", None) is history_before
+    # Matching maps: no warning.
+    import warnings
+
+    data = load_dataset(_instance_folder(tmp_path / "good"), class_names=["bg", "cell"], things=["cell"],
+                        val_fraction=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        segnb.evaluate(model, data)
+
+
+# ---------------------------------------------------------------- issue 27: inputs
+
+
+def test_predict_reads_grey_rgba_16_bit_and_float_images_as_the_datasets_do():
+    """Before: grey (H, W) failed in permute, RGBA with a tensor-size message, and a float image
+    in 0..1 was divided by 255 a second time (a black picture to the model)."""
+    import segnb
+    from segnb.errors import InputError
+
+    data = load_shapes(n=8, size=32, seed=0)
+    model = build_model("fcn8s", "vgg-tiny", class_names=data.class_names)
+    image = data["train"][0][0]
+    grey = image.mean(2).round().astype(np.uint8)
+
+    def probs(x):
+        return segnb.predict(model, x).probs
+
+    reference, grey_reference = probs(image), probs(np.repeat(grey[:, :, None], 3, axis=2))
+    same = {
+        "float 0..1": image / 255.0, "float 0..255": image.astype(np.float64), "16-bit": image.astype(np.uint16) * 257,
+        "RGBA": np.concatenate([image, np.full((*image.shape[:2], 1), 255, np.uint8)], axis=2),
+        "float32 0..1 RGBA": np.concatenate([image, np.zeros((*image.shape[:2], 1), np.uint8)], 2).astype(np.float32) / 255,
+    }
+    for name, x in same.items():
+        assert torch.allclose(probs(x), reference, atol=1e-5), name
+    for name, x in {"grey": grey, "grey (H, W, 1)": grey[:, :, None], "grey float": grey / 255.0}.items():
+        assert torch.allclose(probs(x), grey_reference, atol=1e-5), name
+    assert not torch.allclose(reference, probs(image // 4))  # the comparison can tell images apart
+    for bad, message in [(image.astype(np.float32) - 128, "float pixel values run from -128 to"),
+                         (image * 2.0, "neither"), (np.full((8, 8, 3), np.nan), "NaN"),
+                         (np.zeros((0, 4, 3), np.uint8), "empty"), (np.zeros((4, 4, 5), np.uint8), r"\(4, 4, 5\)"),
+                         (torch.zeros(3, 8, 8, dtype=torch.uint8), "normalised float image"),
+                         (np.zeros((2, 2, 2, 2, 3)), "shape")]:
+        with pytest.raises(InputError, match=message):
+            segnb.predict(model, bad)
+
+
+def test_panoptic_merge_refuses_detection_masks_of_another_size():
+    """Before, 16x16 masks against an 8x8 semantic map were reshaped into garbage."""
+    from segnb.errors import InputError
+    from segnb.instances.panoptic import panoptic_merge
+
+    semantic = np.zeros((8, 8), np.int64)
+    masks = np.zeros((1, 1, 16, 16), np.float32)
+    masks[0, 0, :8, :8] = 1  # the top-left quarter of the 16x16 image: reshaped, it was half the map
+    detections = {"masks": masks, "scores": np.array([0.9]), "labels": np.array([3])}
+    with pytest.raises(InputError, match="detection masks are 16x16 but the semantic map is 8x8"):
+        panoptic_merge(semantic, detections, things=[3], stuff=[0])
+    detections["masks"] = masks[:, :, ::2, ::2]  # the same image at 8x8
+    classes, ids = panoptic_merge(semantic, detections, things=[3], stuff=[0], min_stuff_area=1)
+    assert (classes[:4, :4] == 3).all() and (ids[:4, :4] == 1).all() and (classes[4:, 4:] == 0).all()
+    with pytest.raises(InputError, match="things must be a list of class ids"):
+        panoptic_merge(semantic, detections, things="cell", stuff=[0])

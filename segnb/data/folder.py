@@ -217,16 +217,17 @@ def load_folder(
     has_instances = attach_instances(root, splits, instances)
     probe = splits.get("train") or next(iter(splits.values()))
 
-    first_mask = _open_mask(probe.pairs[0][1])
-    palette = None
-    if first_mask.mode == "P" and first_mask.getpalette():
-        palette = np.array(first_mask.getpalette()[: 3 * 256], np.uint8).reshape(-1, 3)
+    with _open_mask(probe.pairs[0][1]) as first_mask:
+        palette = None
+        if first_mask.mode == "P" and first_mask.getpalette():
+            palette = np.array(first_mask.getpalette()[: 3 * 256], np.uint8).reshape(-1, 3)
+        first_mode = first_mask.mode
     lossy = any(m.suffix.lower() in LOSSY_SUFFIXES for p in pairs.values() for _, m in p)
     known_names = class_names or read_class_names(root) or _class_dict_names(root)
     _, binary, num_classes, guessed = settle_labels(
         probe, splits, class_names=known_names, num_classes=num_classes, ignore_index=ignore_index,
         binary=binary, reduce_labels=reduce_labels, lossy=lossy, lossy_masks=lossy_masks,
-        palette_masks=first_mask.mode == "P", color_map=cmap,
+        palette_masks=first_mode == "P", color_map=cmap,
     )
     notes += guessed
 
@@ -239,6 +240,10 @@ def load_folder(
         ]
     if num_classes is not None and num_classes != len(class_names):
         raise DatasetError(f"num_classes={num_classes} but {len(class_names)} class names were given.")
+    if has_instances:
+        from segnb.instances.sources import check_coco_categories
+
+        check_coco_categories(splits, list(class_names))
     return SegmentationDataset(
         splits=splits,
         class_names=list(class_names),

@@ -36,7 +36,8 @@ class InstanceTrainer(Trainer):
     """
 
     def __init__(self, model, data, *args, **kwargs):
-        check_instance_data(data, getattr(model, "things", data.class_names))
+        check_instance_data(data, getattr(model, "things", data.class_names),
+                            splits=dict.fromkeys([data.train_split, data.eval_split]))
         self._thing_ids = list(getattr(model, "thing_ids", range(data.num_classes)))
         self._term_sums: dict[str, torch.Tensor] = {}
         self._term_count = 0
@@ -131,7 +132,7 @@ def evaluate_instances(model, data, split: str | None = None, batch_size: int = 
     from segnb.device import resolve_device
 
     split = split or data.eval_split
-    check_instance_data(data, getattr(model, "things", data.class_names))
+    check_instance_data(data, getattr(model, "things", data.class_names), splits=[split])
     with Inference(model, device=resolve_device(device), precision=precision) as run:
         transform = SegTransform(size=image_size, train=False, mean=run.mean, std=run.std,
                                  ignore_index=data.ignore_index)
