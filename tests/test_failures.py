@@ -536,3 +536,46 @@ def test_resume_restores_the_cuda_random_state(monkeypatch):
     saved["rng.cuda.1"] = fake + 1  # written on two GPUs, resumed on one
     restore_rng_state(saved)
     assert len(restored) == 1 and torch.equal(restored[0][0], fake) and restored[0][1] == 0
+
+
+# ---------------------------------------------------------------- issue 27
+
+
+class Boundaries(Callback):
+    """Keeps the model's state at every step boundary (on_step_end runs between two steps)."""
+
+    def __init__(self):
+        self.states = []
+
+    def on_step_end(self, trainer):
+        self.states.append(_state(trainer.unwrapped))
+
+
+def test_save_model_during_a_background_fit_saves_the_weights_from_between_two_steps(data, tmp_path):
+    """Before, save_model read the state in the middle of a step: batch-norm statistics already
+    moved by the forward pass, parameters not yet stepped (31 of 40 saves)."""
+    from safetensors.torch import load_file
+
+    from segnb.models import save_model
+
+    model, boundaries, mid_step, saving = _model(data), Boundaries(), threading.Event(), threading.Event()
+    forward, calls = model.forward, []
+
+    def forward_that_lingers(x):
+        out = forward(x)  # batch-norm statistics have moved; the optimizer has not stepped yet
+        calls.append(model.training)
+        if model.training and calls.count(True) == 3:
+            mid_step.set()
+            saving.wait(10)
+            time.sleep(0.3)  # time for save_model to read a half-done step
+        return out
+
+    model.forward = forward_that_lingers
+    handle = fit(model, data, epochs=1, batch_size=8, callbacks=[boundaries], background=True, progress=False)
+    assert mid_step.wait(60)
+    saving.set()
+    folder = save_model(model, tmp_path / "saved")
+    handle.wait()
+    saved = load_file(str(folder / "model.safetensors"))
+    assert any(all(torch.equal(saved[k], state[k].cpu()) for k in saved) for state in boundaries.states)
+    assert any("running_mean" in k for k in saved)  # the model has batch-norm statistics to get wrong
