@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import nan_loss, small_gpu, tiny_model
+from PIL import Image
 
 from segnb import inspect as ins
 from segnb.callbacks import Callback
@@ -579,3 +580,35 @@ def test_save_model_during_a_background_fit_saves_the_weights_from_between_two_s
     saved = load_file(str(folder / "model.safetensors"))
     assert any(all(torch.equal(saved[k], state[k].cpu()) for k in saved) for state in boundaries.states)
     assert any("running_mean" in k for k in saved)  # the model has batch-norm statistics to get wrong
+
+
+def _two_class_folder(root, n=6, size=32):
+    rng = np.random.default_rng(0)
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        mask = np.zeros((size, size), np.uint8)
+        mask[rng.integers(0, size // 2):, rng.integers(0, size // 2):] = 1
+        picture = np.where(mask[:, :, None] == 1, 200, 40) + rng.integers(0, 30, (size, size, 3))
+        Image.fromarray(picture.astype(np.uint8)).save(root / "images" / f"p{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"p{i}.png")
+    return root
+
+
+def test_masks_rewritten_on_disk_are_decoded_again_not_served_from_the_cache(tmp_path):
+    """Before, a second fit(cache="ram") trained and validated on the old masks while evaluate used
+    the new ones. The decoded cache is keyed by each file's identity (inode, size, times)."""
+    from segnb.data import load_dataset
+
+    root = _two_class_folder(tmp_path)
+    data = load_dataset(root, class_names=["bg", "fg"], val_fraction=0.5)
+    model = _model(data)
+    fit(model, data, epochs=1, batch_size=4, cache="ram", progress=False)
+    for path in (root / "masks").iterdir():  # the labels swapped: every old score is wrong now
+        mask = np.asarray(Image.open(path))
+        Image.fromarray((1 - mask).astype(np.uint8)).save(path)
+    history = fit(model, data, epochs=1, batch_size=4, cache="ram", progress=False)
+    report = evaluate(model, data)
+    assert history.last("miou") == pytest.approx(report.miou, abs=1e-3)
+    flipped = load_dataset(root, class_names=["bg", "fg"], val_fraction=0.5)
+    assert np.array_equal(flipped["validation"][0][1], data["validation"][0][1])

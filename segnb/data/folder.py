@@ -13,6 +13,7 @@ Images and masks pair by file stem (a mask may add ``_mask``, ``_label``, ``_L``
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -136,6 +137,18 @@ class _FileSplit(Split):
     def map_values(self, values):
         values = remap_labels(apply_lut(values, self.lut), self.reduce_labels, self.binary, self.ignore_index)
         return super().map_values(values)
+
+    def identity(self) -> tuple:
+        """Each file's inode, size, modification and change time: the decoded cache is keyed by it."""
+        found = []
+        for pair in self.pairs:
+            for path in pair:
+                try:
+                    st = os.stat(path)
+                    found.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+                except OSError:
+                    found.append(None)
+        return tuple(found)
 
     def label(self, index: int) -> str:
         image, mask = self.pairs[index]
