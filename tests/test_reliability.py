@@ -11,6 +11,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from test_interactive import tiny_sam  # noqa: F401  (a fixture: a tiny SAM folder)
 
 from segnb.cli import main
 from segnb.data import load_dataset, load_shapes
@@ -483,3 +484,117 @@ def test_panoptic_merge_refuses_detection_masks_of_another_size():
     assert (classes[:4, :4] == 3).all() and (ids[:4, :4] == 1).all() and (classes[4:, 4:] == 0).all()
     with pytest.raises(InputError, match="things must be a list of class ids"):
         panoptic_merge(semantic, detections, things="cell", stuff=[0])
+
+
+# ---------------------------------------------------------------- issue 27: interactive tools and SAM
+
+
+def _disk_picture(dtype_of=None):
+    """A bright disk on a dark, noisy background, and its truth."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:48, :64]
+    truth = (yy - 24) ** 2 + (xx - 30) ** 2 < 14 ** 2
+    image = np.where(truth[:, :, None], 190, 50) + rng.integers(0, 40, (48, 64, 3))
+    return image.astype(np.uint8), truth
+
+
+SCRIBBLES = [{"label": 1, "size": 3, "points": [30, 24, 34, 26]}, {"label": 2, "size": 3, "points": [3, 3, 60, 3]}]
+
+
+def test_interactive_tools_read_16_bit_float_and_grey_images_as_the_datasets_do():
+    """Before, the random walker's IoU fell from 1.0 to 0.30 on the same picture stored as 16 bits,
+    graph cut to 0.50, and the click model took raw 0-65535 values."""
+    from segnb.interactive import (
+        ClickModel,
+        RandomWalkerClicks,
+        graph_cut_segment,
+        iou,
+        random_walker_segment,
+    )
+
+    image, truth = _disk_picture()
+    stored = {"16-bit": image.astype(np.uint16) * 257, "float 0..1": image / 255.0,
+              "float 0..255": image.astype(np.float32), "RGBA": np.dstack([image, np.full(truth.shape, 255, np.uint8)])}
+    walker = random_walker_segment(image, SCRIBBLES) == 1
+    cut = graph_cut_segment(image, SCRIBBLES)
+    assert iou(walker, truth) > 0.9 and iou(cut, truth) > 0.9
+    torch.manual_seed(0)
+    clicks, model = [(30, 24, True)], ClickModel()
+    probability = model.predict(image, clicks)
+    for name, picture in stored.items():
+        assert np.array_equal(random_walker_segment(picture, SCRIBBLES) == 1, walker), name
+        assert np.array_equal(graph_cut_segment(picture, SCRIBBLES), cut), name
+        assert np.allclose(model.predict(picture, clicks), probability, atol=1e-6), name
+        assert np.array_equal(RandomWalkerClicks().predict(picture, clicks), RandomWalkerClicks().predict(image, clicks))
+    grey = image.mean(2).round().astype(np.uint8)
+    for picture in (grey, grey[:, :, None], grey.astype(np.uint16) * 257):
+        assert np.array_equal(random_walker_segment(picture, SCRIBBLES), random_walker_segment(grey, SCRIBBLES))
+
+
+def test_strokes_and_clicks_with_nan_or_huge_values_get_a_sentence():
+    """Before: a NaN stroke point gave an IndexError, a brush of 1e6 px tried to allocate 58 TiB,
+    and a NaN click returned an all-NaN map."""
+    import time
+
+    from segnb.errors import InputError
+    from segnb.interactive import ClickModel, click_maps, random_walker_segment, rasterize_strokes
+
+    image, truth = _disk_picture()
+    with pytest.raises(InputError, match="stroke 0: its points hold NaN"):
+        random_walker_segment(image, [{"label": 1, "size": 3, "points": [float("nan"), 4]}, SCRIBBLES[1]])
+    with pytest.raises(InputError, match="brush size nan"):
+        rasterize_strokes([{"label": 1, "size": float("nan"), "points": [1, 1]}], (8, 8))
+    start = time.perf_counter()
+    seeds = rasterize_strokes([{"label": 2, "size": 1e6, "points": [3, 3]}], (48, 64))
+    assert (seeds == 2).all() and time.perf_counter() - start < 5  # covers the image, at once
+    for click in [(float("nan"), 3, True), (3, float("inf"), True), (500, 3, True), ("a", 3, True), (1, 2)]:
+        with pytest.raises(InputError, match="click 0"):
+            ClickModel().predict(image, [click])
+    maps = click_maps([(64, 48, True)], (48, 64))  # the far edge, as a canvas reports it: the last pixel
+    assert maps[0, 47, 63] == 1 and np.isfinite(maps).all()
+
+
+def test_sam_refuses_another_models_folder_pickles_and_damaged_weights(tiny_sam, tmp_path):  # noqa: F811
+    """Before: a folder whose config.json was a ViT's loaded as a random SAM (0.5 everywhere, said only
+    in log lines); pytorch_model.bin was unpickled; a truncated file gave a raw SafetensorError."""
+    import json
+    import shutil
+
+    import transformers
+    from safetensors.torch import load_file, save_file
+
+    from segnb.errors import CheckpointError
+    from segnb.interactive import SamSegmenter
+
+    def copy(name):
+        folder = tmp_path / name
+        shutil.copytree(tiny_sam, folder)
+        return folder
+
+    vit = copy("vit")
+    (vit / "config.json").write_text(json.dumps(transformers.ViTConfig().to_dict()))
+    with pytest.raises(CheckpointError, match="describes a vit, not a SAM"):
+        SamSegmenter(vit)
+    pickled = copy("pickled")
+    torch.save(load_file(str(pickled / "model.safetensors")), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="never unpickles pytorch_model.bin") as error:
+        SamSegmenter(pickled)
+    assert "weights_only=False" not in str(error.value)
+    truncated = copy("truncated")
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated or damaged"):
+        SamSegmenter(truncated)
+    state = load_file(str(tiny_sam / "model.safetensors"))
+    missing = copy("missing")
+    save_file({k: v for k, v in state.items() if "mask_decoder" not in k}, str(missing / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="does not hold the weights.*missing"):
+        SamSegmenter(missing)
+    extra = copy("extra")
+    save_file({**state, "somewhere.else.weight": torch.zeros(2)}, str(extra / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="does not hold the weights.*unexpected"):
+        SamSegmenter(extra)
+    sam = SamSegmenter(tiny_sam)  # the intact folder still loads and answers in the image's shape
+    assert sam.predict(np.full((1, 1, 3), 128, np.uint8), [(0, 0, True)]).shape == (1, 1)
+    assert sam.predict(np.full((3, 5), 0.5), [(2, 1, True)]).shape == (3, 5)
