@@ -598,3 +598,71 @@ def test_sam_refuses_another_models_folder_pickles_and_damaged_weights(tiny_sam,
     sam = SamSegmenter(tiny_sam)  # the intact folder still loads and answers in the image's shape
     assert sam.predict(np.full((1, 1, 3), 128, np.uint8), [(0, 0, True)]).shape == (1, 1)
     assert sam.predict(np.full((3, 5), 0.5), [(2, 1, True)]).shape == (3, 5)
+
+
+# ---------------------------------------------------------------- issue 27: lessons
+
+
+def test_a_lesson_restore_that_fails_keeps_the_trained_model(tmp_path):
+    """Before, a restore that failed half-way (another model's weights, a dataset with other classes,
+    epochs "abc") had already replaced the trained model with an untrained one; a missing key said
+    only 'model' and an unknown architecture 'Invalid selection: value not found'."""
+    import html
+    import json
+
+    from safetensors.torch import save_file
+
+    from segnb.ui import Studio
+
+    studio = Studio()
+    studio.dataset.size.value = 40
+    studio.dataset.load_button.click()
+    studio.builder.build_button.click()
+    studio.train.epochs.value = 1
+    studio.train.start_button.click()
+    studio.train.handle.wait(300)
+    path = tmp_path / "class.json"
+    studio.save_lesson(path)
+    good = json.loads(path.read_text())
+    model, history, data = studio.state.model, studio.state.history, studio.state.data
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+
+    other = build_model("fcn8s", "vgg-tiny", class_names=data.class_names)
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(tmp_path / "other.safetensors"))
+    three = tmp_path / "three"
+    for sub in ("images", "masks"):
+        (three / sub).mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(np.full((16, 16, 3), 60 * i, np.uint8)).save(three / "images" / f"{i}.png")
+        Image.fromarray((np.arange(256).reshape(16, 16) % 3).astype(np.uint8)).save(three / "masks" / f"{i}.png")
+
+    def edited(**changes):
+        lesson = json.loads(json.dumps(good))
+        for key, value in changes.items():
+            where, _, name = key.rpartition("__")
+            target = lesson[where] if where else lesson
+            if value is None:
+                del target[name]
+            else:
+                target[name] = value
+        return lesson
+
+    cases = {
+        "other weights": (edited(weights="other.safetensors"), "does not fit the lesson's model"),
+        "three classes": (edited(dataset={"source": str(three), "options": {}}), "names 7 classes but its dataset"),
+        "epochs abc": (edited(train__epochs="abc"), "epochs is 'abc'; it must be a whole number"),
+        "no model": (edited(model=None), "no 'model' entry"),
+        "unknown arch": (edited(model__arch="nosuch"), "architecture 'nosuch' is not one the Studio builds"),
+    }
+    for name, (lesson, message) in cases.items():
+        path.write_text(json.dumps(lesson))
+        studio.load_lesson(path)
+        shown = html.unescape(studio.errors.value)
+        assert message in shown, (name, shown)
+        assert "Invalid selection" not in shown and "not restored" in studio.lesson_status.value
+        assert studio.state.model is model and studio.state.history is history and studio.state.data is data, name
+        assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items()), name
+    path.write_text(json.dumps(good))
+    studio.load_lesson(path)  # the intact lesson still restores
+    assert studio.errors.value == "" and "Restored" in studio.lesson_status.value
+    assert studio.state.history is not None and studio.state.model is not model
