@@ -666,3 +666,48 @@ def test_a_lesson_restore_that_fails_keeps_the_trained_model(tmp_path):
     studio.load_lesson(path)  # the intact lesson still restores
     assert studio.errors.value == "" and "Restored" in studio.lesson_status.value
     assert studio.state.history is not None and studio.state.model is not model
+
+
+# ---------------------------------------------------------------- issue 27: servers
+
+
+@pytest.mark.parametrize("command", ["lab", "studio"])
+def test_servers_print_the_port_really_served_and_refuse_bad_addresses(command, monkeypatch, capsys):
+    """Before: on a busy port the server moved to the next one while the busy port's URL (with the
+    token) was printed; --port 0 and 70000 were printed as given; --port -5 and --ip 999.1.1.1
+    ended in a traceback."""
+    import os
+    import socket
+    import subprocess
+
+    started = []
+
+    class Child:
+        def __init__(self, args, env=None, **kwargs):
+            started.append(args)
+
+        def wait(self, timeout=None):
+            return 0
+
+        poll = wait
+
+    monkeypatch.setattr(subprocess, "Popen", Child)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main([command, "--port", str(port)]) == 2
+        out, err = capsys.readouterr()
+        assert f"port {port} on 127.0.0.1 is in use" in err and "token=" not in out + err and not started
+    assert main([command, "--port", "0"]) == 0
+    out = capsys.readouterr().out
+    served = int(re.search(r"http://127\.0\.0\.1:(\d+)/", out).group(1))
+    args = " ".join(started[-1])
+    assert served > 0 and f"port={served}" in args and "port_retries=0" in args  # never moves elsewhere
+    for bad, message in [(["--port", "70000"], "not a port number"), (["--port", "-5"], "not a port number"),
+                         (["--ip", "999.1.1.1"], "not an address of this machine")]:
+        started.clear()
+        assert main([command, *bad]) == 2
+        out, err = capsys.readouterr()
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err and not started
