@@ -49,9 +49,16 @@ class CrossEntropy(nn.Module):
         self.register_buffer("weight", weight if weight is not None else None, persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if (target != self.ignore_index).sum() == 0:  # a batch of void only: no signal, not NaN
-            return logits.sum() * 0.0
-        return F.cross_entropy(logits.float(), target, weight=self.weight, ignore_index=self.ignore_index)
+        """The mean over the pixels that are not void (weighted by their class's weight), as
+        ``F.cross_entropy``; a batch of void only gives 0, not NaN, without asking the host."""
+        total = F.cross_entropy(logits.float(), target, weight=self.weight, ignore_index=self.ignore_index,
+                                reduction="sum")
+        valid = target != self.ignore_index
+        if self.weight is None:
+            count = valid.sum()
+        else:  # each pixel counts its class's weight (void pixels read class 0's, then count 0)
+            count = (self.weight[torch.where(valid, target, 0)] * valid).sum()
+        return total / count.clamp(min=1e-12)
 
 
 class Sum(nn.Module):

@@ -95,7 +95,7 @@ def train_command(args, demo: bool = False) -> int:
     from segnb.errors import SegnbError
     from segnb.models import build_model, save_model
     from segnb.models.registry import get_architecture
-    from segnb.train import evaluate, fit, resolve_device
+    from segnb.train import TrainConfig, evaluate, fit, resolve_device
 
     start = time.monotonic()
     data_options = parse_options(args.data_option)
@@ -111,8 +111,9 @@ def train_command(args, demo: bool = False) -> int:
         model = build_model(args.arch, args.encoder, class_names=data.class_names, pretrained=args.pretrained,
                             things=data.things)
     else:
-        settings = {"lr": args.lr or (1e-2 if demo else 1e-3), "batch_size": args.batch_size or 16,
-                    "loss": args.loss or ("weighted_ce" if demo else "ce")}
+        settings = {"lr": args.lr or (1e-2 if demo else TrainConfig.lr),
+                    "batch_size": args.batch_size or TrainConfig.batch_size,
+                    "loss": args.loss or ("weighted_ce" if demo else TrainConfig.loss)}
         model = build_model(args.arch, args.encoder or "vgg-tiny", class_names=data.class_names,
                             pretrained=args.pretrained)
     _check_image_size(args.image_size, model)
@@ -123,10 +124,9 @@ def train_command(args, demo: bool = False) -> int:
           f"device {device}, {torch.get_num_threads()} threads", file=sys.stderr)
     out = Path(args.out)
     try:
-        epochs = args.epochs if args.epochs is not None else (None if args.max_minutes else 10)
-        history = fit(model, data, epochs=epochs, **settings, scheduler=args.scheduler,
+        history = fit(model, data, epochs=args.epochs, **settings, scheduler=args.scheduler,  # None: the config's
                       device=device, precision=args.precision, image_size=args.image_size,
-                      max_minutes=args.max_minutes, checkpoint_dir=out / "checkpoints", seed=args.seed or 0,
+                      max_minutes=args.max_minutes, checkpoint_dir=out / "checkpoints", seed=args.seed,
                       callbacks=[_EpochPrinter(start, data.has_validation)],
                       progress=not args.json and sys.stderr.isatty())
     except KeyboardInterrupt:  # a second Ctrl+C: stop at once

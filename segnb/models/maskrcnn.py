@@ -105,7 +105,7 @@ class MaskRCNNModel(nn.Module):
         from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
         from torchvision.ops import MultiScaleRoIAlign
 
-        things = list(class_names) if things is None else list(things)
+        things = list(class_names) if things is None else [things] if isinstance(things, str) else list(things)
         unknown = [t for t in things if t not in class_names]
         if unknown or not things:
             raise ModelConfigError(f"things={things} must be a non-empty subset of the classes {class_names}.")
@@ -144,11 +144,11 @@ class MaskRCNNModel(nn.Module):
         return len(self.class_names)
 
     @property
-    def trainer_class(self):
-        """The :class:`segnb.train.Trainer` subclass ``fit()`` uses for this model."""
-        from segnb.instances.train import InstanceTrainer
+    def training_task(self):
+        """What ``fit()`` trains this model with (:class:`segnb.train.Task`): loss dict, loaders, mask AP."""
+        from segnb.instances.train import InstanceTask
 
-        return InstanceTrainer
+        return InstanceTask
 
     def forward(self, images, targets: list[dict] | None = None):
         """Normalised images ``(B, 3, H, W)`` (or a list of ``(3, H, W)``); targets while training."""

@@ -9,6 +9,7 @@ import ipywidgets as W
 
 from segnb.callbacks import Callback, ProgressCallback
 from segnb.progress import ProgressState, format_duration
+from segnb.train.config import TrainConfig
 from segnb.ui.common import (
     ErrorBox,
     PlotView,
@@ -61,6 +62,8 @@ class _PanelRenderer(ThrottledRenderer):
         self.panel._progress(state)
 
 
+# The panel's settings for a live lesson (short, a larger lr, class weights); every other option is fit's own.
+LIVE = TrainConfig(epochs=3, lr=1e-2, loss="weighted_ce", max_minutes=5.0)
 IMAGE_SIZES = [("as stored", 0), ("64 px", 64), ("96 px", 96), ("128 px", 128), ("192 px", 192),
                ("256 px", 256), ("384 px", 384), ("512 px", 512)]
 LIVE_SIZE = 128  # the default for images larger than this: steps of about a second on a laptop CPU
@@ -93,14 +96,14 @@ class TrainPanel(W.VBox):
         self.steps: list[tuple[float, float]] = []  # (epoch as a fraction, training loss) while it trains
         self._epochs_planned = None
         self._last_curve_draw = 0.0
-        self.epochs = W.BoundedIntText(3, min=1, max=1000, description="epochs")
-        self.batch_size = W.BoundedIntText(16, min=1, max=1024, description="batch size")
+        self.epochs = W.BoundedIntText(LIVE.epochs, min=1, max=1000, description="epochs")
+        self.batch_size = W.BoundedIntText(LIVE.batch_size, min=1, max=1024, description="batch size")
         self.image_size = W.Dropdown(options=IMAGE_SIZES, value=0, description="image size")
         self.image_size.add_class("segnb-image-size")
-        self.lr = W.FloatLogSlider(value=1e-2, base=10, min=-5, max=0, step=0.25, description="learning rate",
+        self.lr = W.FloatLogSlider(value=LIVE.lr, base=10, min=-5, max=0, step=0.25, description="learning rate",
                                    style={"description_width": "initial"})
-        self.loss = W.Dropdown(options=list(LOSSES), value="weighted_ce", description="loss")
-        self.max_minutes = W.BoundedFloatText(5.0, min=0.05, max=10_000, description="max minutes",
+        self.loss = W.Dropdown(options=list(LOSSES), value=LIVE.loss, description="loss")
+        self.max_minutes = W.BoundedFloatText(LIVE.max_minutes, min=0.05, max=10_000, description="max minutes",
                                               style={"description_width": "initial"})
         self.log_loss = W.Checkbox(True, description="loss on a log scale")
         self.log_loss.add_class("segnb-log-loss")
