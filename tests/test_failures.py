@@ -612,3 +612,49 @@ def test_masks_rewritten_on_disk_are_decoded_again_not_served_from_the_cache(tmp
     assert history.last("miou") == pytest.approx(report.miou, abs=1e-3)
     flipped = load_dataset(root, class_names=["bg", "fg"], val_fraction=0.5)
     assert np.array_equal(flipped["validation"][0][1], data["validation"][0][1])
+
+
+def _mixed_size_folder(root, instances=False):
+    rng = np.random.default_rng(0)
+    for sub in ("images", "masks") + (("instances",) if instances else ()):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i, (h, w) in enumerate([(24, 24), (32, 20), (24, 24), (32, 20), (24, 24), (32, 20)]):
+        mask = np.zeros((h, w), np.uint8)
+        mask[4:12, 4:12] = 1
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / "images" / f"m{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"m{i}.png")
+        if instances:
+            Image.fromarray(mask).save(root / "instances" / f"m{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("cache", ["auto", False])
+def test_mixed_image_sizes_are_refused_before_the_first_step_with_the_fix(tmp_path, cache):
+    """Before, a folder of mixed sizes with batch_size=4 and no image_size ended in torch's raw
+    'stack expects each tensor to be equal size' (semantic models, Mask R-CNN, segnb train)."""
+    from segnb.data import load_dataset
+
+    data = load_dataset(_mixed_size_folder(tmp_path / "d"), class_names=["bg", "fg"], val_fraction=0.5)
+    model = _model(data)
+    before = _state(model)
+    steps = CountSteps()
+    with pytest.raises(SegnbError, match=r"different sizes \(\d+x\d+ and \d+x\d+.*Pass image_size=") as error:
+        fit(model, data, epochs=1, batch_size=4, cache=cache, callbacks=[steps], progress=False)
+    assert "stack expects" not in str(error.value) and steps.steps == 0
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert fit(model, data, epochs=1, batch_size=4, cache=cache, image_size=24, progress=False).stopped == "completed"
+    assert fit(model, data, epochs=1, batch_size=1, cache=cache, progress=False).stopped == "completed"
+
+
+def test_mixed_image_sizes_are_refused_for_mask_rcnn_and_segnb_train(tmp_path, capsys):
+    from segnb.data import load_dataset
+
+    folder = _mixed_size_folder(tmp_path / "d", instances=True)
+    data = load_dataset(folder, class_names=["bg", "cell"], things=["cell"], val_fraction=0.5)
+    model = build_model("maskrcnn", "test_resnet", class_names=data.class_names, things=["cell"])
+    with pytest.raises(SegnbError, match="different sizes.*Pass image_size="):
+        fit(model, data, epochs=1, batch_size=4, progress=False)
+    code = main(["train", "--dataset", str(folder), "--epochs", "1", "--batch-size", "4",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code != 0 and "different sizes" in err and "--image-size" in err and "Traceback" not in err

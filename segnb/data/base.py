@@ -33,6 +33,7 @@ __all__ = [
     "TorchSplit",
     "default_palette",
     "to_rgb_uint8",
+    "mixed_sizes",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -124,6 +125,21 @@ def to_rgb_uint8(image: np.ndarray, label: str = "image", error: type[Exception]
     return np.ascontiguousarray(array)
 
 
+def mixed_sizes(split) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """Two different image sizes (H, W) in ``split``, read from the files' headers where the source
+    allows (:meth:`Split.image_shape`); None when every image has one size or the sizes are unknown."""
+    first = None
+    for index in range(len(split)):
+        shape = split.image_shape(index)
+        if shape is None:
+            return None
+        if first is None:
+            first = shape
+        elif shape != first:
+            return first, shape
+    return None
+
+
 class Split:
     """A list of raw ``(image, mask)`` pairs. Sources subclass it and implement ``_load``.
 
@@ -182,6 +198,11 @@ class Split:
         if self.num_classes is not None:
             self._check_values(mask, index)
         return image, mask
+
+    def image_shape(self, index: int) -> tuple[int, int] | None:
+        """The (height, width) sample ``index`` decodes to, when the source tells it without decoding
+        (a file's header); None when unknown."""
+        return None
 
     # ---- instances (segnb.instances): sources that have them set ``_load_instances``.
     _load_instances = None  # ``index -> (H, W) int array``: 0 = no instance, 1.. = instance ids

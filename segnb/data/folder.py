@@ -150,6 +150,20 @@ class _FileSplit(Split):
                     found.append(None)
         return tuple(found)
 
+    def image_shape(self, index: int) -> tuple[int, int] | None:
+        """(height, width) from the image file's header (as decoded: huge images are downscaled)."""
+        from segnb.data.decode import MAX_SIDE
+
+        try:
+            with Image.open(self.pairs[index][0]) as image:
+                w, h = image.size
+        except (OSError, SyntaxError, ValueError):
+            return None  # unreadable: said by name when it is decoded
+        if max(w, h) > MAX_SIDE:
+            scale = MAX_SIDE / max(w, h)
+            w, h = max(1, round(w * scale)), max(1, round(h * scale))
+        return h, w
+
     def label(self, index: int) -> str:
         image, mask = self.pairs[index]
         return f"{image.relative_to(self.root)} / {mask.relative_to(self.root)}"
