@@ -711,3 +711,160 @@ def test_servers_print_the_port_really_served_and_refuse_bad_addresses(command, 
         assert main([command, *bad]) == 2
         out, err = capsys.readouterr()
         assert message in err and err.count("\n") == 1 and "Traceback" not in err and not started
+
+
+# ---------------------------------------------------------------- issue 27: one adversarial set for every entry point
+
+
+def _adversarial_arrays(h=12, w=10):
+    """Every dtype (uint8, uint16, float 0..1, float 0..255, bool) in every shape ((H, W), (H, W, 1),
+    (H, W, 3), (H, W, 4), (1, 1), empty), and arrays holding NaN and inf."""
+    rng = np.random.default_rng(0)
+    shapes = {"HW": (h, w), "HW1": (h, w, 1), "HW3": (h, w, 3), "HW4": (h, w, 4), "1x1": (1, 1), "empty": (0, 0)}
+    makers = {
+        "uint8": lambda s: rng.integers(0, 256, s).astype(np.uint8),
+        "uint16": lambda s: rng.integers(0, 65536, s).astype(np.uint16),
+        "float01": lambda s: rng.random(s),
+        "float255": lambda s: rng.random(s) * 255,
+        "bool": lambda s: rng.random(s) > 0.5,
+    }
+    cases = {f"{dtype} {name}": make(shape) for dtype, make in makers.items() for name, shape in shapes.items()}
+    for bad in ("nan", "inf"):
+        for name in ("HW", "HW3"):
+            array = rng.random(shapes[name]).astype(np.float32)
+            array.flat[3] = float(bad)
+            cases[f"{bad} {name}"] = array
+    return cases
+
+
+ADVERSARIAL = _adversarial_arrays()
+
+
+def _only_segnb_errors(call, name):
+    """Run ``call``: it may succeed or raise a SegnbError with a sentence; anything else (a traceback
+    from numpy, torch, skimage, PIL or transformers) fails the test, naming the case."""
+    from segnb.errors import SegnbError
+
+    try:
+        return call()
+    except SegnbError as error:
+        assert len(str(error)) > 20, (name, str(error))
+        return error
+    except Exception as error:  # noqa: BLE001
+        import traceback
+
+        pytest.fail(f"{name}: {type(error).__name__}: {error}\n{''.join(traceback.format_tb(error.__traceback__)[-3:])}")
+
+
+def _hw(array):
+    return array.shape[:2]
+
+
+def test_every_entry_point_takes_the_adversarial_set_or_says_why(tmp_path, tiny_sam):  # noqa: F811
+    import segnb
+    from segnb.instances import panoptic_quality
+    from segnb.instances.panoptic import panoptic_merge
+    from segnb.interactive import ClickModel, SamSegmenter, random_walker_segment
+
+    data = load_shapes(n=8, size=16, seed=0)
+    model = build_model("fcn8s", "vgg-tiny", class_names=data.class_names)
+    torch.manual_seed(0)
+    clicker, sam = ClickModel(), SamSegmenter(tiny_sam)
+    outcomes = {}
+    for name, array in ADVERSARIAL.items():
+        h, w = array.shape[:2] if array.ndim >= 2 else (0, 0)
+        strokes = [{"label": 1, "size": 1, "points": [0, 0]}, {"label": 2, "size": 1, "points": [w - 1, h - 1]}]
+        results = {
+            "predict": _only_segnb_errors(lambda a=array: segnb.predict(model, a), f"predict {name}"),
+            "random walker": _only_segnb_errors(lambda a=array, s=strokes: random_walker_segment(a, s), f"walker {name}"),
+            "click model": _only_segnb_errors(lambda a=array: clicker.predict(a, [(0, 0, True)]), f"clicks {name}"),
+            "SAM": _only_segnb_errors(lambda a=array: sam.predict(a, [(0, 0, True)]), f"SAM {name}"),
+            "panoptic_merge": _only_segnb_errors(lambda a=array, hw=(h, w): panoptic_merge(
+                a, {"masks": np.ones((1, 1, *hw)), "scores": [0.9], "labels": [3]}, things=[3], stuff=[0]),
+                f"panoptic_merge {name}"),
+            "panoptic_merge masks": _only_segnb_errors(lambda a=array: panoptic_merge(
+                np.zeros((12, 10), int), {"masks": a[None], "scores": [0.9], "labels": [3]}, things=[3], stuff=[0]),
+                f"panoptic_merge masks {name}"),
+            "panoptic_quality": _only_segnb_errors(lambda a=array: panoptic_quality(
+                a, a, np.zeros((12, 10), int), np.zeros((12, 10), int), things=[1], stuff=[0]),
+                f"panoptic_quality {name}"),
+        }
+        for tool in ("predict", "random walker", "click model", "SAM"):
+            result = results[tool]
+            if isinstance(result, Exception):
+                continue
+            answer = result.masks[0] if tool == "predict" else result
+            assert tuple(answer.shape) == (h, w), (tool, name, answer.shape)  # the image's own size, always
+            assert np.isfinite(np.asarray(answer, np.float64)).all(), (tool, name)
+        outcomes[name] = {tool: "ok" if not isinstance(r, Exception) else "refused" for tool, r in results.items()}
+    # What must work: every dtype in every non-empty layout, for every image tool.
+    for name, seen in outcomes.items():
+        dtype, shape = name.split()
+        expected = "refused" if shape == "empty" or dtype in ("nan", "inf") else "ok"
+        for tool in ("predict", "random walker", "click model", "SAM"):
+            if tool == "random walker" and shape == "1x1" and expected == "ok":
+                continue  # one pixel cannot hold two scribble labels: refused with a sentence, checked above
+            assert seen[tool] == expected, (tool, name, seen[tool])
+
+
+def test_load_dataset_on_a_folder_of_adversarial_files_loads_or_says_why(tmp_path):
+    """The same set written as files (as PIL can store them: grey, RGB, RGBA, 16-bit, 1-bit, float TIFF;
+    an empty file for the empty image), as images and as masks."""
+    from PIL import Image as PILImage
+
+    def save(array, path):
+        if array.size == 0:
+            path.with_suffix(".png").write_bytes(b"")
+            return
+        if array.dtype == bool:
+            PILImage.fromarray(array[..., 0] if array.ndim == 3 else array).convert("1").save(path.with_suffix(".png"))
+        elif array.dtype == np.uint16:
+            PILImage.fromarray(array[..., 0] if array.ndim == 3 else array).save(path.with_suffix(".png"))
+        elif np.issubdtype(array.dtype, np.floating):
+            plane = array[..., 0] if array.ndim == 3 else array
+            PILImage.fromarray(plane.astype(np.float32), mode="F").save(path.with_suffix(".tif"))
+        else:
+            PILImage.fromarray(array[..., 0] if array.ndim == 3 and array.shape[2] == 1 else array).save(
+                path.with_suffix(".png"))
+
+    for role in ("image", "mask"):
+        for name, array in ADVERSARIAL.items():
+            root = tmp_path / role / name.replace(" ", "-")
+            (root / "images").mkdir(parents=True)
+            (root / "masks").mkdir()
+            h, w = array.shape[:2] if array.size else (12, 10)
+            for i in range(3):
+                if role == "image":
+                    save(array, root / "images" / f"s{i}")
+                    PILImage.fromarray(np.zeros((h, w), np.uint8)).save(root / "masks" / f"s{i}.png")
+                else:
+                    PILImage.fromarray(np.zeros((h, w, 3), np.uint8)).save(root / "images" / f"s{i}.png")
+                    save(array, root / "masks" / f"s{i}")
+
+            def load(root=root):
+                data = load_dataset(root, val_fraction=0)
+                image, mask = data["train"][0]
+                assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+                assert mask.shape == image.shape[:2]
+                return data
+
+            _only_segnb_errors(load, f"load_dataset with {role}s {name}")
+
+
+@pytest.mark.parametrize("option", ["epochs", "batch_size", "lr", "image_size", "max_minutes"])
+def test_fit_takes_the_adversarial_set_as_arguments_or_says_why(option):
+    """fit's arguments given the same set (arrays of every dtype and shape, NaN, inf) and its scalars:
+    a SegnbError before any step, or a run."""
+    data = load_shapes(n=8, size=16, seed=0)
+    model = build_model("fcn8s", "vgg-tiny", class_names=data.class_names)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    scalars = {"uint8 3": np.uint8(3), "uint16 2": np.uint16(2), "float 0.5": 0.5, "float 255.0": 255.0,
+               "bool": True, "nan": float("nan"), "inf": float("inf"), "-1": -1, "string": "5"}
+    for name, value in {**ADVERSARIAL, **scalars}.items():
+        options = {"epochs": 1, "batch_size": 4, option: value}
+        result = _only_segnb_errors(lambda o=options: fit(model, data, **o, progress=False), f"fit({option}={name})")
+        if isinstance(result, Exception):
+            assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()), (option, name)
+        else:
+            assert result.stopped in ("completed",) or result.stopped.startswith("time budget"), (option, name)
+            before = {k: v.clone() for k, v in model.state_dict().items()}

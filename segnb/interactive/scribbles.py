@@ -149,7 +149,7 @@ def random_walker_segment(image: np.ndarray, strokes=None, seeds: np.ndarray | N
     if len(labels) < 2:
         names = {FOREGROUND: "foreground", BACKGROUND: "background"}
         have = ", ".join(names.get(int(v), str(v)) for v in labels) or "nothing"
-        raise ValueError(f"The random walker needs scribbles of at least two labels (foreground and background); "
+        raise InputError(f"The random walker needs scribbles of at least two labels (foreground and background); "
                          f"it got {have}. Paint some of the other label too.")
     with warnings.catch_warnings():
         # skimage warns when the conjugate-gradient solution leaves [0, 1] by more than tol; the
@@ -176,7 +176,7 @@ def _cut_graph(image, strokes, seeds, smoothness, beta, bins, sigma):
         raise InputError(f"seeds are {seeds.shape} but the image is {(h, w)}.")
     fg, bg = seeds == FOREGROUND, seeds == BACKGROUND
     if not fg.any() or not bg.any():
-        raise ValueError("The graph cut needs foreground and background scribbles; paint both.")
+        raise InputError("The graph cut needs foreground and background scribbles; paint both.")
     index = np.arange(h * w).reshape(h, w)
     diffs = [((pixels[:, 1:] - pixels[:, :-1]) ** 2).sum(-1), ((pixels[1:] - pixels[:-1]) ** 2).sum(-1)]
     if beta is None:
