@@ -1,6 +1,7 @@
 """Losses for segmentation: cross-entropy (optionally class-weighted), Dice, Focal, Lovasz, CE + Dice.
 
-Dice, Focal and Lovasz are segmentation-models-pytorch's; every loss here
+Focal and Lovasz are segmentation-models-pytorch's; Dice is written here (the
+same as smp's, without reading values back to the host in each step); every loss here
 ignores the void label. ``class_weights`` turns a dataset's pixel
 frequencies into cross-entropy weights, the lectures' answer to class
 imbalance: rare classes weigh more.
@@ -61,6 +62,26 @@ class CrossEntropy(nn.Module):
         return total / count.clamp(min=1e-12)
 
 
+class Dice(nn.Module):
+    """Soft Dice loss, 1 - Dice per class averaged over the classes, the classes absent from the batch's
+    targets counting 0 (as smp's multiclass ``DiceLoss``), void pixels left out; no host reads."""
+
+    def __init__(self, ignore_index: int = 255, eps: float = 1e-7):
+        super().__init__()
+        self.ignore_index, self.eps = ignore_index, eps
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        probs = logits.float().log_softmax(1).exp()  # (B, K, H, W)
+        valid = (target != self.ignore_index).unsqueeze(1)  # (B, 1, H, W)
+        index = torch.where(valid, target.unsqueeze(1), 0)
+        truth = torch.zeros_like(probs).scatter_(1, index, 1.0) * valid  # one-hot, (B, K, H, W)
+        probs = probs * valid
+        dims = (0, 2, 3)
+        intersection, cardinality = (probs * truth).sum(dims), (probs + truth).sum(dims)  # (K,)
+        dice = 2 * intersection / cardinality.clamp_min(self.eps)
+        return ((1 - dice) * (truth.sum(dims) > 0)).mean()
+
+
 class Sum(nn.Module):
     def __init__(self, *losses: nn.Module):
         super().__init__()
@@ -84,11 +105,11 @@ def make_loss(name: str | nn.Module = "ce", ignore_index: int = 255, weights: to
             raise ValueError("weighted_ce needs class weights: fit() derives them from the dataset's frequencies.")
         return CrossEntropy(ignore_index, weights)
     if key == "dice":
-        return smp_losses.DiceLoss("multiclass", ignore_index=ignore_index)
+        return Dice(ignore_index)
     if key == "focal":
         return smp_losses.FocalLoss("multiclass", ignore_index=ignore_index)
     if key == "lovasz":
         return smp_losses.LovaszLoss("multiclass", ignore_index=ignore_index)
     if key == "ce+dice":
-        return Sum(CrossEntropy(ignore_index), smp_losses.DiceLoss("multiclass", ignore_index=ignore_index))
+        return Sum(CrossEntropy(ignore_index), Dice(ignore_index))
     raise ValueError(f"Unknown loss {name!r}. Choose one of {list(LOSSES)}, or pass a torch module.")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["confusion_matrix", "ConfusionMeter", "Scores", "scores_from_confusion"]
+__all__ = ["confusion_matrix", "ConfusionMeter", "Scores", "normalized_confusion", "scores_from_confusion"]
 
 
 _local = threading.local()
@@ -150,3 +150,10 @@ class ConfusionMeter:
         if self.confusion is None:
             self.confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
         return scores_from_confusion(self.confusion)
+
+
+def normalized_confusion(confusion) -> np.ndarray:
+    """Each row divided by its total: row t says where the pixels of class t went (rows of zeros stay 0)."""
+    c = np.asarray(confusion, dtype=np.float64)
+    totals = c.sum(1, keepdims=True)
+    return np.divide(c, totals, out=np.zeros_like(c), where=totals > 0)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from segnb import infer
-from segnb.data.base import to_rgb_uint8
+from segnb.data.preprocess import to_rgb_uint8
 from segnb.device import resolve_device
 from segnb.errors import InputError, SegnbError
 from segnb.infer import Inference, to_tensor

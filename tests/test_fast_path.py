@@ -334,8 +334,9 @@ class HostReads(TorchDispatchMode):
     ``bool()``, ``if tensor:``), copies to the host, and tensors made from host data (a blocking
     host-to-device copy on a GPU)."""
 
-    def __init__(self):
+    def __init__(self, made: bool = True):
         super().__init__()
+        self.made = made  # count tensors made from host data (on the CPU, from_numpy also makes one)
         self.count = 0
         self.what: list[str] = []
 
@@ -343,7 +344,8 @@ class HostReads(TorchDispatchMode):
         kwargs = kwargs or {}
         to_host = func is torch.ops.aten._to_copy.default and kwargs.get("device") is not None and torch.device(
             kwargs["device"]).type == "cpu"
-        if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.lift_fresh.default) or to_host:
+        made = self.made and func is torch.ops.aten.lift_fresh.default
+        if func is torch.ops.aten._local_scalar_dense.default or made or to_host:
             self.count += 1
             self.what.append(str(func))
         return func(*args, **kwargs)
@@ -383,21 +385,24 @@ def _renderer(name):
 @pytest.mark.parametrize(("renderer", "loss"), [("console", "ce"), ("notebook", "ce"), ("studio", "ce"),
                                                 ("console", "weighted_ce"), ("console", "dice"),
                                                 ("console", "ce+dice")])
+@pytest.mark.timeout(1800)  # every op goes through the counting mode: slow on a busy machine
 def test_a_steady_state_step_never_waits_for_the_device(renderer, loss, monkeypatch):
     from unittest import mock
 
-    data = load_shapes(n=40, size=32, seed=6)  # 32 training images: 16 steps of 2 per epoch
+    data = load_shapes(n=36, size=32, seed=6)  # 28 or so training images: 2 epochs of single-image steps
     model = _model(data)
     mode = HostReads()
     steps = PerStep(mode)
     with mock.patch("segnb.ui.progress.display"), mode:
-        history = fit(model, data, epochs=4, batch_size=2, loss=loss, progress=_renderer(renderer),
+        history = fit(model, data, epochs=2, batch_size=1, loss=loss, progress=_renderer(renderer),
                       callbacks=[steps], cache="ram")
     assert history.stopped == "completed" and history.steps >= 50
     for step, (reads, synced) in steps.per_step.items():
         if step in steps.first_of_epoch:
             continue  # the previous epoch's end (its flag read, validation) is counted below
-        assert reads == (1 if synced else 0), (step, reads, mode.what[-5:])
+        # None, apart from one copy of the flag (with the loss the progress shows) every SYNC_EVERY steps
+        # (on the CPU that copy is no copy, so it may count 0 here).
+        assert reads <= (1 if synced else 0), (step, reads, mode.what[-5:])
     assert sum(1 for _, synced in steps.per_step.values() if synced) == history.steps // train_module.SYNC_EVERY
 
 
@@ -407,7 +412,7 @@ def test_validation_reads_the_host_a_fixed_number_of_times_whatever_the_batch_co
     counts = []
     for batch_size in (1, 4):
         trainer.feed.eval.batch_size = batch_size  # 8 and 2 validation batches
-        with HostReads() as mode:
+        with HostReads(made=False) as mode:  # reads only: the CPU's confusion matrix goes through numpy
             trainer.task.scores(trainer)
         counts.append(mode.count)
     trainer.close()
@@ -524,3 +529,36 @@ def test_a_compile_failure_in_backward_falls_back_to_eager_once(data, monkeypatc
         history = fit(_model(data), data, epochs=2, batch_size=8, compile=True, progress=False)
     assert history.stopped == "completed" and history.steps == 8
     assert sum("torch.compile failed" in str(w.message) for w in caught) == 1
+
+
+def test_validation_and_checks_take_at_most_a_tenth_of_a_time_budget():
+    """The budget's rule, on a clock of its own: epochs of 1 s, validations of 0.25 s, a 12 s budget."""
+    from segnb.train.budget import EVAL_SHARE, Budget
+
+    now = [0.0]
+    budget = Budget(epochs=None, steps_per_epoch=10, max_minutes=0.2, eval_images=40, clock=lambda: now[0])
+    budget.begin()
+    budget.charge(0.1)  # the first batch's check
+    now[0] += 0.1
+    budget.steps_begin(0)
+    validated, step = [], 0
+    while True:
+        for _ in range(10):  # one epoch: ten steps of 0.1 s
+            now[0] += 0.1
+            step += 1
+            if step == 1:
+                budget.first_step_done(1)
+            if budget.out_of_time():
+                break
+        last = budget.out_of_time()
+        if last or budget.validate_now(images_per_s=40.0):  # a forward pass at 80 images/s: 0.5 s expected
+            now[0] += 0.25
+            budget.record_eval(0.25)
+            validated.append(step)
+        if last:
+            break
+    assert validated[-1] == step  # the last one always runs
+    assert 2 <= len(validated) < step // 10  # not after every epoch
+    assert budget.checks <= EVAL_SHARE * 12 + 1e-9, budget.checks
+    assert now[0] <= 12 + 0.1 + 1e-9  # the run, its last validation included, fits the budget (within a step)
+    assert budget.planned_steps(step) >= step

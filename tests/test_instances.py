@@ -10,11 +10,11 @@ from PIL import Image
 
 import segnb
 from segnb.callbacks import Callback, StopTraining
+from segnb.data.instance_maps import coco_instance_map, decode_rle
 from segnb.errors import DatasetError, ModelConfigError
 from segnb.instances import instance_targets, mask_ap, panoptic_quality
 from segnb.instances.maskhead import mask_head_view, paste, resolution_error
 from segnb.instances.panoptic import colour_panoptic, panoptic_merge
-from segnb.instances.sources import coco_instance_map, decode_rle
 from segnb.train import fit
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from segnb.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_rgb_uint8
 from segnb.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -32,13 +33,8 @@ __all__ = [
     "SegTransform",
     "TorchSplit",
     "default_palette",
-    "to_rgb_uint8",
     "mixed_sizes",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 def __getattr__(name: str):
     # The tensor side (segnb/data/transform.py) needs PyTorch: imported when first used, so that
@@ -65,64 +61,6 @@ def default_palette(num_classes: int) -> np.ndarray:
             c >>= 3
         palette[index] = (r, g, b)
     return palette
-
-
-IMAGE_VALUES = (
-    "uint8 is 0..255; bool is 0/255; other integer types are 0..255 when no value exceeds 255, "
-    "else 16-bit 0..65535; floats are 0..1 when no value exceeds 1, else 0..255"
-)
-
-
-def to_rgb_uint8(image: np.ndarray, label: str = "image", error: type[Exception] = DatasetError) -> np.ndarray:
-    """Grey, grey+alpha, RGBA, bool, 16-bit and float images become ``uint8`` RGB ``(H, W, 3)``.
-
-    The value range is read from the dtype and the values, the same way everywhere in segnb
-    (datasets, ``predict``, the interactive tools): uint8 is 0..255; bool is 0/255; other
-    integer types are 0..255 when no value exceeds 255, else 16-bit 0..65535; floats are 0..1
-    when no value exceeds 1, else 0..255. A float image with values below 0 or above 255
-    (already normalised, or another scale), NaN or inf, an empty image and negative integers are
-    refused with ``error``: the scale is ambiguous, and a guess would be silently wrong.
-    """
-    array = np.asarray(image)
-    if array.size == 0:
-        raise error(f"{label}: the image is empty (shape {array.shape}); an image has at least one pixel.")
-    if array.dtype == bool:
-        array = array.astype(np.uint8) * 255
-    if array.dtype != np.uint8:
-        if np.issubdtype(array.dtype, np.integer):
-            low, top = int(array.min()), int(array.max())
-            if low < 0 or top > 65535:
-                raise error(f"{label}: integer pixel values run from {low} to {top}; images are 0..255 (8-bit) "
-                            "or 0..65535 (16-bit). Rescale it to one of those first.")
-            scale = 65535 if top > 255 else 255
-            array = (array.astype(np.float32) * (255.0 / scale)).round().astype(np.uint8)
-        elif np.issubdtype(array.dtype, np.floating):
-            if not np.isfinite(array).all():
-                raise error(f"{label}: the image holds NaN or infinite values; replace them (np.nan_to_num) "
-                            "or fix where the image comes from.")
-            low, top = float(array.min()), float(array.max())
-            if low < 0 or top > 255:
-                raise error(
-                    f"{label}: float pixel values run from {low:.3g} to {top:.3g}. A float image is 0..1, or "
-                    "0..255 when a value exceeds 1; this one is neither (already normalised?). Rescale it "
-                    "to 0..1, or give a normalised torch tensor (3, H, W) to predict.")
-            scale = 255.0 if top <= 1.0 else 1.0
-            array = np.clip(array.astype(np.float32) * scale, 0, 255).round().astype(np.uint8)
-        else:
-            raise error(f"{label}: cannot read an image of dtype {array.dtype}; use uint8, uint16, bool or float.")
-    if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)
-    elif array.ndim == 3 and array.shape[2] in (1, 2):  # grey, grey + alpha
-        array = np.repeat(array[:, :, :1], 3, axis=2)
-    elif array.ndim == 3 and array.shape[2] == 4:  # RGBA: drop alpha
-        array = array[:, :, :3]
-    elif array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[2] not in (1, 3):  # CHW
-        array = to_rgb_uint8(np.moveaxis(array, 0, 2), label, error)
-    if array.ndim != 3 or array.shape[2] != 3:
-        raise error(
-            f"{label}: expected an image of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {array.shape}."
-        )
-    return np.ascontiguousarray(array)
 
 
 def mixed_sizes(split) -> tuple[tuple[int, int], tuple[int, int]] | None:
@@ -204,13 +142,17 @@ class Split:
         (a file's header); None when unknown."""
         return None
 
-    # ---- instances (segnb.instances): sources that have them set ``_load_instances``.
-    _load_instances = None  # ``index -> (H, W) int array``: 0 = no instance, 1.. = instance ids
+    # ---- instance maps (segnb.data.instance_maps reads them from folders, COCO JSON and hub columns)
+    _instance_loader = None  # ``index -> (H, W) int array``: 0 = no instance, 1.. = instance ids
+
+    def attach_instance_maps(self, loader) -> None:
+        """Give this split instance maps: ``loader(index)`` returns the ``(H, W)`` id map of a sample."""
+        self._instance_loader = loader
 
     @property
     def has_instances(self) -> bool:
         """Whether this split has an instance map for every sample."""
-        return self._load_instances is not None
+        return self._instance_loader is not None
 
     def get(self, index: int, instances: bool = False):
         """``(image, mask)``, or ``(image, mask, instance_map)`` with ``instances=True``.
@@ -227,7 +169,7 @@ class Split:
                 "a hub dataset needs an instance column (instance_column=)."
             )
         index %= len(self)
-        found = np.asarray(self._load_instances(index))
+        found = np.asarray(self._instance_loader(index))
         if found.ndim == 3 and found.shape[2] in (1, 3, 4):
             found = found[:, :, 0]  # grey stored as RGB: all channels equal
         if found.shape != mask.shape:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from segnb.data.base import to_rgb_uint8
+from segnb.data.preprocess import to_rgb_uint8
 from segnb.errors import InputError
 from segnb.interactive.scribbles import (
     BACKGROUND,

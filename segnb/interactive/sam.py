@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segnb.data.base import to_rgb_uint8
+from segnb.data.preprocess import to_rgb_uint8
 from segnb.errors import CheckpointError, InputError
+from segnb.infer import Inference
 
 __all__ = ["SAM_FILES", "SamSegmenter"]
 
@@ -92,7 +93,7 @@ class SamSegmenter:
                 f"{path / 'model.safetensors'} does not hold the weights of the SAM its config.json describes: "
                 f"{counts}. A SAM with weights missing would be partly random; use the model.safetensors "
                 "that came with this config.json.")
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device)
         self._cache_key, self._cache = None, None
 
     @staticmethod
@@ -133,7 +134,6 @@ class SamSegmenter:
                 "of one already in the Hugging Face cache (segnb runs offline and downloads nothing). "
                 "Without SAM, use ClickModel or random_walker_segment.")
 
-    @torch.no_grad()
     def predict(self, image: np.ndarray, clicks=(), box=None) -> np.ndarray:
         """Object probability (H, W) for one image from ``(x, y, positive)`` clicks and/or a box.
 
@@ -162,11 +162,13 @@ class SamSegmenter:
         # channels_last said outright: a 1x1 or 3-pixel-tall image was read as channels-first.
         inputs = self.processor(images=image, return_tensors="pt", input_data_format="channels_last", **prompts)
         key = (image.shape, hash(image.tobytes()))
-        if key != self._cache_key:
-            self._cache = self.model.get_image_embeddings(inputs["pixel_values"].to(self.device))
-            self._cache_key = key
-        given = {k: inputs[k].to(self.device) for k in ("input_points", "input_labels", "input_boxes") if k in inputs}
-        outputs = self.model(image_embeddings=self._cache, multimask_output=False, **given)
+        with Inference(self.model, precision="fp32") as run:  # eval mode, no autograd, modes restored after
+            if key != self._cache_key:
+                self._cache = run.module.get_image_embeddings(inputs["pixel_values"].to(run.device))
+                self._cache_key = key
+            given = {k: inputs[k].to(run.device) for k in ("input_points", "input_labels", "input_boxes")
+                     if k in inputs}
+            outputs = run.module(image_embeddings=self._cache, multimask_output=False, **given)
         masks = self.processor.image_processor.post_process_masks(
             outputs.pred_masks.cpu(), inputs["original_sizes"].cpu(), inputs["reshaped_input_sizes"].cpu(),
             binarize=False)

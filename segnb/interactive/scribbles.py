@@ -11,7 +11,7 @@ from scipy import ndimage
 from skimage.draw import line as draw_line
 from skimage.morphology import skeletonize
 
-from segnb.data.base import to_rgb_uint8
+from segnb.data.preprocess import to_rgb_uint8
 from segnb.errors import InputError
 
 __all__ = ["BACKGROUND", "FOREGROUND", "check_strokes", "graph_cut_segment", "random_walker_segment",

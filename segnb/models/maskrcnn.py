@@ -143,6 +143,10 @@ class MaskRCNNModel(nn.Module):
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def detector_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """The dataset's class ids as the detector's labels (1..T for the things in order; 0 otherwise)."""
+        return self._to_detector.to(labels.device)[labels]
+
     @property
     def training_task(self):
         """What ``fit()`` trains this model with (:class:`segnb.train.Task`): loss dict, loaders, mask AP."""
@@ -154,7 +158,7 @@ class MaskRCNNModel(nn.Module):
         """Normalised images ``(B, 3, H, W)`` (or a list of ``(3, H, W)``); targets while training."""
         images = list(images)
         if targets is not None:
-            targets = [{**t, "labels": self._to_detector[t["labels"]]} for t in targets]
+            targets = [{**t, "labels": self.detector_labels(t["labels"])} for t in targets]
         if self.training and targets is None:
             raise ModelConfigError(
                 "Mask R-CNN in training mode needs targets (boxes, labels, masks) per image; call "

@@ -45,7 +45,8 @@ class Budget:
     """Steps planned from ``epochs`` and/or ``max_minutes``, and the time spent outside training steps."""
 
     def __init__(self, epochs: int | None, steps_per_epoch: int, max_minutes: float | None,
-                 clock=time.monotonic):
+                 eval_images: int = 0, clock=time.monotonic):
+        self.eval_images = eval_images
         self.epochs, self.steps_per_epoch, self.clock = epochs, max(1, steps_per_epoch), clock
         self.seconds = max_minutes * 60 if max_minutes else None
         self.start = self.deadline = None
@@ -108,10 +109,16 @@ class Budget:
         deadline = self.train_deadline()
         return deadline is not None and self.clock() > deadline
 
-    def validate_now(self) -> bool:
-        """A validation before the last one fits in the budget's share (always, without a budget);
-        the last one's share stays reserved."""
+    def expected_eval(self, images_per_s: float) -> float:
+        """Seconds a validation should take: the last one's, or, before any, its images at the training
+        rate (a forward pass costs about a third of a step: half is a safe guess)."""
+        if self.last_eval is not None:
+            return self.last_eval
+        return self.eval_images / (2 * images_per_s) if images_per_s > 0 else 0.0
+
+    def validate_now(self, images_per_s: float = 0.0) -> bool:
+        """A validation before the last one fits in the budget's share (always, without a budget),
+        with the last one's share still free."""
         if self.seconds is None:
             return True
-        expected = self.last_eval if self.last_eval is not None else 0.0
-        return self.checks + 2 * expected <= EVAL_SHARE * self.seconds
+        return self.checks + 2 * self.expected_eval(images_per_s) <= EVAL_SHARE * self.seconds

@@ -13,7 +13,7 @@ import dataclasses
 import math
 import numbers
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,7 +63,6 @@ class TrainConfig:
     cache: str | bool = "auto"
     eval_every: int = 1
     compile: bool = False
-    extra: dict = field(default_factory=dict, repr=False)  # nothing today: room for options of later runs
 
     def __post_init__(self):
         self.epochs = _whole("epochs", self.epochs, minimum=1, none=True)
@@ -104,7 +103,7 @@ class TrainConfig:
     @classmethod
     def from_options(cls, **options) -> TrainConfig:
         """A config from keyword options; an unknown name is refused with the list of known ones."""
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(options) - names)
         if unknown:
             hint = (" Things (the classes an instance model detects) are chosen when the model is built: "
@@ -115,7 +114,7 @@ class TrainConfig:
 
     def replace(self, **changes) -> TrainConfig:
         """A copy with ``changes``, checked like any other config."""
-        current = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        current = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return type(self).from_options(**{**current, **changes})
 
     def to_dict(self) -> dict:
@@ -141,7 +140,7 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in saved.items() if k in names}
         for key, value in list(values.items()):
-            if isinstance(value, dict) and "custom" in value and key != "extra":
+            if isinstance(value, dict) and "custom" in value:
                 if key not in overrides:
                     raise SegnbError(f"The saved run used a custom {key} ({value['custom']}), which a checkpoint "
                                      f"cannot hold: pass {key}= again to resume it.")

@@ -145,7 +145,7 @@ def _out_of_memory(t, images, targets) -> OutOfMemory:
 def _validate(t, last: bool) -> dict:
     """Validation, when it is due (every ``eval_every`` epochs and at the end) and fits in the budget."""
     due = (t.epoch + 1) % t.config.eval_every == 0 or last
-    if not due or (not last and not t.budget.validate_now()):
+    if not due or (not last and not t.budget.validate_now(t.images_seen / max(t.elapsed, 1e-9) / t.world)):
         return {"val_loss": None, "miou": None}
     began = time.monotonic()
     t.scores, figures = t.task.scores(t)

@@ -75,10 +75,15 @@ class Guard:
         self.bad, self.step = bad | self.bad, self.step + 1
         return self.bad
 
-    def check(self, epoch: int) -> None:
-        """The host reads the flag (one sync); after a bad step, raises :class:`NonFiniteLoss`."""
-        if bool(self.bad):
-            raise NonFiniteLoss(float(self.bad_loss), int(self.bad_step), epoch)
+    def check(self, epoch: int, loss: torch.Tensor | None = None) -> float | None:
+        """The host reads the flag, and with it the latest ``loss``, in one copy (one sync); after a bad
+        step, raises :class:`NonFiniteLoss`. Returns the loss as a float (None without one)."""
+        latest = loss.detach().double().reshape(()) if loss is not None else self.bad_loss.double()
+        bad, step, value, latest = torch.stack(
+            [self.bad.double(), self.bad_step.double(), self.bad_loss.double(), latest]).cpu().tolist()
+        if bad:
+            raise NonFiniteLoss(value, int(step), epoch)
+        return latest if loss is not None else None
 
 
 def apply_update(optimizer, bad: torch.Tensor, on_device: bool) -> None:

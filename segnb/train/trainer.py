@@ -134,13 +134,15 @@ class Trainer:
         self.forward_model = Compiled(self.model, config.compile)
         self.compile = config.compile
         self._buffers = list(self.model.buffers())
-        self.budget = Budget(config.epochs, self.steps_per_epoch, config.max_minutes)
+        self.budget = Budget(config.epochs, self.steps_per_epoch, config.max_minutes,
+                             eval_images=-(-len(data[data.eval_split]) // self.world))
         self.total_steps = self.budget.planned_steps(0)
 
         self.history = History()
         self.epoch = self.step = self.start_step = self.start_epoch = 0
         self.images_seen, self.elapsed, self.last_loss, self.last_terms, self.scores = 0, 0.0, None, None, None
-        self.host_synced = False  # the host has just read the device (a flag check): reading the loss is free
+        self.host_synced = False  # the host has just read the device (a flag check): reading tensors is free
+        self.loss_value: float | None = None  # last_loss as read with the flag, every SYNC_EVERY steps
         self.stop_reason: str | None = None
         self.failure: BaseException | None = None
         self._stop_event = threading.Event()
@@ -156,6 +158,9 @@ class Trainer:
             self.callbacks.append(progress)
         if config.checkpoint_dir is not None and not any(isinstance(c, CheckpointCallback) for c in self.callbacks):
             self.callbacks.append(CheckpointCallback(config.checkpoint_dir, monitor=self.task.monitor))
+        for callback in self.callbacks:  # the best checkpoint follows the task's figure (mask AP50 for Mask R-CNN)
+            if isinstance(callback, CheckpointCallback) and callback.monitor == "miou":
+                callback.monitor = self.task.monitor
         self.callbacks.sort(key=lambda c: c.order)
         self.resumed = config.resume is not None
         if self.resumed:
@@ -238,7 +243,7 @@ class Trainer:
         """The host reads the non-finite flag (one sync). After a bad step, the step count goes back to
         it (the skipped steps did not happen) and :class:`NonFiniteLoss` is raised."""
         try:
-            self.guard.check(self.epoch)
+            self.loss_value = self.guard.check(self.epoch, self.last_loss)  # read with the flag: no extra sync
         except NonFiniteLoss as bad:
             self.images_seen -= (self.step - bad.step) * self.batch_size * self.world
             self.step = bad.step

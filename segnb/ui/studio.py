@@ -333,7 +333,6 @@ class Studio(W.VBox):
                                  f"{model_spec['encoder']} for {data.num_classes} classes: weights "
                                  f"{', '.join(wrong)}. Save the lesson again with its own weights.")
             model.load_state_dict(state, strict=True)
-            model.eval()
             history = History.from_dict(results["history"]) if results.get("history") else None
         return data, [str(w.message) for w in caught], dict(model_spec, arch=arch), model, settings, history
 
