@@ -13,6 +13,7 @@ __all__ = [
     "HubUnavailableError",
     "ModelConfigError",
     "CheckpointError",
+    "InputError",
 ]
 
 
@@ -34,3 +35,7 @@ class ModelConfigError(SegnbError, ValueError):
 
 class CheckpointError(SegnbError, ValueError):
     """A saved model or checkpoint is missing, truncated or tampered with."""
+
+
+class InputError(SegnbError, ValueError):
+    """An image, map or argument given to a segnb function has a shape, dtype or values it cannot take."""

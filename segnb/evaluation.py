@@ -335,6 +335,7 @@ def evaluate(model, data: SegmentationDataset, split: str | None = None, batch_s
     An instance model (Mask R-CNN) gets :class:`segnb.instances.InstanceScores` instead: COCO
     mask AP, AP50 and AP75 (``mask_ap``, ``mask_ap50``, ``mask_ap75``; its ``miou`` is None).
     """
+    check_classes(model, data)  # instance models too: their labels are the dataset's class ids
     if infer.is_instance_model(model):
         from segnb.instances.train import evaluate_instances
 
@@ -342,7 +343,6 @@ def evaluate(model, data: SegmentationDataset, split: str | None = None, batch_s
     check_protocol(protocol)
     tiling.check_tta(tta)
     split = split or data.eval_split
-    check_classes(model, data)
     tiling.note_size(model, image_size)
     record = training_input(model)
     scorer = Scorer(data.num_classes, data.ignore_index, per_image=True)

@@ -32,6 +32,7 @@ import torch.nn as nn
 from segnb.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize
 from segnb.device import resolve_device, resolve_precision
 from segnb.errors import SegnbError
+from segnb.models.io import between_steps_source
 
 __all__ = ["Inference", "is_instance_model", "normalisation", "to_tensor", "claim", "release", "training_run",
            "AUTOCAST_DTYPES"]
@@ -93,6 +94,17 @@ def training_run(model: nn.Module):
     ref = _RUNS.get(model)
     trainer = ref() if ref is not None else None
     return trainer if trainer is not None and trainer.active else None
+
+
+def _between_steps(model: nn.Module):
+    """The copy of ``model`` taken between two steps while another thread trains it, else None."""
+    trainer = training_run(model)
+    if trainer is not None and trainer.thread is not threading.current_thread():
+        return trainer.snapshot()
+    return None
+
+
+between_steps_source(_between_steps)  # save_model saves this copy during a background fit
 
 
 # ---------------------------------------------------------------------- inference

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import nan_loss, small_gpu, tiny_model
+from PIL import Image
 
 from segnb import inspect as ins
 from segnb.callbacks import Callback
@@ -536,3 +537,124 @@ def test_resume_restores_the_cuda_random_state(monkeypatch):
     saved["rng.cuda.1"] = fake + 1  # written on two GPUs, resumed on one
     restore_rng_state(saved)
     assert len(restored) == 1 and torch.equal(restored[0][0], fake) and restored[0][1] == 0
+
+
+# ---------------------------------------------------------------- issue 27
+
+
+class Boundaries(Callback):
+    """Keeps the model's state at every step boundary (on_step_end runs between two steps)."""
+
+    def __init__(self):
+        self.states = []
+
+    def on_step_end(self, trainer):
+        self.states.append(_state(trainer.unwrapped))
+
+
+def test_save_model_during_a_background_fit_saves_the_weights_from_between_two_steps(data, tmp_path):
+    """Before, save_model read the state in the middle of a step: batch-norm statistics already
+    moved by the forward pass, parameters not yet stepped (31 of 40 saves)."""
+    from safetensors.torch import load_file
+
+    from segnb.models import save_model
+
+    model, boundaries, mid_step, saving = _model(data), Boundaries(), threading.Event(), threading.Event()
+    forward, calls = model.forward, []
+
+    def forward_that_lingers(x):
+        out = forward(x)  # batch-norm statistics have moved; the optimizer has not stepped yet
+        calls.append(model.training)
+        if model.training and calls.count(True) == 3:
+            mid_step.set()
+            saving.wait(10)
+            time.sleep(0.3)  # time for save_model to read a half-done step
+        return out
+
+    model.forward = forward_that_lingers
+    handle = fit(model, data, epochs=1, batch_size=8, callbacks=[boundaries], background=True, progress=False)
+    assert mid_step.wait(60)
+    saving.set()
+    folder = save_model(model, tmp_path / "saved")
+    handle.wait()
+    saved = load_file(str(folder / "model.safetensors"))
+    assert any(all(torch.equal(saved[k], state[k].cpu()) for k in saved) for state in boundaries.states)
+    assert any("running_mean" in k for k in saved)  # the model has batch-norm statistics to get wrong
+
+
+def _two_class_folder(root, n=6, size=32):
+    rng = np.random.default_rng(0)
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        mask = np.zeros((size, size), np.uint8)
+        mask[rng.integers(0, size // 2):, rng.integers(0, size // 2):] = 1
+        picture = np.where(mask[:, :, None] == 1, 200, 40) + rng.integers(0, 30, (size, size, 3))
+        Image.fromarray(picture.astype(np.uint8)).save(root / "images" / f"p{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"p{i}.png")
+    return root
+
+
+def test_masks_rewritten_on_disk_are_decoded_again_not_served_from_the_cache(tmp_path):
+    """Before, a second fit(cache="ram") trained and validated on the old masks while evaluate used
+    the new ones. The decoded cache is keyed by each file's identity (inode, size, times)."""
+    from segnb.data import load_dataset
+
+    root = _two_class_folder(tmp_path)
+    data = load_dataset(root, class_names=["bg", "fg"], val_fraction=0.5)
+    model = _model(data)
+    fit(model, data, epochs=1, batch_size=4, cache="ram", progress=False)
+    for path in (root / "masks").iterdir():  # the labels swapped: every old score is wrong now
+        mask = np.asarray(Image.open(path))
+        Image.fromarray((1 - mask).astype(np.uint8)).save(path)
+    history = fit(model, data, epochs=1, batch_size=4, cache="ram", progress=False)
+    report = evaluate(model, data)
+    assert history.last("miou") == pytest.approx(report.miou, abs=1e-3)
+    flipped = load_dataset(root, class_names=["bg", "fg"], val_fraction=0.5)
+    assert np.array_equal(flipped["validation"][0][1], data["validation"][0][1])
+
+
+def _mixed_size_folder(root, instances=False):
+    rng = np.random.default_rng(0)
+    for sub in ("images", "masks") + (("instances",) if instances else ()):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i, (h, w) in enumerate([(24, 24), (32, 20), (24, 24), (32, 20), (24, 24), (32, 20)]):
+        mask = np.zeros((h, w), np.uint8)
+        mask[4:12, 4:12] = 1
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / "images" / f"m{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"m{i}.png")
+        if instances:
+            Image.fromarray(mask).save(root / "instances" / f"m{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("cache", ["auto", False])
+def test_mixed_image_sizes_are_refused_before_the_first_step_with_the_fix(tmp_path, cache):
+    """Before, a folder of mixed sizes with batch_size=4 and no image_size ended in torch's raw
+    'stack expects each tensor to be equal size' (semantic models, Mask R-CNN, segnb train)."""
+    from segnb.data import load_dataset
+
+    data = load_dataset(_mixed_size_folder(tmp_path / "d"), class_names=["bg", "fg"], val_fraction=0.5)
+    model = _model(data)
+    before = _state(model)
+    steps = CountSteps()
+    with pytest.raises(SegnbError, match=r"different sizes \(\d+x\d+ and \d+x\d+.*Pass image_size=") as error:
+        fit(model, data, epochs=1, batch_size=4, cache=cache, callbacks=[steps], progress=False)
+    assert "stack expects" not in str(error.value) and steps.steps == 0
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert fit(model, data, epochs=1, batch_size=4, cache=cache, image_size=24, progress=False).stopped == "completed"
+    assert fit(model, data, epochs=1, batch_size=1, cache=cache, progress=False).stopped == "completed"
+
+
+def test_mixed_image_sizes_are_refused_for_mask_rcnn_and_segnb_train(tmp_path, capsys):
+    from segnb.data import load_dataset
+
+    folder = _mixed_size_folder(tmp_path / "d", instances=True)
+    data = load_dataset(folder, class_names=["bg", "cell"], things=["cell"], val_fraction=0.5)
+    model = build_model("maskrcnn", "test_resnet", class_names=data.class_names, things=["cell"])
+    with pytest.raises(SegnbError, match="different sizes.*Pass image_size="):
+        fit(model, data, epochs=1, batch_size=4, progress=False)
+    code = main(["train", "--dataset", str(folder), "--epochs", "1", "--batch-size", "4",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code != 0 and "different sizes" in err and "--image-size" in err and "Traceback" not in err

@@ -261,7 +261,7 @@ def test_sam_without_a_checkpoint_says_which_files_to_give(tmp_path):
     with pytest.raises(FileNotFoundError, match="no folder at"):
         core.SamSegmenter(tmp_path / "nowhere")
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match=r"lacks model.safetensors \(or pytorch_model.bin\), preprocessor"):
+    with pytest.raises(FileNotFoundError, match=r"lacks model.safetensors, preprocessor"):
         core.SamSegmenter(tmp_path)
 
 

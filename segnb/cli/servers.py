@@ -19,6 +19,47 @@ def _root_refusal(args, name: str) -> int | None:
     return None
 
 
+def _listen_address(args, name: str) -> int | None:
+    """Check ``--ip`` and ``--port`` before anything starts, and make ``--port 0`` a real free port.
+
+    The server is told never to move to another port (``port_retries=0``), so the URL printed is
+    the one served: a busy port is refused here in one line instead of being silently replaced.
+    Returns an exit status (2) after one line on stderr, or None when the address is usable.
+    """
+    import errno
+    import ipaddress
+    import re
+    import socket
+
+    if not 0 <= args.port <= 65535:
+        print(f"segnb {name}: --port {args.port} is not a port number; give one from 1 to 65535 "
+              "(or 0 for any free port).", file=sys.stderr)
+        return 2
+    try:
+        if re.fullmatch(r"[\d.]+", args.ip) or ":" in args.ip:
+            ipaddress.ip_address(args.ip)  # 999.1.1.1 is a mistake, not a host name to look up
+        infos = socket.getaddrinfo(args.ip, args.port, type=socket.SOCK_STREAM)
+    except (ValueError, OSError, UnicodeError):
+        print(f"segnb {name}: --ip {args.ip} is not an address of this machine; use 127.0.0.1 (this machine "
+              "only) or 0.0.0.0 (every network interface).", file=sys.stderr)
+        return 2
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+        try:
+            probe.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                print(f"segnb {name}: port {args.port} on {args.ip} is in use (another server?). Stop it, or pick "
+                      f"another port: segnb {name} --port N (--port 0 takes any free one).", file=sys.stderr)
+            else:
+                print(f"segnb {name}: cannot listen on {args.ip}:{args.port} ({err.strerror}); use 127.0.0.1 or "
+                      "0.0.0.0, and a port from 1024 to 65535.", file=sys.stderr)
+            return 2
+        args.port = probe.getsockname()[1]
+    return None
+
+
 def serve(command: list[str], env: dict) -> int:
     """Run a server child; SIGTERM, SIGHUP and Ctrl-C end the child too, never leave it listening."""
     import signal
@@ -59,13 +100,15 @@ def lab_command(args) -> int:
     import os
 
     refused = _root_refusal(args, "lab")
+    if refused is None:
+        refused = _listen_address(args, "lab")
     if refused is not None:
         return refused
     notebooks = Path(args.notebooks).resolve()
     token = _token(args)
     command = [
         sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={notebooks}",
-        f"--ServerApp.ip={args.ip}", f"--ServerApp.port={args.port}",
+        f"--ServerApp.ip={args.ip}", f"--ServerApp.port={args.port}", "--ServerApp.port_retries=0",
         "--no-browser" if args.no_browser else "--ServerApp.open_browser=True",
     ]
     if args.allow_root:
@@ -90,6 +133,9 @@ def studio_command(args) -> int:
     import tempfile
     from importlib import resources
 
+    refused = _listen_address(args, "studio")
+    if refused is not None:
+        return refused
     notebook = resources.files("segnb.ui").joinpath("studio.ipynb")
     token = _token(args)
     with tempfile.TemporaryDirectory(prefix="segnb-studio-") as config:  # 0700: this user only
@@ -111,7 +157,7 @@ def studio_command(args) -> int:
                    [config, *filter(None, [os.environ.get("JUPYTER_CONFIG_PATH")])]),
                "JUPYTER_PATH": os.pathsep.join([str(data), *filter(None, [os.environ.get("JUPYTER_PATH")])])}
         command = [sys.executable, "-m", "voila", str(notebook), f"--Voila.ip={args.ip}",
-                   f"--port={args.port}", "--no-browser", "--template=segnb",
+                   f"--port={args.port}", "--Voila.port_retries=0", "--no-browser", "--template=segnb",
                    # A busy machine (a class opening pages at once) can take longer than Voila's 4 s
                    # to deliver a cell's output; without this the page comes up without the Studio.
                    "--VoilaExecutor.iopub_timeout=60"]

@@ -33,6 +33,7 @@ __all__ = [
     "SegTransform",
     "TorchSplit",
     "default_palette",
+    "mixed_sizes",
 ]
 
 def __getattr__(name: str):
@@ -60,6 +61,21 @@ def default_palette(num_classes: int) -> np.ndarray:
             c >>= 3
         palette[index] = (r, g, b)
     return palette
+
+
+def mixed_sizes(split) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """Two different image sizes (H, W) in ``split``, read from the files' headers where the source
+    allows (:meth:`Split.image_shape`); None when every image has one size or the sizes are unknown."""
+    first = None
+    for index in range(len(split)):
+        shape = split.image_shape(index)
+        if shape is None:
+            return None
+        if first is None:
+            first = shape
+        elif shape != first:
+            return first, shape
+    return None
 
 
 class Split:
@@ -120,6 +136,11 @@ class Split:
         if self.num_classes is not None:
             self._check_values(mask, index)
         return image, mask
+
+    def image_shape(self, index: int) -> tuple[int, int] | None:
+        """The (height, width) sample ``index`` decodes to, when the source tells it without decoding
+        (a file's header); None when unknown."""
+        return None
 
     # ---- instance maps (segnb.data.instance_maps reads them from folders, COCO JSON and hub columns)
     _instance_loader = None  # ``index -> (H, W) int array``: 0 = no instance, 1.. = instance ids

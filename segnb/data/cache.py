@@ -311,9 +311,12 @@ def cached_split(split, size, ignore_index: int, num_classes: int, num_workers: 
     size = (size, size) if isinstance(size, int) else (tuple(size) if size is not None else None)
     key = (size, ignore_index, num_classes)
     store = _DECODED.setdefault(split, {})
-    if key in store:
+    # Files rewritten since the split was decoded (new masks, edited images) are decoded again:
+    # a split read from files names their identity (inode, size, modification and change times).
+    identity = split.identity() if hasattr(split, "identity") else None
+    if key in store and store[key][0] == identity:
         STATS["hits"] += 1
-        return store[key]
+        return store[key][1]
     STATS["misses"] += 1
-    store[key] = decode_split(split, size, ignore_index, num_classes, num_workers)
-    return store[key]
+    store[key] = (identity, decode_split(split, size, ignore_index, num_classes, num_workers))
+    return store[key][1]

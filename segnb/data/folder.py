@@ -13,6 +13,7 @@ Images and masks pair by file stem (a mask may add ``_mask``, ``_label``, ``_L``
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -138,6 +139,32 @@ class _FileSplit(Split):
         values = remap_labels(apply_lut(values, self.lut), self.reduce_labels, self.binary, self.ignore_index)
         return super().map_values(values)
 
+    def identity(self) -> tuple:
+        """Each file's inode, size, modification and change time: the decoded cache is keyed by it."""
+        found = []
+        for pair in self.pairs:
+            for path in pair:
+                try:
+                    st = os.stat(path)
+                    found.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+                except OSError:
+                    found.append(None)
+        return tuple(found)
+
+    def image_shape(self, index: int) -> tuple[int, int] | None:
+        """(height, width) from the image file's header (as decoded: huge images are downscaled)."""
+        from segnb.data.decode import MAX_SIDE
+
+        try:
+            with Image.open(self.pairs[index][0]) as image:
+                w, h = image.size
+        except (OSError, SyntaxError, ValueError):
+            return None  # unreadable: said by name when it is decoded
+        if max(w, h) > MAX_SIDE:
+            scale = MAX_SIDE / max(w, h)
+            w, h = max(1, round(w * scale)), max(1, round(h * scale))
+        return h, w
+
     def label(self, index: int) -> str:
         image, mask = self.pairs[index]
         return f"{image.relative_to(self.root)} / {mask.relative_to(self.root)}"
@@ -216,16 +243,17 @@ def load_folder(
     has_instances = attach_instances(root, splits, instances)
     probe = splits.get("train") or next(iter(splits.values()))
 
-    first_mask = _open_mask(probe.pairs[0][1])
-    palette = None
-    if first_mask.mode == "P" and first_mask.getpalette():
-        palette = np.array(first_mask.getpalette()[: 3 * 256], np.uint8).reshape(-1, 3)
+    with _open_mask(probe.pairs[0][1]) as first_mask:
+        palette = None
+        if first_mask.mode == "P" and first_mask.getpalette():
+            palette = np.array(first_mask.getpalette()[: 3 * 256], np.uint8).reshape(-1, 3)
+        first_mode = first_mask.mode
     lossy = any(m.suffix.lower() in LOSSY_SUFFIXES for p in pairs.values() for _, m in p)
     known_names = class_names or read_class_names(root) or _class_dict_names(root)
     _, binary, num_classes, guessed = settle_labels(
         probe, splits, class_names=known_names, num_classes=num_classes, ignore_index=ignore_index,
         binary=binary, reduce_labels=reduce_labels, lossy=lossy, lossy_masks=lossy_masks,
-        palette_masks=first_mask.mode == "P", color_map=cmap,
+        palette_masks=first_mode == "P", color_map=cmap,
     )
     notes += guessed
 
@@ -238,6 +266,10 @@ def load_folder(
         ]
     if num_classes is not None and num_classes != len(class_names):
         raise DatasetError(f"num_classes={num_classes} but {len(class_names)} class names were given.")
+    if has_instances:
+        from segnb.data.instance_maps import check_coco_categories
+
+        check_coco_categories(splits, list(class_names))
     return SegmentationDataset(
         splits=splits,
         class_names=list(class_names),

@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import json
+import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,7 @@ from segnb.data.columns import no_decode
 from segnb.data.decode import decode_mask
 from segnb.errors import DatasetError
 
-__all__ = ["attach_hub_instances", "attach_instances", "coco_instance_map", "decode_rle"]
+__all__ = ["attach_hub_instances", "attach_instances", "check_coco_categories", "coco_instance_map", "decode_rle"]
 
 INSTANCE_DIRS = ["instances", "instance", "instance_maps", "instance_ids"]
 COCO_NAMES = ["instances.json", "annotations.json", "coco.json"]
@@ -182,12 +184,38 @@ def _from_coco(path: Path, split):
         raise DatasetError(f"{path}: {len(missing)} images are not listed in its 'images' {missing[:10]} "
                            "(matched by file name without extension).")
 
+    categories = {c.get("id"): str(c.get("name", "")) for c in coco.get("categories") or [] if isinstance(c, dict)}
+    used = Counter(ann.get("category_id") for s in stems for ann in per_image.get(by_stem[s]["id"], []))
+    split._coco_categories = (path, categories, used)
+
     def load(index: int) -> np.ndarray:
         info = by_stem[stems[index]]
         return coco_instance_map(per_image.get(info["id"], []), int(info["height"]), int(info["width"]),
                                  f"{path.name} {info['file_name']}")
 
     return load
+
+
+def check_coco_categories(splits: dict, class_names: list[str]) -> None:
+    """Warn, with counts, about COCO annotations whose ``category_id`` is no class of the dataset
+    (neither a class index nor, through the file's ``categories``, a class name). Their objects
+    are still drawn in the instance map and take the class of the semantic mask under them."""
+    for name, split in splits.items():
+        found = getattr(split, "_coco_categories", None)
+        if found is None:
+            continue
+        path, categories, used = found
+        outside = {cid: n for cid, n in used.items()
+                   if categories.get(cid) not in class_names
+                   and not (isinstance(cid, int) and 0 <= cid < len(class_names))}
+        if outside:
+            listed = ", ".join(f"{cid!r}" + (f" ({categories[cid]})" if categories.get(cid) else "") + f": {n}"
+                               for cid, n in sorted(outside.items(), key=str))
+            warnings.warn(
+                f"{path.name}, split {name!r}: {sum(outside.values())} annotations have a category_id that is no "
+                f"class of {class_names} (by index or by name) [{listed}]. Each object takes the class of the "
+                "semantic mask under it and is left out where that is not a thing. Name the classes "
+                "(class_names=) or remove those annotations.", stacklevel=4)
 
 
 HUB_INSTANCE_COLUMNS = ["instance", "instances", "instance_map", "instance_mask", "instance_ids", "instance_id"]

@@ -10,7 +10,8 @@ prepared the same way wherever it goes:
 - :func:`resize`: the image bilinearly (antialiased), the mask with nearest by index
   (:func:`nearest_exact_index`, the rows and columns ``F.interpolate(mode="nearest-exact")``
   picks), so no invented class appears at a boundary.
-- :func:`to_rgb_uint8`: grey, RGBA, 16-bit and float images as ``uint8`` RGB.
+- :func:`to_rgb_uint8`: grey, RGBA, bool, 16-bit and float images as ``uint8`` RGB, by one rule for
+  what each dtype's values mean (float 0..1, or 0..255 when a value exceeds 1; ambiguous ones refused).
 - :func:`check_classes`: a model (or a count of logits) and a dataset must have the same classes.
 """
 
@@ -34,20 +35,43 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def to_rgb_uint8(image: np.ndarray, label: str = "image") -> np.ndarray:
-    """Grey, grey+alpha, RGBA and 16-bit images become ``uint8`` RGB of shape ``(H, W, 3)``."""
+def to_rgb_uint8(image: np.ndarray, label: str = "image", error: type[Exception] = DatasetError) -> np.ndarray:
+    """Grey, grey+alpha, RGBA, bool, 16-bit and float images become ``uint8`` RGB ``(H, W, 3)``.
+
+    The value range is read from the dtype and the values, the same way everywhere in segnb
+    (datasets, ``predict``, the interactive tools): uint8 is 0..255; bool is 0/255; other
+    integer types are 0..255 when no value exceeds 255, else 16-bit 0..65535; floats are 0..1
+    when no value exceeds 1, else 0..255. A float image with values below 0 or above 255
+    (already normalised, or another scale), NaN or inf, an empty image and negative integers are
+    refused with ``error``: the scale is ambiguous, and a guess would be silently wrong.
+    """
     array = np.asarray(image)
+    if array.size == 0:
+        raise error(f"{label}: the image is empty (shape {array.shape}); an image has at least one pixel.")
     if array.dtype == bool:
         array = array.astype(np.uint8) * 255
     if array.dtype != np.uint8:
         if np.issubdtype(array.dtype, np.integer):
-            top = 65535 if array.max(initial=0) > 255 else 255
-            array = (array.astype(np.float32) * (255.0 / top)).round().astype(np.uint8)
+            low, top = int(array.min()), int(array.max())
+            if low < 0 or top > 65535:
+                raise error(f"{label}: integer pixel values run from {low} to {top}; images are 0..255 (8-bit) "
+                            "or 0..65535 (16-bit). Rescale it to one of those first.")
+            scale = 65535 if top > 255 else 255
+            array = (array.astype(np.float32) * (255.0 / scale)).round().astype(np.uint8)
         elif np.issubdtype(array.dtype, np.floating):
-            scale = 255.0 if array.max(initial=0) <= 1.0 else 1.0
-            array = np.clip(array * scale, 0, 255).round().astype(np.uint8)
+            if not np.isfinite(array).all():
+                raise error(f"{label}: the image holds NaN or infinite values; replace them (np.nan_to_num) "
+                            "or fix where the image comes from.")
+            low, top = float(array.min()), float(array.max())
+            if low < 0 or top > 255:
+                raise error(
+                    f"{label}: float pixel values run from {low:.3g} to {top:.3g}. A float image is 0..1, or "
+                    "0..255 when a value exceeds 1; this one is neither (already normalised?). Rescale it "
+                    "to 0..1, or give a normalised torch tensor (3, H, W) to predict.")
+            scale = 255.0 if top <= 1.0 else 1.0
+            array = np.clip(array.astype(np.float32) * scale, 0, 255).round().astype(np.uint8)
         else:
-            raise DatasetError(f"{label}: cannot read an image of dtype {array.dtype}.")
+            raise error(f"{label}: cannot read an image of dtype {array.dtype}; use uint8, uint16, bool or float.")
     if array.ndim == 2:
         array = np.repeat(array[:, :, None], 3, axis=2)
     elif array.ndim == 3 and array.shape[2] in (1, 2):  # grey, grey + alpha
@@ -55,10 +79,10 @@ def to_rgb_uint8(image: np.ndarray, label: str = "image") -> np.ndarray:
     elif array.ndim == 3 and array.shape[2] == 4:  # RGBA: drop alpha
         array = array[:, :, :3]
     elif array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[2] not in (1, 3):  # CHW
-        array = to_rgb_uint8(np.moveaxis(array, 0, 2), label)
+        array = to_rgb_uint8(np.moveaxis(array, 0, 2), label, error)
     if array.ndim != 3 or array.shape[2] != 3:
-        raise DatasetError(
-            f"{label}: expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {array.shape}."
+        raise error(
+            f"{label}: expected an image of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {array.shape}."
         )
     return np.ascontiguousarray(array)
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from segnb.errors import InputError
+
 __all__ = ["InstanceScores", "mask_ap", "panoptic_quality"]
 
 
@@ -84,13 +86,21 @@ def panoptic_quality(pred_semantic, pred_instances, true_semantic, true_instance
     """
     from torchmetrics.detection import PanopticQuality
 
-    things, stuff = sorted(int(c) for c in things), sorted(int(c) for c in stuff)
+    from segnb.instances.panoptic import class_ids
+
+    things, stuff = sorted(set(class_ids(things, "things"))), sorted(set(class_ids(stuff, "stuff")))
+    if set(things) & set(stuff) or not things + stuff:
+        raise InputError(f"things {things} and stuff {stuff} must be two disjoint lists of class ids, not both empty.")
     if ignore_index in things or ignore_index in stuff:
-        raise ValueError(f"ignore_index {ignore_index} is also a class of things or stuff; pick another value.")
+        raise InputError(f"ignore_index {ignore_index} is also a class of things or stuff; pick another value.")
     metric = PanopticQuality(things=set(things), stuffs=set(stuff), return_sq_and_rq=True, return_per_class=True,
                              allow_unknown_preds_category=True)
-    metric.update(_pairs(pred_semantic, pred_instances, things, ignore_index),
-                  _pairs(true_semantic, true_instances, things, ignore_index))
+    predicted = _pairs(pred_semantic, pred_instances, things, ignore_index)
+    truth = _pairs(true_semantic, true_instances, things, ignore_index)
+    if predicted.shape != truth.shape:
+        raise InputError(f"the predicted maps are {tuple(predicted.shape[:-1])} but the true maps "
+                         f"{tuple(truth.shape[:-1])}: score maps of the same images at the same size.")
+    metric.update(predicted, truth)
     values = metric.compute().reshape(-1, 3)  # (classes, [pq, sq, rq]): things, then stuff, each sorted
     counts = [metric.true_positives, metric.false_positives, metric.false_negatives]
     per_class = {}
@@ -107,12 +117,14 @@ def panoptic_quality(pred_semantic, pred_instances, true_semantic, true_instance
 def _pairs(semantic, instances, things, void: int) -> torch.Tensor:
     """Our maps as torchmetrics' (N, H, W, 2) ``(class, instance)`` pairs: instance 0 on stuff,
     and a thing pixel with no instance id becomes ``void``."""
-    semantic = torch.as_tensor(np.asarray(semantic), dtype=torch.long)
-    instances = torch.as_tensor(np.asarray(instances), dtype=torch.long)
+    from segnb.instances.panoptic import label_map
+
+    semantic = torch.as_tensor(label_map(semantic, "a class map", batched=True))
+    instances = torch.as_tensor(label_map(instances, "an instance map", batched=True))
     if semantic.ndim == 2:
         semantic, instances = semantic[None], instances[None]
     if semantic.shape != instances.shape:
-        raise ValueError(f"class map {tuple(semantic.shape)} and instance map {tuple(instances.shape)} differ.")
+        raise InputError(f"class map {tuple(semantic.shape)} and instance map {tuple(instances.shape)} differ.")
     is_thing = torch.isin(semantic, torch.tensor(things, dtype=torch.long))
     semantic = torch.where(is_thing & (instances == 0), void, semantic)
     return torch.stack([semantic, torch.where(is_thing, instances, 0)], -1)

@@ -39,7 +39,8 @@ class InstanceTask:
     monitor = "mask_ap50"
 
     def __init__(self, model, data, loss_fn=None):
-        check_instance_data(data, getattr(model, "things", data.class_names))
+        check_instance_data(data, getattr(model, "things", data.class_names),
+                            splits=dict.fromkeys([data.train_split, data.eval_split]))
         self.data, self.device = data, None
         self.thing_ids = list(getattr(model, "thing_ids", range(data.num_classes)))
 
@@ -102,7 +103,7 @@ def evaluate_instances(model, data, split: str | None = None, batch_size: int = 
     from segnb.device import resolve_device
 
     split = split or data.eval_split
-    check_instance_data(data, getattr(model, "things", data.class_names))
+    check_instance_data(data, getattr(model, "things", data.class_names), splits=[split])
     with Inference(model, device=resolve_device(device), precision=precision) as run:
         transform = SegTransform(size=image_size, train=False, mean=run.mean, std=run.std,
                                  ignore_index=data.ignore_index)

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from segnb.data.preprocess import normalize
+from segnb.data.preprocess import normalize, to_rgb_uint8
+from segnb.errors import InputError
 from segnb.infer import Inference
 from segnb.interactive.clicks import (
     CLICK_RADIUS,
@@ -57,17 +58,22 @@ class ClickModel:
         return y[:, 0, :h, :w]
 
     def predict_batch(self, images: np.ndarray, clicks_per_image) -> np.ndarray:
-        """(B, H, W, 3) images and one click list per image -> (B, H, W) object probabilities."""
+        """(B, H, W, 3) images and one click list per image -> (B, H, W) object probabilities.
+
+        Images of any dtype and layout are read as the datasets read them
+        (:func:`segnb.data.preprocess.to_rgb_uint8`: 16-bit, float 0..1, grey, RGBA)."""
+        images = [to_rgb_uint8(image, f"image {i}", InputError) for i, image in enumerate(images)]
+        if len({image.shape for image in images}) > 1:
+            raise InputError("predict_batch takes images of one size; call predict for each image instead.")
+        images = np.stack(images)
         maps = np.stack([click_maps(c, images.shape[1:3], self.click_radius) for c in clicks_per_image])
         with Inference(self.net) as run:  # eval mode and no autograd; every module's mode back afterwards
             x = self.inputs(images, maps).to(run.device)
             return torch.sigmoid(self.logits(x, run.module)).float().cpu().numpy()
 
     def predict(self, image: np.ndarray, clicks) -> np.ndarray:
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[-1] != 3:
-            raise ValueError(f"ClickModel.predict takes one RGB image (H, W, 3), got {image.shape}.")
-        return self.predict_batch(image[None], [list(clicks)])[0]
+        """The object probability (H, W) for one image (any dtype: see :meth:`predict_batch`)."""
+        return self.predict_batch([image], [list(clicks or [])])[0]
 
     def save(self, path) -> Path:
         """Weights as safetensors, with the format, encoder, click radius and history in its metadata."""

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from segnb.data.preprocess import to_rgb_uint8
+from segnb.errors import InputError
 from segnb.interactive.scribbles import (
     BACKGROUND,
     FOREGROUND,
@@ -15,16 +17,39 @@ from segnb.interactive.scribbles import (
     rasterize_strokes,
 )
 
-__all__ = ["CLICK_RADIUS", "ClickReport", "RandomWalkerClicks", "click_maps", "default_classes", "evaluate_clicks",
+__all__ = ["CLICK_RADIUS", "check_clicks", "ClickReport", "RandomWalkerClicks", "click_maps", "default_classes", "evaluate_clicks",
            "first_click", "iou", "next_click", "object_masks"]
 
 CLICK_RADIUS = 12.0  # px: a click map falls linearly from 1 at the click to 0 at this distance
+
+
+def check_clicks(clicks, shape: tuple[int, int]) -> list[tuple[float, float, bool]]:
+    """Clicks as ``(x, y, positive)`` with finite coordinates on an image of ``shape`` (H, W).
+
+    A click on the image's far edge (x = W or y = H, as a canvas may report it) is moved onto the
+    last pixel; a click farther out, NaN or inf coordinates, or anything that is not an
+    ``(x, y, positive)`` triple is an :class:`InputError` (a ValueError)."""
+    h, w = shape
+    checked = []
+    for i, click in enumerate(clicks or []):
+        try:
+            x, y, positive = click
+            x, y = float(x), float(y)
+        except (TypeError, ValueError):
+            raise InputError(f"click {i} must be (x, y, positive), got {click!r}.") from None
+        if not (np.isfinite(x) and np.isfinite(y)):
+            raise InputError(f"click {i} is at ({x}, {y}); a click needs finite image coordinates.")
+        if not (0 <= x <= w and 0 <= y <= h):
+            raise InputError(f"click {i} at ({x:g}, {y:g}) is outside the {w}x{h} image (x = column, y = row).")
+        checked.append((min(x, w - 1.0), min(y, h - 1.0), bool(positive)))
+    return checked
 
 
 def click_maps(clicks, shape: tuple[int, int], radius: float = CLICK_RADIUS) -> np.ndarray:
     """(2, H, W) float32 maps of positive and negative clicks: 1 at a click, falling to 0 at ``radius`` px."""
     h, w = shape
     maps = np.zeros((2, h, w), np.float32)
+    clicks = check_clicks(clicks, shape)
     if not clicks:
         return maps
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -107,7 +132,9 @@ class RandomWalkerClicks:
         self.radius, self.beta = radius, beta
 
     def predict(self, image: np.ndarray, clicks) -> np.ndarray:
-        h, w = np.asarray(image).shape[:2]
+        image = to_rgb_uint8(image, "the image", InputError)
+        h, w = image.shape[:2]
+        clicks = check_clicks(clicks, (h, w))
         strokes = [{"label": FOREGROUND if positive else BACKGROUND, "size": self.radius, "points": [x, y]}
                    for x, y, positive in clicks]
         seeds = rasterize_strokes(strokes, (h, w))

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from segnb.data.preprocess import to_rgb_uint8
+from segnb.errors import CheckpointError, InputError
 from segnb.infer import Inference
 
 __all__ = ["SAM_FILES", "SamSegmenter"]
 
-SAM_FILES = ("config.json", "model.safetensors (or pytorch_model.bin)",
-             "preprocessor_config.json (or processor_config.json)")
+SAM_FILES = ("config.json", "model.safetensors", "preprocessor_config.json (or processor_config.json)")
+# What a safetensors file you trust becomes from a pickle (a file you do not trust: do not unpickle it).
+_CONVERT = ('python -c "import torch; from safetensors.torch import save_file; '
+            "save_file(torch.load('pytorch_model.bin', weights_only=True), 'model.safetensors')\"")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # "facebook/sam-vit-base"
 
 
@@ -59,10 +64,9 @@ class SamSegmenter:
 
     def __init__(self, checkpoint, device: str = "cpu", cache_dir=None):
         path = _sam_folder(checkpoint, cache_dir)
-        weights = [p for p in ("model.safetensors", "pytorch_model.bin") if (path / p).is_file()]
         missing = [] if (path / "config.json").is_file() else ["config.json"]
-        if not weights:
-            missing.append("model.safetensors (or pytorch_model.bin)")
+        if not (path / "model.safetensors").is_file():
+            missing.append("model.safetensors")
         if not any((path / f).is_file() for f in ("preprocessor_config.json", "processor_config.json")):
             missing.append("preprocessor_config.json")
         if missing:
@@ -72,40 +76,91 @@ class SamSegmenter:
         except ImportError as error:
             raise ImportError("SAM needs the transformers package, which is not installed: "
                               f'pip install transformers, or pip install "segnb[sam]" ({error}).') from None
+        self._check_config(path / "config.json")
+        self._check_weights(path / "model.safetensors")
         self.checkpoint, self.path, self.device = str(checkpoint), path, torch.device(device)
-        self.model = SamModel.from_pretrained(path, local_files_only=True).to(self.device)
-        self.processor = SamProcessor.from_pretrained(path, local_files_only=True)
+        try:
+            model, info = SamModel.from_pretrained(path, local_files_only=True, use_safetensors=True,
+                                                   output_loading_info=True)
+            self.processor = SamProcessor.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{path}: not a SAM checkpoint that loads ({type(err).__name__}: "
+                                  f"{str(err).splitlines()[0] if str(err) else ''}).") from None
+        wrong = {kind: list(info.get(kind) or []) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+        if any(wrong.values()):
+            counts = ", ".join(f"{len(v)} {k.replace('_keys', '')} (e.g. {v[0]})" for k, v in wrong.items() if v)
+            raise CheckpointError(
+                f"{path / 'model.safetensors'} does not hold the weights of the SAM its config.json describes: "
+                f"{counts}. A SAM with weights missing would be partly random; use the model.safetensors "
+                "that came with this config.json.")
+        self.model = model.to(self.device)
         self._cache_key, self._cache = None, None
 
     @staticmethod
+    def _check_config(config_path: Path) -> None:
+        try:
+            config = json.loads(config_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CheckpointError(f"{config_path} is not readable JSON ({err}).") from None
+        kind = config.get("model_type") if isinstance(config, dict) else None
+        if kind != "sam":
+            raise CheckpointError(
+                f"{config_path} describes a {kind or 'model without a model_type'}, not a SAM (model_type "
+                "'sam'): this folder holds another model. Give the folder of a SAM checkpoint such as a copy "
+                "of facebook/sam-vit-base.")
+
+    @staticmethod
+    def _check_weights(weights: Path) -> None:
+        """A safetensors file whose header and sizes are whole (a truncated download is said so)."""
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(weights), framework="pt") as file:
+                keys = list(file.keys())
+                if keys:
+                    file.get_slice(keys[-1])  # the header's offsets are checked against the file size
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"{weights} is truncated or damaged ({err}); download it again.") from None
+        if weights.stat().st_size == 0:
+            raise CheckpointError(f"{weights} is empty; download it again.")
+
+    @staticmethod
     def _missing(why: str) -> str:
-        return (f"SAM needs a local checkpoint folder and {why}. Give the folder of a copy of a hub "
+        pickle = ("; segnb reads weights as safetensors only and never unpickles pytorch_model.bin: the hub "
+                  f"repository has model.safetensors, or convert a file you trust with {_CONVERT}"
+                  if "model.safetensors" in why else "")
+        return (f"SAM needs a local checkpoint folder and {why}{pickle}. Give the folder of a copy of a hub "
                 f"SAM repository such as facebook/sam-vit-base, holding {', '.join(SAM_FILES)}, or the id "
                 "of one already in the Hugging Face cache (segnb runs offline and downloads nothing). "
                 "Without SAM, use ClickModel or random_walker_segment.")
 
     def predict(self, image: np.ndarray, clicks=(), box=None) -> np.ndarray:
-        """Object probability (H, W) for one RGB uint8 image from ``(x, y, positive)`` clicks and/or a box.
+        """Object probability (H, W) for one image from ``(x, y, positive)`` clicks and/or a box.
 
         ``box`` is ``(x0, y0, x1, y1)`` in image pixels (SAM's box prompt). With neither clicks
         nor a box the answer is all zeros.
         """
-        image = np.asarray(image)
-        if image.ndim == 2:
-            image = np.repeat(image[..., None], 3, axis=-1)
-        clicks = list(clicks or [])
+        from segnb.interactive.clicks import check_clicks
+
+        # Any dtype and layout, read as the datasets read images (16-bit, float 0..1, grey, RGBA).
+        image = to_rgb_uint8(image, "the image", InputError)
+        clicks = check_clicks(clicks, image.shape[:2])
         if not clicks and box is None:
             return np.zeros(image.shape[:2], np.float32)
         prompts = {}
         if clicks:
-            prompts["input_points"] = [[[[float(x), float(y)] for x, y, _ in clicks]]]
-            prompts["input_labels"] = [[[int(bool(p)) for _, _, p in clicks]]]
+            prompts["input_points"] = [[[[x, y] for x, y, _ in clicks]]]
+            prompts["input_labels"] = [[[int(p) for _, _, p in clicks]]]
         if box is not None:
-            x0, y0, x1, y1 = (float(v) for v in box)
-            if not (x1 > x0 and y1 > y0):
-                raise ValueError(f"A box is (x0, y0, x1, y1) with x1 > x0 and y1 > y0, got {tuple(box)}.")
+            try:
+                x0, y0, x1, y1 = (float(v) for v in box)
+            except (TypeError, ValueError):
+                raise InputError(f"A box is four numbers (x0, y0, x1, y1), got {box!r}.") from None
+            if not (np.isfinite([x0, y0, x1, y1]).all() and x1 > x0 and y1 > y0):
+                raise InputError(f"A box is (x0, y0, x1, y1) with x1 > x0 and y1 > y0, got {tuple(box)}.")
             prompts["input_boxes"] = [[[x0, y0, x1, y1]]]
-        inputs = self.processor(images=image, return_tensors="pt", **prompts)
+        # channels_last said outright: a 1x1 or 3-pixel-tall image was read as channels-first.
+        inputs = self.processor(images=image, return_tensors="pt", input_data_format="channels_last", **prompts)
         key = (image.shape, hash(image.tobytes()))
         with Inference(self.model, precision="fp32") as run:  # eval mode, no autograd, modes restored after
             if key != self._cache_key:

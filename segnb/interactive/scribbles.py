@@ -11,6 +11,9 @@ from scipy import ndimage
 from skimage.draw import line as draw_line
 from skimage.morphology import skeletonize
 
+from segnb.data.preprocess import to_rgb_uint8
+from segnb.errors import InputError
+
 __all__ = ["BACKGROUND", "FOREGROUND", "check_strokes", "graph_cut_segment", "random_walker_segment",
            "rasterize_strokes", "scribbles_from_mask"]
 
@@ -18,22 +21,34 @@ FOREGROUND, BACKGROUND = 1, 2
 
 
 def check_strokes(strokes, shape: tuple[int, int] | None = None) -> list[dict]:
-    """Validate a list of strokes; returns them as plain dicts. Raises ValueError saying what is wrong."""
+    """Validate a list of strokes; returns them as plain dicts. Raises an :class:`InputError` (a
+    ValueError) saying what is wrong: a stroke that is not a dict, a label below 1, a brush size
+    that is negative or not a number, points that are not finite numbers in pairs."""
     if strokes is None:
         return []
+    if isinstance(strokes, dict):
+        strokes = [strokes]
     checked = []
     for i, stroke in enumerate(strokes):
         if not isinstance(stroke, dict) or not {"label", "points"} <= set(stroke):
-            raise ValueError(f"stroke {i} must be a dict with 'label' and 'points' (and 'size'), got {stroke!r}.")
-        label, size, points = int(stroke["label"]), float(stroke.get("size", 1)), list(stroke["points"])
+            raise InputError(f"stroke {i} must be a dict with 'label' and 'points' (and 'size'), got {stroke!r}.")
+        try:
+            label, size = int(stroke["label"]), float(stroke.get("size", 1))
+            points = np.asarray(stroke["points"], dtype=np.float64).ravel()
+        except (TypeError, ValueError) as err:
+            raise InputError(f"stroke {i}: label, size and points must be numbers ({err}).") from None
         if label < 1:
-            raise ValueError(f"stroke {i} has label {label}; labels start at 1 (1 = foreground, 2 = background).")
-        if size < 0:
-            raise ValueError(f"stroke {i} has a negative brush size {size}.")
+            raise InputError(f"stroke {i} has label {label}; labels start at 1 (1 = foreground, 2 = background).")
+        if not size >= 0:  # negative or NaN
+            kind = "a negative brush size" if size < 0 else "brush size"
+            raise InputError(f"stroke {i} has {kind} {size}; a size is a radius in pixels, 0 or more.")
         if len(points) < 2 or len(points) % 2:
-            raise ValueError(f"stroke {i}: 'points' must be a flat list x0, y0, x1, y1, ... of even length, "
+            raise InputError(f"stroke {i}: 'points' must be a flat list x0, y0, x1, y1, ... of even length, "
                              f"got {len(points)} numbers.")
-        checked.append({"label": label, "size": size, "points": [float(p) for p in points]})
+        if not np.isfinite(points).all():
+            raise InputError(f"stroke {i}: its points hold NaN or infinite coordinates; every point is a pair of "
+                             "image coordinates (x = column, y = row).")
+        checked.append({"label": label, "size": size, "points": points.tolist()})
     return checked
 
 
@@ -59,26 +74,28 @@ def rasterize_strokes(strokes, shape: tuple[int, int]) -> np.ndarray:
         for (x0, y0), (x1, y1) in zip(xy[:-1], xy[1:], strict=True):
             rr, cc = draw_line(y0, x0, y1, x1)
             path[rr, cc] = True
-        if stroke["size"] >= 1:
+        # A brush wider than the image covers it all: no larger disk is needed (a size of 1e6
+        # asked for a 58 TiB structuring element).
+        size = min(stroke["size"], math.hypot(h, w) + 1)
+        if size >= 1:
             # Dilate only the stroke's bounding box (+ radius): most strokes are small.
-            r = int(math.floor(stroke["size"]))
+            r = int(math.floor(size))
             rows, cols = np.nonzero(path)
             y0, y1 = max(0, rows.min() - r), min(h, rows.max() + r + 1)
             x0, x1 = max(0, cols.min() - r), min(w, cols.max() + r + 1)
-            path[y0:y1, x0:x1] = ndimage.binary_dilation(path[y0:y1, x0:x1], structure=_disk(stroke["size"]))
+            path[y0:y1, x0:x1] = ndimage.binary_dilation(path[y0:y1, x0:x1], structure=_disk(size))
         seeds[path] = stroke["label"]
     return seeds
 
 
 def _as_float_image(image: np.ndarray) -> tuple[np.ndarray, int | None]:
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[-1] in (3, 4):
-        image = image[..., :3]
-        if (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all():
-            image = image[..., 0]  # a grey picture stored as RGB: one channel is enough
-    data = image.astype(np.float64)
-    if image.dtype == np.uint8:
-        data /= 255.0
+    """Any image dtype and layout, read as the datasets read it (16-bit, float 0..1 or 0..255, bool,
+    grey, RGBA; :func:`segnb.data.base.to_rgb_uint8`), as float 0..1: the same picture stored
+    another way gives the same segmentation."""
+    image = to_rgb_uint8(image, "the image", InputError)
+    if (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all():
+        image = image[..., 0]  # a grey picture stored as RGB: one channel is enough
+    data = image.astype(np.float64) / 255.0
     return data, (-1 if data.ndim == 3 else None)
 
 
@@ -122,14 +139,17 @@ def random_walker_segment(image: np.ndarray, strokes=None, seeds: np.ndarray | N
         data = ndimage.gaussian_filter(data, (sigma, sigma, 0) if channel_axis is not None else sigma)
     if seeds is None:
         seeds = rasterize_strokes(strokes, data.shape[:2])
-    seeds = np.asarray(seeds, np.int32)
+    seeds = np.asarray(seeds)
     if seeds.shape != data.shape[:2]:
-        raise ValueError(f"seeds are {seeds.shape} but the image is {data.shape[:2]}.")
+        raise InputError(f"seeds are {seeds.shape} but the image is {data.shape[:2]}.")
+    if not np.issubdtype(seeds.dtype, np.integer) and not (np.isfinite(seeds).all() and (seeds == np.round(seeds)).all()):
+        raise InputError("seeds must hold whole numbers (0 unlabelled, 1 foreground, 2 background, ...).")
+    seeds = seeds.astype(np.int32)
     labels = np.unique(seeds[seeds > 0])
     if len(labels) < 2:
         names = {FOREGROUND: "foreground", BACKGROUND: "background"}
         have = ", ".join(names.get(int(v), str(v)) for v in labels) or "nothing"
-        raise ValueError(f"The random walker needs scribbles of at least two labels (foreground and background); "
+        raise InputError(f"The random walker needs scribbles of at least two labels (foreground and background); "
                          f"it got {have}. Paint some of the other label too.")
     with warnings.catch_warnings():
         # skimage warns when the conjugate-gradient solution leaves [0, 1] by more than tol; the
@@ -152,9 +172,11 @@ def _cut_graph(image, strokes, seeds, smoothness, beta, bins, sigma):
     if seeds is None:
         seeds = rasterize_strokes(strokes, (h, w))
     seeds = np.asarray(seeds)
+    if seeds.shape != (h, w):
+        raise InputError(f"seeds are {seeds.shape} but the image is {(h, w)}.")
     fg, bg = seeds == FOREGROUND, seeds == BACKGROUND
     if not fg.any() or not bg.any():
-        raise ValueError("The graph cut needs foreground and background scribbles; paint both.")
+        raise InputError("The graph cut needs foreground and background scribbles; paint both.")
     index = np.arange(h * w).reshape(h, w)
     diffs = [((pixels[:, 1:] - pixels[:, :-1]) ** 2).sum(-1), ((pixels[1:] - pixels[:-1]) ** 2).sum(-1)]
     if beta is None:
@@ -211,7 +233,7 @@ def graph_cut_segment(image: np.ndarray, strokes=None, seeds: np.ndarray | None 
     from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 
     graph, source, sink = _cut_graph(image, strokes, seeds, smoothness, beta, bins, sigma)
-    h, w = np.asarray(image).shape[:2]
+    h, w = to_rgb_uint8(image, "the image", InputError).shape[:2]
     flow = maximum_flow(graph, source, sink).flow
     residual = (graph - flow).tocsr()
     residual.data = (residual.data > 0).astype(np.int8)

@@ -103,6 +103,24 @@ def training_input(model) -> TrainingInput | None:
     with it); None when unknown (a model saved before segnb recorded it, or never trained)."""
     return getattr(model, "training_input", None)
 
+# While another thread trains a model, its weights change mid-step (batch-norm statistics move in
+# the forward pass, parameters at the optimizer step). segnb.infer registers here the function
+# that gives the copy taken between two steps (or None when nobody else trains the model).
+_between_steps = []
+
+
+def between_steps_source(function) -> None:
+    """Register ``function(model) -> copy or None``: what :func:`save_model` saves while a model trains."""
+    _between_steps[:] = [function]
+
+
+def _consistent(model):
+    for function in _between_steps:
+        copy = function(model)
+        if copy is not None:
+            return copy
+    return model
+
 
 def atomic_write(path: Path, write) -> None:
     """Write through ``write(tmp_path)`` to a temporary file, then rename over ``path``.
@@ -141,7 +159,8 @@ def save_model(model: SegModel, path, extra: dict | None = None, data=None) -> P
     from safetensors.torch import save_file
 
     folder = Path(path)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    # During a background fit: the weights from between two steps, never half a step's.
+    state = {k: v.detach().contiguous().cpu().clone() for k, v in _consistent(model).state_dict().items()}
     trained_on = data.provenance() if data is not None else getattr(model, "trained_on", None)
     meta = {
         "format": FORMAT,

@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Subset, default_collate
 
-from segnb.data.base import SegTransform
+from segnb.data.base import SegTransform, mixed_sizes
 from segnb.data.cache import CachedBatches, cached_split, choose_cache, estimate_bytes, usable_cores
 from segnb.errors import SegnbError
 from segnb.evaluation import FullSizeLabels, collate_eval, with_original_labels
@@ -66,6 +66,12 @@ def stream_loaders(data, config, device, mean, std, workers: int, rank: int, wor
                    dataset=None, collate_fn=None) -> tuple[DataLoader, DataLoader]:
     """DataLoaders that decode the files every epoch. ``dataset(split, transform)`` builds a split
     (default: the dataset's own torch split); each process evaluates every world-size-th image."""
+    if config.image_size is None and config.batch_size > 1:  # before any step: a batch is one size
+        for name in dict.fromkeys([data.train_split, data.eval_split]):
+            found = mixed_sizes(data[name])
+            if found is not None:
+                raise SegnbError(_mixed_message(name, *found, config.batch_size))
+    collate_fn = _one_size(collate_fn or default_collate, config.batch_size)
     dataset = dataset or data.torch_split
     train_set = dataset(data.train_split, transform(data, config, mean, std, train=True))
     generator = torch.Generator().manual_seed(config.seed)
@@ -83,6 +89,29 @@ def stream_loaders(data, config, device, mean, std, workers: int, rank: int, wor
     evaluation = DataLoader(eval_set, batch_size=config.batch_size, shuffle=False, num_workers=workers,
                             collate_fn=eval_collate)
     return train, evaluation
+
+
+def _mixed_message(split: str, first, other, batch_size: int) -> str:
+    return (f"The {split} images have different sizes ({first[0]}x{first[1]} and {other[0]}x{other[1]}, "
+            f"height x width) and batch_size={batch_size} puts several in one batch, which must be one size. "
+            "Pass image_size=(height, width) (every image and mask resized to it; masks with nearest), "
+            "or batch_size=1 (segnb train: --image-size N).")
+
+
+def _one_size(collate, batch_size: int):
+    """``collate`` that names the fix when a batch holds images of several sizes (sources whose sizes
+    are not known before decoding), instead of torch's 'stack expects each tensor to be equal size'."""
+
+    def batches(items):
+        try:
+            return collate(items)
+        except RuntimeError as err:
+            shapes = sorted({tuple(item[0].shape[-2:]) for item in items})
+            if len(shapes) < 2:
+                raise
+            raise SegnbError(_mixed_message("training or validation", shapes[0], shapes[1], batch_size)) from err
+
+    return batches
 
 
 def open_feed(feed: Feed, data, config, device, mean, std, workers: int, rank: int, world: int,

@@ -151,9 +151,13 @@ class DatasetPicker(W.VBox):
                 self.summary.value += (" The Studio still uses the previous dataset, "
                                        f"{html.escape(self.state.dataset_name())}.")
             raise user_error(error) from None
+        return self.adopt(spec, data, [str(w.message) for w in caught])
+
+    def adopt(self, spec: dict, data, warnings_seen=()):
+        """Make ``data``, loaded from ``spec`` elsewhere (a lesson restore checks it first), the dataset."""
         self.state.data_spec = spec
         self.state.data = data
-        self.warnings = [str(w.message) for w in caught]
+        self.warnings = list(warnings_seen)
         self.names.value = ", ".join(data.class_names)
         self._render(data)
         self._show_loaded(True)

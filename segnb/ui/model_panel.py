@@ -110,6 +110,17 @@ class ModelBuilder(W.VBox):
         model = build_model(spec["arch"], spec["encoder"], num_classes=None if class_names else 2,
                             class_names=class_names, pretrained=spec.get("pretrained", False),
                             upsample=spec.get("upsample"))
+        return self._take(spec, model)
+
+    def adopt(self, spec: dict, model):
+        """Make ``model``, built from ``spec`` elsewhere (a lesson restore checks it first), the model;
+        the arch, encoder and upsampling fields show its spec."""
+        self.arch.value = spec["arch"]
+        self.encoder.value = spec["encoder"]
+        self.upsample.value = spec.get("upsample") or "default"
+        return self._take(spec, model)
+
+    def _take(self, spec: dict, model):
         self.state.model_spec = spec
         self.state.model = model
         self.description.value = self.describe_html(model)

@@ -258,40 +258,144 @@ class Studio(W.VBox):
 
     @guarded
     def load_lesson(self, path):
+        """Restore a saved lesson, all or nothing: the dataset is loaded, the model built, its weights
+        and every setting checked first; only then does the Studio switch to them. A lesson that
+        cannot be restored leaves the current dataset, model and training results as they were."""
         path = Path(path)
         try:
             lesson = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"{path}: cannot read this lesson file ({error}).") from None
-        if lesson.get("format") != LESSON_FORMAT:
-            raise ValueError(f"{path} is not a segnb lesson (format {lesson.get('format')!r}).")
+        if not isinstance(lesson, dict) or lesson.get("format") != LESSON_FORMAT:
+            found = lesson.get("format") if isinstance(lesson, dict) else type(lesson).__name__
+            raise ValueError(f"{path} is not a segnb lesson (format {found!r}).")
+        self.lesson_status.value = f"checking {html.escape(path.name)} ..."
+        try:
+            ready = self._prepare_lesson(path, lesson)
+        except Exception as error:
+            self.lesson_status.value = (f"{html.escape(path.name)} was not restored; the Studio keeps what it "
+                                        "had (the reason is below).")
+            raise ValueError(f"{path.name}: {user_message(error)}") from None
+        self._swap_in_lesson(path, lesson, *ready)
+        return lesson
+
+    def _prepare_lesson(self, path: Path, lesson: dict):
+        """Everything a restore needs, checked, with nothing in the Studio changed yet."""
+        import warnings
+
+        from segnb.data import load_dataset
+        from segnb.models import build_model
+        from segnb.models.build import resolve_arch
+        from segnb.train import History
+
+        def entry(name, kind, example):
+            value = lesson.get(name)
+            if not isinstance(value, kind):
+                raise ValueError(f"the lesson has no {name!r} entry (expected {example}); it was edited or "
+                                 "saved by something else. Save the lesson again from the Studio.")
+            return value
+
+        dataset, model_spec = entry("dataset", dict, '{"source": ..., "options": {...}}'), entry(
+            "model", dict, '{"arch": ..., "encoder": ...}')
+        for key, where in (("source", dataset), ("arch", model_spec), ("encoder", model_spec)):
+            if not isinstance(where.get(key), str) or not where[key]:
+                raise ValueError(f"the lesson's {'dataset' if where is dataset else 'model'} has no {key!r}.")
+        try:
+            arch = resolve_arch(model_spec["arch"])
+        except Exception:
+            arch = None
+        if arch not in self.builder.arch.options:
+            raise ValueError(f"the lesson's architecture {model_spec['arch']!r} is not one the Studio builds; "
+                             f"it builds {', '.join(map(str, self.builder.arch.options))}.")
+        settings = self._check_train_settings(lesson.get("train") or {})
         weights = lesson.get("weights")
-        if weights and not (path.parent / weights).is_file():
-            raise ValueError(f"{path} needs its trained weights, {weights}, in the same folder; it is missing.")
-        self.lesson_status.value = f"restoring {html.escape(path.name)} ..."
-        self.state.seed = int(lesson.get("seed", 0))
-        dataset = lesson["dataset"]
-        if self.dataset.load(dataset) is None:
-            raise ValueError(f"The lesson's dataset could not be loaded: {self.dataset.errors.last_error}")
+        if weights and not (path.parent / str(weights)).is_file():
+            raise ValueError(f"the lesson needs its trained weights, {weights}, in the same folder; it is missing.")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            data = load_dataset(dataset["source"], **(dataset.get("options") or {}))
         names = lesson.get("class_names")
-        if names and names != list(self.state.data.class_names):
-            self.dataset.rename(names)
-        self.dataset.colours.value = lesson.get("palette_source", "contrast")
-        model = lesson["model"]
-        self.builder.arch.value = model["arch"]
-        self.builder.encoder.value = model["encoder"]
-        self.builder.upsample.value = model.get("upsample") or "default"
-        if self.builder.build(model) is None:
-            raise ValueError(f"The lesson's model could not be built: {self.builder.errors.last_error}")
+        if names is not None and (not isinstance(names, list) or len(names) != data.num_classes):
+            raise ValueError(f"the lesson names {len(names) if isinstance(names, list) else names!r} classes but "
+                             f"its dataset {dataset['source']!r} has {data.num_classes} "
+                             f"({', '.join(data.class_names)}): the dataset changed since the lesson was saved.")
+        model = build_model(arch, model_spec["encoder"], class_names=data.class_names,
+                            pretrained=model_spec.get("pretrained", False) if not weights else False,
+                            upsample=model_spec.get("upsample"))
+        results = lesson.get("results") or {}
+        history = None
+        if weights:
+            from safetensors import SafetensorError
+            from safetensors.torch import load_file
+
+            try:
+                state = load_file(str(path.parent / str(weights)))
+            except (SafetensorError, OSError, ValueError) as error:
+                raise ValueError(f"{weights} is truncated or damaged ({error}).") from None
+            expected = model.state_dict()
+            wrong = [f"{len(keys)} {what} (e.g. {sorted(keys)[0]})" for what, keys in (
+                ("missing", set(expected) - set(state)), ("unexpected", set(state) - set(expected)),
+                ("of another shape", {k for k in set(state) & set(expected) if state[k].shape != expected[k].shape}))
+                if keys]
+            if wrong:
+                raise ValueError(f"{weights} does not fit the lesson's model, {model_spec['arch']} on "
+                                 f"{model_spec['encoder']} for {data.num_classes} classes: weights "
+                                 f"{', '.join(wrong)}. Save the lesson again with its own weights.")
+            model.load_state_dict(state, strict=True)
+            history = History.from_dict(results["history"]) if results.get("history") else None
+        return data, [str(w.message) for w in caught], dict(model_spec, arch=arch), model, settings, history
+
+    def _check_train_settings(self, train: dict) -> dict:
+        """The lesson's training settings, each one a value its widget takes (else a sentence)."""
+        if not isinstance(train, dict):
+            raise ValueError("the lesson's 'train' entry must be a mapping of settings.")
+        checked = {}
         for key, widget in (("epochs", self.train.epochs), ("batch_size", self.train.batch_size),
                             ("lr", self.train.lr), ("loss", self.train.loss), ("image_size", self.train.image_size)):
-            if key in lesson.get("train", {}):
-                value = lesson["train"][key]
-                widget.value = (value or 0) if key == "image_size" else value
+            if key not in train:
+                continue
+            value = train[key]
+            if key == "image_size":
+                value = value or 0
+            if hasattr(widget, "options"):
+                allowed = [o[1] if isinstance(o, tuple) else o for o in widget.options]
+                ok = value in allowed
+                expected = f"one of {allowed}"
+            elif key == "lr":
+                ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                      and widget.base ** widget.min <= value <= widget.base ** widget.max)
+                expected = f"a number from {widget.base ** widget.min:g} to {widget.base ** widget.max:g}"
+            else:
+                ok = isinstance(value, int) and not isinstance(value, bool) and widget.min <= value <= widget.max
+                expected = f"a whole number from {widget.min} to {widget.max}"
+            if not ok:
+                raise ValueError(f"the lesson's {key} is {value!r}; it must be {expected}.")
+            checked[key] = value
+        return checked
+
+    def _swap_in_lesson(self, path: Path, lesson: dict, data, seen, spec, model, settings, history) -> None:
+        """Switch the Studio to a lesson that :meth:`_prepare_lesson` checked."""
+        self.state.seed = int(lesson.get("seed", 0)) if isinstance(lesson.get("seed", 0), int) else 0
+        self.builder.adopt(spec, model)  # first: the new dataset then needs no rebuilt model
+        self.dataset.adopt(lesson["dataset"], data, seen)
+        names = lesson.get("class_names")
+        if names and names != list(data.class_names):
+            self.dataset.rename(names)
+        palette = lesson.get("palette_source", "contrast")
+        if palette in [o[1] if isinstance(o, tuple) else o for o in self.dataset.colours.options]:
+            self.dataset.colours.value = palette
+        widgets = {"epochs": self.train.epochs, "batch_size": self.train.batch_size, "lr": self.train.lr,
+                   "loss": self.train.loss, "image_size": self.train.image_size}
+        for key, value in settings.items():
+            widgets[key].value = value
         results = lesson.get("results") or {}
-        if weights:
-            self._restore_results(path.parent / weights, results)
-        self.state.image_index = int(lesson.get("image_index", 0))
+        if lesson.get("weights"):
+            self.state.run = int(results.get("run", 1) or 1)
+            self.state.history = history
+            self.train.show_history(history, [tuple(p) for p in results.get("steps", [])])
+            if results.get("iou") is not None:
+                self.iou.evaluate()
+        self.state.image_index = int(lesson.get("image_index", 0) or 0)
         self.inspect.index.value = self.state.image_index
         view = results.get("view") or {}
         if results.get("inspected") and self.state.history is not None:
@@ -308,25 +412,6 @@ class Studio(W.VBox):
         tab = lesson.get("tab", "Dataset")
         self.show_tab(tab if tab in self.tab_names else "Dataset")
         self.lesson_status.value = f'<span class="segnb-saved">&#10003; Restored {html.escape(path.name)}</span>'
-        return lesson
-
-    def _restore_results(self, weights: Path, results: dict) -> None:
-        """The trained weights, the training curves and status, the IoU report: what the class saw."""
-        from safetensors.torch import load_file
-
-        from segnb.train import History
-
-        model = self.state.model
-        try:
-            model.load_state_dict(load_file(str(weights)), strict=True)
-        except Exception as error:
-            raise ValueError(f"{weights.name} does not fit the lesson's model ({user_message(error)}).") from None
-        history = History.from_dict(results["history"]) if results.get("history") else None
-        self.state.run = int(results.get("run", 1)) or 1
-        self.state.history = history
-        self.train.show_history(history, [tuple(p) for p in results.get("steps", [])])
-        if results.get("iou") is not None:
-            self.iou.evaluate()
 
 
 def _plain(value):
