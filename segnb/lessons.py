@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-__all__ = ["RECIPES", "Lesson", "Recipe", "cache_root", "estimate", "key", "load", "load_all", "prepare",
-           "status"]
+__all__ = ["PREPARE_HINT", "RECIPES", "Lesson", "Recipe", "cache_root", "dataset", "estimate", "find", "find_all",
+           "key", "load", "load_all", "prepare", "status"]
 
 ENV = "SEGNB_LESSONS"
 PACKAGE = Path(__file__).resolve().parent
@@ -301,6 +301,7 @@ def _train(recipe: Recipe, fast: bool, progress: bool, root=None):
         "metric": "mask AP50" if instance else "mIoU",
         "score": float(report.mask_ap50 if instance else report.miou),
         "per_class_iou": None if instance else [None if v is None else float(v) for v in report.scores.iou],
+        "pixel_accuracy": None if instance else float(report.scores.pixel_accuracy),
         "epochs": len(history.epochs), "steps": history.steps, "history": history.as_dict(),
     }
     return model, _finish(record, recipe, fast, data, start)
@@ -427,6 +428,27 @@ def _train_now(recipe: Recipe, fast: bool, root=None, progress: bool = False) ->
     if not fast:
         _save(model, record, recipe, False, root)
     return Lesson(recipe.name, model, dataset(recipe, fast), record, False)
+
+
+def find(name: str, fast: bool = False, root=None) -> Lesson | None:
+    """The prepared model ``name`` (in fast mode also its fast-settings variant), or None: nothing is trained."""
+    recipe = RECIPES[name]
+    for variant in ((False, True) if fast else (False,)):
+        lesson = _prepared(recipe, variant, root)
+        if lesson is not None:
+            return lesson
+    return None
+
+
+def find_all(names, fast: bool = False, root=None) -> dict[str, Lesson] | None:
+    """The prepared models ``names``, all made with the same settings variant, or None if one is missing."""
+    names = list(names)
+    for variant in ((False, True) if fast else (False,)):
+        if all(_record(RECIPES[n], variant, root) for n in names):
+            found = {n: _prepared(RECIPES[n], variant, root) for n in names}
+            if all(found.values()):
+                return found
+    return None
 
 
 def load_all(names, fast: bool = False, root=None, quiet: bool = False) -> dict[str, Lesson]:
