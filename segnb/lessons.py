@@ -380,7 +380,7 @@ class Lesson:
 
     def describe(self) -> str:
         r = self.record
-        what = f"{r['epochs']} epochs" if r["epochs"] else f"{r['steps']} steps"
+        what = (f"{r['epochs']} epoch{'s' * (r['epochs'] != 1)}" if r["epochs"] else f"{r['steps']} steps")
         if self.prepared:
             settings = " (fast settings)" if r["fast"] else ""
             return f"prepared model{settings}, trained for {what}, {_score_text(r)}"
