@@ -283,8 +283,8 @@ def test_sigterm_ends_the_server_child(tmp_path):
     pid_file = tmp_path / "child.pid"
     child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
     parent = subprocess.Popen(
-        [sys.executable, "-c", f"import sys; from segnb.cli import _serve; "
-                               f"sys.exit(_serve([sys.executable, '-c', {child!r}], None))"],
+        [sys.executable, "-c", f"import sys; from segnb.cli.servers import serve; "
+                               f"sys.exit(serve([sys.executable, '-c', {child!r}], None))"],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     deadline = time.monotonic() + 60

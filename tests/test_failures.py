@@ -155,7 +155,7 @@ def test_background_failure_shows_in_the_handle(data):
 
 def test_train_panel_says_failed_not_completed():
     from segnb.ui.common import SharedState
-    from segnb.ui.panels import TrainPanel
+    from segnb.ui.train_panel import TrainPanel
 
     state = SharedState()
     state.data = load_shapes(n=24, size=32, seed=1)
@@ -348,7 +348,7 @@ def test_a_second_fit_on_a_model_being_trained_is_refused(data):
 
 def test_start_in_a_second_panel_is_refused_while_the_first_trains():
     from segnb.ui.common import SharedState
-    from segnb.ui.panels import TrainPanel
+    from segnb.ui.train_panel import TrainPanel
 
     state, pause = SharedState(), Pause()
     state.data = load_shapes(n=24, size=32, seed=1)

@@ -84,7 +84,7 @@ def test_random_walker_needs_two_labels():
 def test_graph_cut_is_a_minimum_cut_as_networkx_finds_it():
     import networkx as nx
 
-    from segnb.interactive import _cut_graph
+    from segnb.interactive.scribbles import _cut_graph
 
     rng = np.random.default_rng(1)
     image = (rng.random((9, 11, 3)) * 255).astype(np.uint8)

@@ -425,7 +425,7 @@ def test_model_builder_lists_popular_encoders_first_with_sizes(state):
 
 def test_train_panel_image_size_estimate_and_first_step(state):
     from segnb.progress import ProgressState
-    from segnb.ui.panels import live_image_size
+    from segnb.ui.train_panel import live_image_size
 
     _build(state)
     panel = TrainPanel(state)
@@ -529,7 +529,7 @@ def test_dataset_picker_shows_the_loaders_warnings_and_notes(monkeypatch):
     import warnings
 
     from segnb.data import load_shapes
-    from segnb.ui import panels
+    from segnb.ui import dataset_panel
 
     def offline_copy(source, **options):
         warnings.warn(f"Hub unreachable (offline); using the cached copy of '{source}'.", stacklevel=2)
@@ -537,7 +537,7 @@ def test_dataset_picker_shows_the_loaders_warnings_and_notes(monkeypatch):
         data.notes = ["the masks' value 255 was taken as void: pass ignore_index=... to change it"]
         return data
 
-    monkeypatch.setattr(panels, "load_dataset", offline_copy)
+    monkeypatch.setattr(dataset_panel, "load_dataset", offline_copy)
     picker = DatasetPicker()
     picker.kind.value = "hub"
     picker.hub_id.value = "someone/scenes"

@@ -196,8 +196,8 @@ def attach_hub_instances(splits: dict, instance_column: str | None = None) -> st
 
     Returns the column used, or None. A named column that a split lacks is an error.
     """
+    from segnb.data.columns import no_decode
     from segnb.data.decode import decode_mask
-    from segnb.data.hub import _no_decode
 
     column = instance_column
     for name, split in splits.items():
@@ -210,7 +210,7 @@ def attach_hub_instances(splits: dict, instance_column: str | None = None) -> st
         if column not in columns:
             raise DatasetError(f"instance_column={column!r} is not a column of split {name!r}; its columns are "
                                f"{columns}.")
-        table = split.table.cast_column(column, _no_decode(split.table.features[column]))
+        table = split.table.cast_column(column, no_decode(split.table.features[column]))
 
         def load(index: int, table=table, split=split, column=column) -> np.ndarray:
             return decode_mask(table[index][column], f"{split.label(index)} ({column})")

@@ -176,7 +176,7 @@ def _pretrained_source(encoder: str, pretrained) -> tuple[bool, dict]:
         raise ModelConfigError(f"{encoder} is built in and has no pretrained weights; use pretrained=False.")
     import timm
 
-    from segnb.hub import probe_repo
+    from segnb.network_check import probe_repo
 
     cfg = timm.models.get_pretrained_cfg(encoder)
     hub_id = getattr(cfg, "hf_hub_id", None) if cfg else None

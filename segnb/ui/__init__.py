@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING
 _LAZY = {
     "AttentionViewer": "segnb.ui.attention_viewer",
     "ClassicalLab": "segnb.ui.labs",
-    "DatasetPicker": "segnb.ui.panels",
-    "InspectPanel": "segnb.ui.studio",
+    "DatasetPicker": "segnb.ui.dataset_panel",
+    "InspectPanel": "segnb.ui.inspect_panel",
     "IoUReport": "segnb.ui.labs",
-    "ModelBuilder": "segnb.ui.panels",
+    "ModelBuilder": "segnb.ui.model_panel",
     "NotebookProgress": "segnb.ui.progress",
     "NotebookRenderer": "segnb.ui.progress",
     "ResultStamp": "segnb.ui.common",
     "SharedState": "segnb.ui.common",
     "SoftMaskViewer": "segnb.ui.softmask_viewer",
     "Studio": "segnb.ui.studio",
-    "TrainPanel": "segnb.ui.panels",
+    "TrainPanel": "segnb.ui.train_panel",
     "UpsamplingLab": "segnb.ui.labs",
 }
 
@@ -38,11 +38,14 @@ __all__ = [
 if TYPE_CHECKING:
     from segnb.ui.attention_viewer import AttentionViewer
     from segnb.ui.common import ResultStamp, SharedState
+    from segnb.ui.dataset_panel import DatasetPicker
+    from segnb.ui.inspect_panel import InspectPanel
     from segnb.ui.labs import ClassicalLab, IoUReport, UpsamplingLab
-    from segnb.ui.panels import DatasetPicker, ModelBuilder, TrainPanel
+    from segnb.ui.model_panel import ModelBuilder
     from segnb.ui.progress import NotebookProgress, NotebookRenderer
     from segnb.ui.softmask_viewer import SoftMaskViewer
-    from segnb.ui.studio import InspectPanel, Studio
+    from segnb.ui.studio import Studio
+    from segnb.ui.train_panel import TrainPanel
 
 
 def __getattr__(name: str):

@@ -16,72 +16,17 @@ from pathlib import Path
 import ipywidgets as W
 import numpy as np
 
-from segnb.ui.common import ErrorBox, PlotView, ResultStamp, SharedState, guarded, user_message
+from segnb.ui.common import ErrorBox, PlotView, SharedState, guarded, user_message
 from segnb.widgets import asset
 
 # The panels (and PyTorch behind most of them) are imported when their tab is first opened: the
 # page shows the Dataset tab without PyTorch, so a class opening it at once waits less
 # (docs/CLASSROOM.md; tests/test_ui.py checks that the Studio at page load does not import torch).
 
-__all__ = ["Studio", "InspectPanel", "TABS"]
+__all__ = ["Studio", "TABS"]
 
 TABS = ("Dataset", "Model", "Train", "Inspect", "Upsampling", "IoU", "Classical", "Instances", "Interactive")
 LESSON_FORMAT = "segnb-lesson/1"
-
-
-class InspectPanel(W.VBox):
-    """The SoftMaskViewer on a chosen validation image, and the AttentionViewer for ViT models."""
-
-    def __init__(self, state: SharedState):
-        from segnb.ui.attention_viewer import AttentionViewer
-        from segnb.ui.softmask_viewer import SoftMaskViewer
-
-        self.state = state
-        self.errors = ErrorBox()
-        self.index = W.BoundedIntText(0, min=0, max=100_000, description="image #")
-        self.show_button = W.Button(description="Show", button_style="primary", icon="eye")
-        self.show_button.add_class("segnb-inspect-show")
-        self.softmask = SoftMaskViewer()
-        self.attention = AttentionViewer()
-        self.attention.layout.display = "none"
-        self.attention_note = W.HTML()
-        self.caption = W.HTML("Press Show: the model's class probabilities for one validation image appear here.")
-        self.caption.add_class("segnb-inspect-caption")
-        self.show_button.on_click(lambda _: self.show())
-        self.results = W.VBox([self.caption, self.softmask, self.attention_note, self.attention])
-        self.results.add_class("segnb-results")
-        self.stamp = ResultStamp(state, self.results, again="Press Show")
-        super().__init__([W.HBox([self.index, self.show_button]), self.errors, self.stamp, self.results])
-        self.add_class("segnb-inspect-panel")
-
-    @guarded
-    def show(self, index: int | None = None):
-        from segnb.inspect.attention import find_vit
-        from segnb.train import predict
-
-        data, model = self.state.data, self.state.model
-        if data is None or model is None:
-            raise ValueError("Load a dataset and build (and train) a model first.")
-        split = data[data.eval_split]
-        index = min(self.index.value if index is None else index, len(split) - 1)
-        image, _ = split[index]
-        self.softmask.set_prediction(image, predict(model, image).probs[0].numpy(), self.state.names(),
-                                     data.palette, self.state.overlay_palette)
-        self.caption.value = (f"<b>validation image #{index}</b>: the model's class probabilities. Raise the "
-                              "temperature to see where it is unsure, or show its confidence or entropy.")
-        try:
-            find_vit(model)
-        except ValueError:
-            self.attention.layout.display = "none"
-            self.attention_note.value = ("<i>Attention maps need a ViT backbone (setr-pup, setr-naive or dpt on "
-                                         "vit_* / deit_*); this model is a CNN.</i>")
-        else:
-            self.attention.layout.display = ""
-            self.attention_note.value = ""
-            self.attention.show(model, image, input_size=None)
-        self.state.image_index = index
-        self.stamp.stamp()
-        return index
 
 
 STEPS = (("1 Pick", "Dataset", "pick a dataset and press Load"),
@@ -118,10 +63,10 @@ class Studio(W.VBox):
         # One line per tab: a title and the panel (or a function that makes it when the tab is first
         # opened: a page that is never used costs no memory, and a class of students loads faster).
         self.panels = [
-            ("Dataset", lambda: _panel("panels", "DatasetPicker")(self.state)),
-            ("Model", lambda: _panel("panels", "ModelBuilder")(self.state)),
-            ("Train", lambda: _panel("panels", "TrainPanel")(self.state)),
-            ("Inspect", lambda: InspectPanel(self.state)),
+            ("Dataset", lambda: _panel("dataset_panel", "DatasetPicker")(self.state)),
+            ("Model", lambda: _panel("model_panel", "ModelBuilder")(self.state)),
+            ("Train", lambda: _panel("train_panel", "TrainPanel")(self.state)),
+            ("Inspect", lambda: _panel("inspect_panel", "InspectPanel")(self.state)),
             ("Upsampling", lambda: _panel("labs", "UpsamplingLab")(self.state)),
             ("IoU", lambda: _panel("labs", "IoUReport")(self.state, viewer=self.inspect.softmask)),
             ("Classical", lambda: _panel("labs", "ClassicalLab")(self.state)),
