@@ -230,3 +230,10 @@ def test_the_wheel_ships_the_isbi_slices_and_the_lessons(tmp_path):
     out = subprocess.run([sys.executable, "-m", "segnb.data.isbi"], cwd=tmp_path, env={"PYTHONPATH": str(target)},
                          capture_output=True, text=True)
     assert out.returncode == 0 and "OK, 30 slices and 30 labels as shipped" in out.stdout
+
+
+def test_segnb_lessons_is_a_command(tiny, capsys):
+    from segnb.cli import main
+
+    assert main(["lessons", "status", "--root", str(tiny)]) == 0
+    assert f"prepared lessons in {tiny}:" in capsys.readouterr().out

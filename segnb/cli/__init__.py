@@ -1,4 +1,4 @@
-"""The ``segnb`` command line: ``segnb demo``, ``train``, ``eval``, ``datasets show``, ``lab``, ``studio``.
+"""The ``segnb`` command line: ``segnb demo``, ``train``, ``eval``, ``datasets show``, ``lab``, ``studio``, ``lessons``.
 
 ``parser`` holds the commands and the checks on their values, ``commands`` the training and
 evaluation commands, ``servers`` JupyterLab and the Voila Studio.
