@@ -423,11 +423,21 @@ def _prepared(recipe: Recipe, variant: bool, root=None) -> Lesson | None:
         return None
 
 
+_TRAINED: dict[tuple[str, str], Lesson] = {}  # fast-mode models trained in this process, by (name, key)
+
+
 def _train_now(recipe: Recipe, fast: bool, root=None, progress: bool = False) -> Lesson:
+    """Train now; a fast-mode model is kept for the process (a second cell that asks for it gets it)."""
+    known = (recipe.name, key(recipe, fast))
+    if fast and known in _TRAINED:
+        return _TRAINED[known]
     model, record = _train(recipe, fast, progress, root)
     if not fast:
         _save(model, record, recipe, False, root)
-    return Lesson(recipe.name, model, dataset(recipe, fast), record, False)
+    lesson = Lesson(recipe.name, model, dataset(recipe, fast), record, False)
+    if fast:
+        _TRAINED[known] = lesson
+    return lesson
 
 
 def find(name: str, fast: bool = False, root=None) -> Lesson | None:
@@ -466,7 +476,7 @@ def load_all(names, fast: bool = False, root=None, quiet: bool = False) -> dict[
         if lesson is None and not (fast and variant is None):
             lesson = load(name, fast, root, quiet=True)
         elif lesson is None:
-            lesson = _train_now(recipe, True, root)
+            lesson = _train_now(recipe, True, root)  # reused if an earlier cell trained it
         lessons[name] = lesson
         if not quiet:
             print(f"{recipe.title}: {lesson.describe()}")

@@ -29,6 +29,7 @@ def tiny(monkeypatch, tmp_path):
     monkeypatch.setattr(lessons, "RECIPES", {r.name: r for r in (TINY, TINY_UNET)})
     monkeypatch.setenv(lessons.ENV, str(tmp_path / "lessons"))
     monkeypatch.setattr(lessons, "_speed", lambda: lessons.REFERENCE_STEP_SECONDS)
+    monkeypatch.setattr(lessons, "_TRAINED", {})
     return tmp_path / "lessons"
 
 
@@ -133,6 +134,13 @@ def test_fast_mode_without_prepared_models_trains_now_and_says_how_to_see_the_re
     assert "trained now, fast mode: 1 epoch," in out and "run `segnb lessons prepare` to see it" in out
     assert not tiny.exists() or not any(tiny.rglob("record.json"))  # a fast run is not stored
     assert lessons.find("tiny-fcn", fast=True) is None and lessons.find_all(["tiny-fcn"], fast=True) is None
+
+
+def test_a_model_trained_now_in_fast_mode_is_trained_once_per_process(tiny, monkeypatch):
+    first = lessons.load("tiny-fcn", fast=True, quiet=True)
+    monkeypatch.setattr("segnb.train.fit", no_training)
+    assert lessons.load("tiny-fcn", fast=True, quiet=True) is first
+    assert lessons.load_all(["tiny-fcn"], fast=True, quiet=True)["tiny-fcn"] is first
 
 
 def test_normal_mode_without_prepared_models_trains_the_full_one_and_saves_it(tiny, monkeypatch):
