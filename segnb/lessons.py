@@ -462,24 +462,18 @@ def find_all(names, fast: bool = False, root=None) -> dict[str, Lesson] | None:
 
 
 def load_all(names, fast: bool = False, root=None, quiet: bool = False) -> dict[str, Lesson]:
-    """:func:`load` for models that are compared on one dataset: in fast mode, prepared models are used
-    only when all of them are prepared (otherwise all are trained now, on the same small data)."""
+    """:func:`load` for models that are compared on one dataset, never mixing data: in fast mode the
+    full-quality models are used only when all of them are prepared; otherwise every one comes from
+    the fast settings (prepared so, or trained now), on the same small data."""
     names = list(names)
-    full = all(_record(RECIPES[n], False, root) for n in names)
-    variant = not full and fast
-    if variant and not all(_record(RECIPES[n], True, root) for n in names):
-        variant = None  # train all of them now, in fast mode
+    if not fast or all(_record(RECIPES[n], False, root) for n in names):
+        return {n: load(n, False, root, quiet) for n in names}
     lessons = {}
-    for name in names:
+    for name in names:  # fast mode: every one on the fast data, prepared with the fast settings or trained now
         recipe = RECIPES[name]
-        lesson = None if variant is None else _prepared(recipe, variant, root)
-        if lesson is None and not (fast and variant is None):
-            lesson = load(name, fast, root, quiet=True)
-        elif lesson is None:
-            lesson = _train_now(recipe, True, root)  # reused if an earlier cell trained it
-        lessons[name] = lesson
+        lessons[name] = _prepared(recipe, True, root) or _train_now(recipe, True, root)
         if not quiet:
-            print(f"{recipe.title}: {lesson.describe()}")
+            print(f"{recipe.title}: {lessons[name].describe()}")
     return lessons
 
 
