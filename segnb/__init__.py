@@ -64,19 +64,23 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ impo
     from segnb.train import fit, lr_find
 
 
+# The subpackages and modules a user may reach as attributes after ``import segnb`` (segnb.data, ...).
+_MODULES = (
+    "arithmetic", "callbacks", "checkpoint", "classical", "cli", "data", "device", "errors", "evaluation",
+    "infer", "inspect", "instances", "interactive", "losses", "metrics", "models", "network_check",
+    "prediction", "progress", "train", "ui", "viz",
+)
+
+
 def __getattr__(name: str):
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value  # once imported, a plain attribute
         return value
-    if not name.startswith("_"):  # a subpackage used as an attribute (segnb.data after `import segnb`)
-        try:
-            return importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"{__name__}.{name}":
-                raise
+    if name in _MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, *_MODULES})

@@ -7,7 +7,9 @@ Nine named events, called in this order (``order`` sorts callbacks, low first):
 ``on_data_ready``   once, when the data path is set (``trainer.data_path`` says which, and why)
 ``on_epoch_start``  before each epoch's first step
 ``on_step_end``     after each optimizer step (``trainer.last_loss`` is a tensor:
-                    call ``float()`` on it only when you need it)
+                    ``float()`` on it waits for the GPU; ``trainer.loss_value`` is
+                    a float read with the non-finite flag every ``SYNC_EVERY``
+                    steps, when ``trainer.host_synced`` is True)
 ``on_eval_end``     after each validation pass (``trainer.scores``)
 ``on_epoch_end``    after the epoch's record joined ``trainer.history``
 ``on_checkpoint``   after a checkpoint was written (``path``)
@@ -15,7 +17,9 @@ Nine named events, called in this order (``order`` sorts callbacks, low first):
 ``on_fit_end``      once, always, even after a stop or an error
 ==================  ===========================================================
 
-A callback raises :class:`StopTraining` to end training after the current step.
+A callback raises :class:`StopTraining` to end training after the current step. A
+``KeyboardInterrupt`` raised in one ends it at once (``history.stopped`` says
+``"interrupted at step N"``); any other error is a failure (``"failed: ..."``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import csv
 import math
 from pathlib import Path
 
+from segnb.arithmetic import ceil_div
 from segnb.progress import ConsoleRenderer, ProgressState
 
 __all__ = [
@@ -74,11 +79,11 @@ class ProgressCallback(Callback):
         s = self.state
         s.done, s.total = trainer.step - trainer.start_step, trainer.total_steps - trainer.start_step
         s.epoch = trainer.epoch + 1
-        s.epochs = trainer.epochs or -(-trainer.total_steps // max(1, trainer.steps_per_epoch))  # time budget: planned
+        s.epochs = trainer.epochs or ceil_div(trainer.total_steps, max(1, trainer.steps_per_epoch))  # time budget: planned
         s.images, s.elapsed = trainer.images_seen, trainer.elapsed
         s.device, s.precision = str(trainer.device), trainer.precision
-        if loss and trainer.last_loss is not None:
-            s.loss = float(trainer.last_loss)  # one host sync, only when drawn
+        if loss and getattr(trainer, "loss_value", None) is not None:
+            s.loss = trainer.loss_value  # read with the non-finite flag: no sync of its own
 
     def on_fit_start(self, trainer):
         self._sync(trainer)

@@ -196,7 +196,7 @@ def compare(data, methods=METHODS, images: int = 8, split: str | None = None, mo
         rows.append({"method": method, "miou": scores.miou, "pixel_accuracy": scores.pixel_accuracy,
                      "iou": scores.iou, "seconds_per_image": (time.perf_counter() - start) / len(pairs)})
     if model is not None:
-        from segnb.evaluation import check_classes
+        from segnb.data.preprocess import check_classes
         from segnb.prediction import predict
 
         check_classes(model, data)  # a model for other classes would have pixels dropped silently

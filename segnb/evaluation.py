@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader
 
 from segnb import infer
 from segnb.data.base import SegmentationDataset, SegTransform
+from segnb.data.preprocess import check_classes
 from segnb.device import resolve_device
-from segnb.errors import SegnbError
 from segnb.infer import Inference
 from segnb.metrics import Scores, confusion_matrix, scores_from_confusion
 
@@ -94,15 +94,5 @@ def evaluate(model, data: SegmentationDataset, split: str | None = None, batch_s
     per_image.sort(key=lambda r: (math.isnan(r["miou"]), r["miou"]))
     pixels = total.sum(1).tolist()
     return EvalReport(scores_from_confusion(total), list(data.class_names), pixels, per_image)
-
-
-def check_classes(model, data: SegmentationDataset) -> None:
-    """Refuse to score ``model`` (or a class count, e.g. of its logits) on a dataset with other classes."""
-    model_classes = model if isinstance(model, int) else getattr(model, "num_classes", None)
-    if model_classes is not None and model_classes != data.num_classes:
-        raise SegnbError(
-            f"The model predicts {model_classes} classes but the dataset {data.source!r} has {data.num_classes}: "
-            "its scores would silently leave out pixels. Evaluate on the dataset the model was trained on, "
-            "or train a model for this one (build_model(..., class_names=data.class_names)).")
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from segnb.data.base import IMAGENET_MEAN, IMAGENET_STD
+from segnb.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize
 from segnb.device import resolve_device, resolve_precision
 from segnb.errors import SegnbError
 
@@ -60,8 +60,7 @@ def to_tensor(image, mean, std) -> torch.Tensor:
     """A ``uint8`` (H, W, 3) image as a normalised float tensor (3, H, W); a tensor passes unchanged."""
     if isinstance(image, torch.Tensor):
         return image.float()
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
-    return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    return normalize(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), mean, std)
 
 
 # ---------------------------------------------------------------------- models being trained

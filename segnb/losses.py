@@ -1,6 +1,7 @@
 """Losses for segmentation: cross-entropy (optionally class-weighted), Dice, Focal, Lovasz, CE + Dice.
 
-Dice, Focal and Lovasz are segmentation-models-pytorch's; every loss here
+Focal and Lovasz are segmentation-models-pytorch's; Dice is written here (the
+same as smp's, without reading values back to the host in each step); every loss here
 ignores the void label. ``class_weights`` turns a dataset's pixel
 frequencies into cross-entropy weights, the lectures' answer to class
 imbalance: rare classes weigh more.
@@ -49,9 +50,36 @@ class CrossEntropy(nn.Module):
         self.register_buffer("weight", weight if weight is not None else None, persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if (target != self.ignore_index).sum() == 0:  # a batch of void only: no signal, not NaN
-            return logits.sum() * 0.0
-        return F.cross_entropy(logits.float(), target, weight=self.weight, ignore_index=self.ignore_index)
+        """The mean over the pixels that are not void (weighted by their class's weight), as
+        ``F.cross_entropy``; a batch of void only gives 0, not NaN, without asking the host."""
+        total = F.cross_entropy(logits.float(), target, weight=self.weight, ignore_index=self.ignore_index,
+                                reduction="sum")
+        valid = target != self.ignore_index
+        if self.weight is None:
+            count = valid.sum()
+        else:  # each pixel counts its class's weight (void pixels read class 0's, then count 0)
+            count = (self.weight[torch.where(valid, target, 0)] * valid).sum()
+        return total / count.clamp(min=1e-12)
+
+
+class Dice(nn.Module):
+    """Soft Dice loss, 1 - Dice per class averaged over the classes, the classes absent from the batch's
+    targets counting 0 (as smp's multiclass ``DiceLoss``), void pixels left out; no host reads."""
+
+    def __init__(self, ignore_index: int = 255, eps: float = 1e-7):
+        super().__init__()
+        self.ignore_index, self.eps = ignore_index, eps
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        probs = logits.float().log_softmax(1).exp()  # (B, K, H, W)
+        valid = (target != self.ignore_index).unsqueeze(1)  # (B, 1, H, W)
+        index = torch.where(valid, target.unsqueeze(1), 0)
+        truth = torch.zeros_like(probs).scatter_(1, index, 1.0) * valid  # one-hot, (B, K, H, W)
+        probs = probs * valid
+        dims = (0, 2, 3)
+        intersection, cardinality = (probs * truth).sum(dims), (probs + truth).sum(dims)  # (K,)
+        dice = 2 * intersection / cardinality.clamp_min(self.eps)
+        return ((1 - dice) * (truth.sum(dims) > 0)).mean()
 
 
 class Sum(nn.Module):
@@ -77,11 +105,11 @@ def make_loss(name: str | nn.Module = "ce", ignore_index: int = 255, weights: to
             raise ValueError("weighted_ce needs class weights: fit() derives them from the dataset's frequencies.")
         return CrossEntropy(ignore_index, weights)
     if key == "dice":
-        return smp_losses.DiceLoss("multiclass", ignore_index=ignore_index)
+        return Dice(ignore_index)
     if key == "focal":
         return smp_losses.FocalLoss("multiclass", ignore_index=ignore_index)
     if key == "lovasz":
         return smp_losses.LovaszLoss("multiclass", ignore_index=ignore_index)
     if key == "ce+dice":
-        return Sum(CrossEntropy(ignore_index), smp_losses.DiceLoss("multiclass", ignore_index=ignore_index))
+        return Sum(CrossEntropy(ignore_index), Dice(ignore_index))
     raise ValueError(f"Unknown loss {name!r}. Choose one of {list(LOSSES)}, or pass a torch module.")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["confusion_matrix", "ConfusionMeter", "Scores", "scores_from_confusion"]
+__all__ = ["confusion_matrix", "ConfusionMeter", "Scores", "normalized_confusion", "scores_from_confusion"]
 
 
 _local = threading.local()
@@ -47,7 +47,7 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     One ``bincount`` over ``target * (C + 1) + pred`` does the whole job
     without boolean masking: values outside ``[0, num_classes)`` (the ignore
     index among them) land in rows or a column beyond the classes, which are
-    dropped. On a GPU this stays on the device with no host synchronisation;
+    dropped. On a GPU this stays on the device with no host synchronisation (a fixed-size scatter);
     on the CPU numpy's bincount is used, several times faster than torch's there.
     """
     if pred.shape != target.shape:
@@ -58,10 +58,11 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     if ignore_index is not None and 0 <= ignore_index < c:
         t = torch.where(t == ignore_index, c, t)
     if t.device.type == "cpu":
-        # A range check is cheap here; in the usual case (argmax predictions, a void label
-        # such as 255) the index needs one multiply-add and no clamping.
-        t_min, t_max = (int(v) for v in torch.aminmax(t))
-        p_min, p_max = (int(v) for v in torch.aminmax(p))
+        # A range check is cheap here (numpy: the tensors are on the host already); in the usual
+        # case (argmax predictions, a void label such as 255) the index needs one multiply-add.
+        t_np, p_np = t.numpy(), p.numpy()
+        t_min, t_max = (int(t_np.min()), int(t_np.max())) if t_np.size else (0, 0)
+        p_min, p_max = (int(p_np.min()), int(p_np.max())) if p_np.size else (0, 0)
         if t_min >= 0 and p_min >= 0 and p_max <= c and t_max < 1 << 16:
             index = torch.mul(t, c + 1, out=_scratch(t.numel(), t.device)).add_(p)
             counts = np.bincount(index.numpy(), minlength=(c + 1) * (max(t_max, c) + 1))
@@ -69,7 +70,9 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     t = torch.where(t < 0, c, t).clamp(max=c)  # outside the classes: row C, dropped
     p = torch.where(p < 0, c, p).clamp(max=c)  # column C, dropped
     index = t * (c + 1) + p  # (N,) in [0, (C + 1)**2)
-    counts = torch.bincount(index, minlength=(c + 1) ** 2)
+    # A fixed-size scatter, not bincount: bincount reads the index's min and max back to the host.
+    counts = torch.zeros((c + 1) ** 2, dtype=torch.long, device=index.device)
+    counts.scatter_add_(0, index, torch.ones_like(index))
     return counts.reshape(c + 1, c + 1)[:c, :c].contiguous()
 
 
@@ -147,3 +150,10 @@ class ConfusionMeter:
         if self.confusion is None:
             self.confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
         return scores_from_confusion(self.confusion)
+
+
+def normalized_confusion(confusion) -> np.ndarray:
+    """Each row divided by its total: row t says where the pixels of class t went (rows of zeros stay 0)."""
+    c = np.asarray(confusion, dtype=np.float64)
+    totals = c.sum(1, keepdims=True)
+    return np.divide(c, totals, out=np.zeros_like(c), where=totals > 0)

@@ -208,7 +208,7 @@ def confusion_figure(confusion, class_names: Sequence[str], normalize: bool = Tr
     """Heatmap of the confusion matrix, rows = truth, columns = prediction (row-normalised by default)."""
     import plotly.graph_objects as go
 
-    from segnb.inspect.iou import normalized_confusion
+    from segnb.metrics import normalized_confusion
 
     c = normalized_confusion(confusion) if normalize else np.asarray(confusion, dtype=np.float64)
     figure = go.Figure(go.Heatmap(z=c, x=list(class_names), y=list(class_names), colorscale="Viridis",

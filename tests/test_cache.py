@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from segnb.data import SegTransform, load_dataset, load_shapes
-from segnb.data.augment import augment_batch, normalize, scale_shift_grid
+from segnb.data.augment import augment_batch, scale_shift_grid
 from segnb.data.cache import (
     STATS,
     CachedBatches,
@@ -13,9 +13,9 @@ from segnb.data.cache import (
     choose_cache,
     decode_split,
     estimate_bytes,
-    nearest_exact_index,
 )
 from segnb.data.export import export_folder
+from segnb.data.preprocess import nearest_exact_index, normalize
 from segnb.errors import SegnbError
 
 

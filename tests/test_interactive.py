@@ -461,3 +461,15 @@ def test_training_the_click_model_in_a_thread_leaves_the_panel_answering(panel, 
     thread.join(30)
     assert panel.errors.value == ""
     assert calls["seconds"] == 1 and panel.click_model.history == [0.5] and "click model trained" in panel.note.value
+
+
+def test_click_model_predicts_through_inference_and_leaves_the_nets_mode_alone():
+    model = core.ClickModel()
+    model.net.train()  # as the training loop leaves it between steps
+    image = np.zeros((40, 44, 3), np.uint8)
+    image[10:30, 12:32] = 200
+    probs = model.predict(image, [(20, 20, True)])
+    assert probs.shape == (40, 44) and probs.dtype == np.float32 and ((0 <= probs) & (probs <= 1)).all()
+    assert all(m.training for m in model.net.modules())  # eval only inside Inference, modes restored
+    again = model.predict(image, [(20, 20, True)])
+    np.testing.assert_array_equal(probs, again)  # eval mode inside: batch statistics never used

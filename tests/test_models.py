@@ -295,6 +295,19 @@ def test_models_do_not_need_the_network(monkeypatch):
 # ---------------------------------------------------------------- registry and issue 14's model defects
 
 
+def test_describe_model_leaves_a_live_models_modes_and_statistics_alone():
+    """The Studio describes the model it may be training: no module's mode or BN statistics change."""
+    model = build_model("unet", "test_resnet", num_classes=3).train()
+    frozen = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    frozen.eval()  # a frozen BatchNorm inside a training model, as fine-tuning does
+    modes = {name: m.training for name, m in model.named_modules()}
+    statistics = {k: v.clone() for k, v in model.state_dict().items()}
+    describe_model(model)
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    assert not frozen.training and model.net.encoder.training
+    assert all(torch.equal(v, statistics[k]) for k, v in model.state_dict().items())
+
+
 def test_describe_model_measures_the_output_stride_of_dilated_encoders():
     info = describe_model(build_model("deeplabv3", "resnet18", num_classes=3))
     assert info["output_stride"] == 8  # DeepLabV3 dilates the last two stages
@@ -388,3 +401,15 @@ def test_tiramisu_refuses_other_encoders_and_max_unpool_saving_round_trip(tmp_pa
     save_model(model, tmp_path / "m")
     with torch.no_grad():
         assert torch.equal(load_model(tmp_path / "m").eval()(x), model(x))
+
+
+def test_step_seconds_times_a_step_and_leaves_the_model_as_it_was():
+    from segnb.models.timing import step_seconds
+
+    model = build_model("unet-classic", "vgg-tiny", num_classes=3).eval()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    seconds = step_seconds(model, 32, 32, batch_size=8)
+    assert seconds > 0
+    assert not any(m.training for m in model.modules())
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())

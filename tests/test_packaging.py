@@ -2,7 +2,6 @@ import json
 import re
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -31,38 +30,6 @@ def test_no_upper_bound_on_torch():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     torch_req = _names(project["dependencies"])["torch"]
     assert "<" not in torch_req and "==" not in torch_req
-
-
-def test_wheel_ships_the_widget_front_end(tmp_path):
-    import shutil
-
-    # Built from a copy: setuptools writes build/ and *.egg-info next to the sources, and a test
-    # run must leave the working tree as it found it (scripts/test checks).
-    source = tmp_path / "source"
-    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "runs", "artifacts"))
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
-         "-q", "-w", str(tmp_path)],
-        check=True,
-    )
-    wheel = next(tmp_path.glob("segnb-*.whl"))
-    names = set(zipfile.ZipFile(wheel).namelist())
-    front_end = [p.name for p in (ROOT / "widgets").iterdir() if p.suffix in {".js", ".css"}]
-    assert front_end, "widgets/ holds the front-end"
-    for name in front_end:
-        assert f"segnb/widgets/{name}" in names
-    assert "segnb/data/shapes.py" in names
-    for name in ("conf.json", "spinner.macro.html.j2"):  # segnb studio's Voila template (docs/CLASSROOM.md)
-        assert f"segnb/ui/jupyter/voila/templates/segnb/{name}" in names
-    # The files load from an installed copy through importlib.resources.
-    target = tmp_path / "site"
-    with zipfile.ZipFile(wheel) as archive:
-        archive.extractall(target)
-    code = "from segnb.widgets import asset; print(len(asset('segnb.css')))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(target)},
-                         capture_output=True, text=True, check=True)
-    assert int(out.stdout) > 100
 
 
 def test_import_segnb_does_not_import_the_widget_stack():
@@ -97,3 +64,35 @@ def test_cli_help_and_datasets_show(capsys):
 def test_cli_reports_bad_sources_without_a_traceback(capsys):
     assert main(["datasets", "show", "/no/such/folder"]) == 2
     assert "No folder at" in capsys.readouterr().err
+
+
+def test_segnb_serves_the_public_api_and_nothing_else():
+    import segnb
+    import segnb.evaluation
+    import segnb.prediction
+    import segnb.train
+
+    assert segnb.fit is segnb.train.fit and segnb.lr_find is segnb.train.lr_find
+    assert segnb.evaluate is segnb.evaluation.evaluate and segnb.predict is segnb.prediction.predict
+    assert segnb.data.load_dataset is segnb.load_dataset  # a subpackage as an attribute
+    for name in ("hub", "nosuch", "torch", "network_check_typo"):
+        with pytest.raises(AttributeError, match=f"has no attribute '{name}'"):
+            getattr(segnb, name)
+    assert set(segnb.__all__) <= set(dir(segnb))
+
+
+def test_every_modules_all_names_only_public_names_it_has():
+    import importlib
+    import pkgutil
+
+    import segnb
+
+    wrong = []
+    for info in pkgutil.walk_packages(segnb.__path__, "segnb."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for name in getattr(module, "__all__", ()):
+            if name.startswith("_") or not hasattr(module, name):
+                wrong.append(f"{info.name}.{name}")
+    assert wrong == []

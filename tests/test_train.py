@@ -304,7 +304,7 @@ def test_training_thread_does_not_touch_signal_handlers(tiny_data):
 def test_augment_false_gives_the_training_loader_untouched_images(tiny_data):
     """fit(augment=False) (an ablation in notebook 07): no random flip or rescale of training pairs,
     on the streaming path and on the decoded cache."""
-    from segnb.data.augment import normalize
+    from segnb.data.preprocess import normalize
     from segnb.infer import normalisation
     from segnb.train import Trainer
 
@@ -312,19 +312,168 @@ def test_augment_false_gives_the_training_loader_untouched_images(tiny_data):
     plain = Trainer(_model(tiny_data), tiny_data, augment=False, **options)
     augmented = Trainer(_model(tiny_data), tiny_data, **options)
     image, mask = tiny_data["train"][0]
-    reference = plain._transform(False)(image, mask)
+    reference = plain.transform(train=False)(image, mask)
     torch.manual_seed(0)
     draws = [plain.train_loader.dataset[0] for _ in range(8)]
     assert all(torch.equal(x, reference[0]) and torch.equal(y, reference[1]) for x, y in draws)
     torch.manual_seed(0)
-    changed = [augmented._transform(True)(image, mask) for _ in range(8)]
+    changed = [augmented.transform(train=True)(image, mask) for _ in range(8)]
     assert any(not torch.equal(x, reference[0]) for x, _ in changed), "augmentation should change some draws"
 
     cached = Trainer(_model(tiny_data), tiny_data, augment=False, **{**options, "cache": "ram"})
-    cached._prepare_data()
+    cached.open_feed()
     decoded = cached.train_loader.decoded
     originals = normalize(decoded.images, *normalisation(cached.unwrapped)).flatten(1)
     for images, _ in cached.train_loader:  # every batch image is one of the decoded images, untouched
         distance = torch.cdist(images.flatten(1), originals).min(dim=1).values
         assert distance.max() < 1e-4
 
+
+
+# ---------------------------------------------------------------- the config: one place for defaults and checks
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"epochs": 2.5}, r"epochs must be a whole number \(e.g. epochs=1\), got 2.5"),
+    ({"batch_size": 2.5}, r"batch_size must be a whole number"),
+    ({"max_minutes": "5"}, r"max_minutes must be a number of minutes \(e.g. max_minutes=5\), got the string '5'"),
+    ({"max_minutes": math.inf}, r"max_minutes=inf is no budget: leave max_minutes out"),
+    ({"max_minutes": -1}, r"max_minutes must be a positive number"),
+    ({"lr": math.nan}, r"lr must be a finite positive number"),
+    ({"things": "cell"}, r"fit\(\) has no option 'things'.*build_model\('maskrcnn'"),
+    ({"loss": "hinge"}, r"loss must be one of ce, weighted_ce"),
+    ({"optimizer": "adam"}, r"optimizer must be 'adamw', 'sgd' or a function"),
+    ({"cache": "gpu"}, r"cache must be one of"),
+    ({"image_size": (32, 0)}, r"image_size must be a positive int or \(height, width\)"),
+    ({"augment_scale": (2.0, 0.5)}, r"augment_scale must be \(lo, hi\) with 0 < lo <= hi"),
+])
+def test_bad_options_are_refused_before_any_work_with_the_fix(tiny_data, options, message, monkeypatch):
+    from segnb.errors import SegnbError
+    from segnb.train import api
+
+    monkeypatch.setattr(api, "Trainer", None)  # no run is even set up
+    model = _model(tiny_data)
+    with pytest.raises(SegnbError, match=message):
+        fit(model, tiny_data, progress=False, **options)
+
+
+def test_a_model_built_with_one_thing_as_a_string_detects_that_class():
+    from segnb.data import load_dataset
+
+    shapes = load_dataset("shapes", n=8, size=32)
+    model = build_model("maskrcnn", "test_resnet", class_names=shapes.class_names, things=shapes.things[0],
+                        image_size=64)
+    assert model.things == [shapes.things[0]]
+
+
+def test_fit_the_cli_and_the_studio_take_their_defaults_from_the_config():
+    import inspect
+
+    from segnb.train import TrainConfig, lr_find
+
+    config = TrainConfig()
+    assert (config.epochs, config.batch_size, config.lr, config.loss) == (10, 16, 1e-3, "ce")
+    assert inspect.signature(lr_find).parameters["batch_size"].default == config.batch_size
+    text = inspect.getsource(__import__("segnb.train.api", fromlist=["fit"]).fit)
+    assert "batch_size: int = 16" not in text  # fit repeats no default
+
+
+def test_a_resumed_run_is_rebuilt_from_the_config_saved_with_its_checkpoint(tiny_data, tmp_path):
+    class StopAfterOne(Callback):
+        order = 100
+
+        def on_epoch_end(self, trainer):
+            raise StopTraining("later")
+
+    options = dict(epochs=3, batch_size=4, lr=3e-3, scheduler="constant", seed=5, augment=False)
+    fit(_model(tiny_data), tiny_data, checkpoint_dir=tmp_path, progress=False, callbacks=[StopAfterOne()],
+        **options)
+    meta, _ = load_checkpoint(tmp_path / "last")
+    assert {k: meta["config"][k] for k in options} == options
+    seen = {}
+
+    class Look(Callback):
+        def on_fit_start(self, trainer):
+            seen.update(trainer.config.to_dict())
+
+    history = fit(_model(tiny_data), tiny_data, resume=tmp_path, progress=False, callbacks=[Look()])
+    assert {k: seen[k] for k in options} == options and seen["resume"] == str(tmp_path)
+    assert [r["epoch"] for r in history.epochs] == [1, 2, 3] and history.stopped == "completed"
+    assert history.steps == 3 * math.ceil(len(tiny_data["train"]) / 4)  # batch 4 from the checkpoint, not 16
+    history = fit(_model(tiny_data), tiny_data, resume=tmp_path, epochs=4, progress=False)  # given: on top
+    assert len(history.epochs) == 4
+
+
+# ---------------------------------------------------------------- interrupts raised by callbacks
+
+
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, SystemExit])
+def test_an_interrupt_raised_by_a_callback_never_reads_as_completed(tiny_data, raised):
+    class Raise(Callback):
+        def on_step_end(self, trainer):
+            if trainer.step == 2:
+                raise raised()
+
+    seen = {}
+
+    class Last(Callback):
+        def on_fit_end(self, trainer):
+            seen["stopped"] = trainer.history.stopped
+
+    model = _model(tiny_data)
+    with pytest.raises(raised):
+        fit(model, tiny_data, epochs=2, batch_size=4, progress=False, callbacks=[Raise(), Last()])
+    expected = "interrupted at step 2" if raised is KeyboardInterrupt else "failed: SystemExit"
+    assert seen["stopped"] == expected
+
+    handle = fit(_model(tiny_data), tiny_data, epochs=2, batch_size=4, progress=False, callbacks=[Raise()],
+                 background=True)
+    handle._thread.join(120)
+    assert handle.done and handle.status == handle.history.stopped == expected
+    assert handle.failed is (raised is SystemExit) and handle.interrupted is (raised is KeyboardInterrupt)
+    assert expected in repr(handle)
+    if raised is SystemExit:
+        with pytest.raises(SystemExit):
+            handle.wait()
+    else:
+        assert handle.wait().stopped == expected
+
+
+# ---------------------------------------------------------------- accelerate, out of memory
+
+
+def test_accelerate_adds_no_mixed_precision_of_its_own_whatever_its_environment_says(tiny_data, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    seen = {}
+
+    class Look(Callback):
+        def on_fit_start(self, trainer):
+            seen["accelerate"] = trainer.accelerator.mixed_precision
+            seen["scaler"] = getattr(trainer.accelerator, "scaler", None)
+            seen["precision"] = trainer.precision
+
+    history = fit(_model(tiny_data), tiny_data, epochs=1, batch_size=8, progress=False, callbacks=[Look()])
+    assert history.stopped == "completed"
+    assert seen == {"accelerate": "no", "scaler": None, "precision": "fp32"}
+
+
+def test_the_out_of_memory_probe_runs_after_the_exception_is_gone(tiny_data, monkeypatch):
+    import sys
+
+    from segnb.train import step
+
+    during = []
+    real = step.largest_batch_that_fits
+
+    def probe(*args, **kwargs):
+        during.append(sys.exc_info())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(step, "largest_batch_that_fits", probe)
+    from segnb.train import loop
+
+    monkeypatch.setattr(loop, "largest_batch_that_fits", probe)
+    with pytest.warns(UserWarning, match="batch_size=2 fits"):
+        history = fit(small_gpu(_model(tiny_data), fits=2), tiny_data, epochs=1, batch_size=8, progress=False)
+    assert history.stopped.startswith("CUDA out of memory at batch_size=8")
+    assert during == [(None, None, None)]

@@ -92,10 +92,12 @@ def train_command(args, demo: bool = False) -> int:
     import torch
 
     from segnb.data import load_dataset
+    from segnb.device import resolve_device
     from segnb.errors import SegnbError
+    from segnb.evaluation import evaluate
     from segnb.models import build_model, save_model
     from segnb.models.registry import get_architecture
-    from segnb.train import evaluate, fit, resolve_device
+    from segnb.train import TrainConfig, fit
 
     start = time.monotonic()
     data_options = parse_options(args.data_option)
@@ -111,8 +113,9 @@ def train_command(args, demo: bool = False) -> int:
         model = build_model(args.arch, args.encoder, class_names=data.class_names, pretrained=args.pretrained,
                             things=data.things)
     else:
-        settings = {"lr": args.lr or (1e-2 if demo else 1e-3), "batch_size": args.batch_size or 16,
-                    "loss": args.loss or ("weighted_ce" if demo else "ce")}
+        settings = {"lr": args.lr or (1e-2 if demo else TrainConfig.lr),
+                    "batch_size": args.batch_size or TrainConfig.batch_size,
+                    "loss": args.loss or ("weighted_ce" if demo else TrainConfig.loss)}
         model = build_model(args.arch, args.encoder or "vgg-tiny", class_names=data.class_names,
                             pretrained=args.pretrained)
     _check_image_size(args.image_size, model)
@@ -123,10 +126,9 @@ def train_command(args, demo: bool = False) -> int:
           f"device {device}, {torch.get_num_threads()} threads", file=sys.stderr)
     out = Path(args.out)
     try:
-        epochs = args.epochs if args.epochs is not None else (None if args.max_minutes else 10)
-        history = fit(model, data, epochs=epochs, **settings, scheduler=args.scheduler,
+        history = fit(model, data, epochs=args.epochs, **settings, scheduler=args.scheduler,  # None: the config's
                       device=device, precision=args.precision, image_size=args.image_size,
-                      max_minutes=args.max_minutes, checkpoint_dir=out / "checkpoints", seed=args.seed or 0,
+                      max_minutes=args.max_minutes, checkpoint_dir=out / "checkpoints", seed=args.seed,
                       callbacks=[_EpochPrinter(start, data.has_validation)],
                       progress=not args.json and sys.stderr.isatty())
     except KeyboardInterrupt:  # a second Ctrl+C: stop at once
@@ -191,10 +193,11 @@ def _instance_result(args, data, history, report, folder, out, start, interrupte
 
 def eval_command(args) -> int:
     from segnb.data import load_dataset
+    from segnb.data.preprocess import check_classes
     from segnb.errors import SegnbError
+    from segnb.evaluation import evaluate
     from segnb.models import load_model
     from segnb.models.io import read_model_info
-    from segnb.train import evaluate
 
     info = read_model_info(args.model)
     options = parse_options(args.data_option)
@@ -212,12 +215,8 @@ def eval_command(args) -> int:
     model = load_model(args.model)
     data = load_dataset(source, **options)
     _print_notes(data)
-    if model.num_classes != data.num_classes:
-        raise SegnbError(
-            f"the model has {model.num_classes} classes but {data.source} has {data.num_classes}: "
-            "scores would count only the pixels both know. Evaluate on the dataset it was trained "
-            "on (leave out --dataset), or pass --data-option num_classes=... / class_names=..."
-        )
+    check_classes(model, data, remedy="Evaluate on the dataset it was trained on (leave out --dataset), or "
+                                      "pass --data-option num_classes=... / class_names=...")
     if args.split is not None and args.split not in data.splits:
         raise SegnbError(f"no split {args.split!r} in {data.source}; its splits are {data.split_names}.")
     _check_image_size(args.image_size, model)

@@ -8,6 +8,7 @@ import re
 
 from segnb.cli.commands import datasets_show, eval_command, train_command
 from segnb.cli.servers import lab_command, studio_command
+from segnb.train.config import DEFAULT_EPOCHS, TrainConfig
 
 __all__ = ["build_parser"]
 
@@ -90,24 +91,24 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--pretrained", default=False, type=lambda v: {"true": True, "false": False}.get(v.lower(), v),
                        help="false, true, auto, or a .safetensors path")
         p.add_argument("--epochs", type=_positive_int, default=None,
-                       help="passes over the training data (default: 10; with --max-minutes alone, "
+                       help=f"passes over the training data (default: {DEFAULT_EPOCHS}; with --max-minutes alone, "
                             "the time budget sets the schedule)")
-        p.add_argument("--batch-size", type=_positive_int, default=None, help="default: 16 (8 for maskrcnn)")
+        p.add_argument("--batch-size", type=_positive_int, default=None, help=f"default: {TrainConfig.batch_size} (8 for maskrcnn)")
         p.add_argument("--lr", type=_positive_float, default=None,
-                       help=f"default: {1e-2 if demo else 1e-3:g} (maskrcnn: its own)")
+                       help=f"default: {1e-2 if demo else TrainConfig.lr:g} (maskrcnn: its own)")
         p.add_argument("--loss", type=_loss, default=None,
                        help=f"ce, weighted_ce (class weights from pixel frequencies), dice, focal, lovasz, ce+dice "
-                            f"(default: {'weighted_ce' if demo else 'ce'}; not for maskrcnn)")
+                            f"(default: {'weighted_ce' if demo else TrainConfig.loss}; not for maskrcnn)")
         p.add_argument("--image-size", type=_positive_int, default=None,
                        help="train and score at this size (at least the model's stride)")
         p.add_argument("--ignore-index", type=int, default=None,
                        help="the mask value that means void (passed to the dataset loader)")
-        p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+        p.add_argument("--precision", default=TrainConfig.precision, choices=["auto", "fp32", "bf16", "fp16"])
         p.add_argument("--max-minutes", type=_positive_float, default=1.5 if demo else None,
                        help="wall-clock budget in minutes (above 0; leave out for none)")
         p.add_argument("--device", type=_device, default="auto")
-        p.add_argument("--scheduler", default="cosine", choices=["cosine", "constant"])
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--scheduler", default=TrainConfig.scheduler, choices=["cosine", "constant"])
+        p.add_argument("--seed", type=int, default=TrainConfig.seed)
         p.add_argument("--out", default="runs/demo" if demo else "runs/train")
         p.add_argument("--json", action="store_true", help="print the final metrics and paths as one JSON object")
 

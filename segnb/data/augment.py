@@ -15,12 +15,10 @@ crop that runs past an edge) are black in the image and void in the mask.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 
-__all__ = ["augment_batch", "normalize"]
+__all__ = ["augment_batch"]
 
 
 def _to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -80,9 +78,3 @@ def augment_batch(images: torch.Tensor, masks: torch.Tensor, *, hflip: bool = Tr
     return x, masks
 
 
-def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """``(x - mean) / std`` per channel; uint8 images are scaled to ``[0, 1]`` first."""
-    x = _to_unit(images)
-    mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return (x - mean_t) / std_t

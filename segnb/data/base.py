@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from segnb.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_rgb_uint8
 from segnb.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -32,12 +33,7 @@ __all__ = [
     "SegTransform",
     "TorchSplit",
     "default_palette",
-    "to_rgb_uint8",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 def __getattr__(name: str):
     # The tensor side (segnb/data/transform.py) needs PyTorch: imported when first used, so that
@@ -64,35 +60,6 @@ def default_palette(num_classes: int) -> np.ndarray:
             c >>= 3
         palette[index] = (r, g, b)
     return palette
-
-
-def to_rgb_uint8(image: np.ndarray, label: str = "image") -> np.ndarray:
-    """Grey, grey+alpha, RGBA and 16-bit images become ``uint8`` RGB of shape ``(H, W, 3)``."""
-    array = np.asarray(image)
-    if array.dtype == bool:
-        array = array.astype(np.uint8) * 255
-    if array.dtype != np.uint8:
-        if np.issubdtype(array.dtype, np.integer):
-            top = 65535 if array.max(initial=0) > 255 else 255
-            array = (array.astype(np.float32) * (255.0 / top)).round().astype(np.uint8)
-        elif np.issubdtype(array.dtype, np.floating):
-            scale = 255.0 if array.max(initial=0) <= 1.0 else 1.0
-            array = np.clip(array * scale, 0, 255).round().astype(np.uint8)
-        else:
-            raise DatasetError(f"{label}: cannot read an image of dtype {array.dtype}.")
-    if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)
-    elif array.ndim == 3 and array.shape[2] in (1, 2):  # grey, grey + alpha
-        array = np.repeat(array[:, :, :1], 3, axis=2)
-    elif array.ndim == 3 and array.shape[2] == 4:  # RGBA: drop alpha
-        array = array[:, :, :3]
-    elif array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[2] not in (1, 3):  # CHW
-        array = to_rgb_uint8(np.moveaxis(array, 0, 2), label)
-    if array.ndim != 3 or array.shape[2] != 3:
-        raise DatasetError(
-            f"{label}: expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {array.shape}."
-        )
-    return np.ascontiguousarray(array)
 
 
 class Split:
@@ -154,13 +121,17 @@ class Split:
             self._check_values(mask, index)
         return image, mask
 
-    # ---- instances (segnb.instances): sources that have them set ``_load_instances``.
-    _load_instances = None  # ``index -> (H, W) int array``: 0 = no instance, 1.. = instance ids
+    # ---- instance maps (segnb.data.instance_maps reads them from folders, COCO JSON and hub columns)
+    _instance_loader = None  # ``index -> (H, W) int array``: 0 = no instance, 1.. = instance ids
+
+    def attach_instance_maps(self, loader) -> None:
+        """Give this split instance maps: ``loader(index)`` returns the ``(H, W)`` id map of a sample."""
+        self._instance_loader = loader
 
     @property
     def has_instances(self) -> bool:
         """Whether this split has an instance map for every sample."""
-        return self._load_instances is not None
+        return self._instance_loader is not None
 
     def get(self, index: int, instances: bool = False):
         """``(image, mask)``, or ``(image, mask, instance_map)`` with ``instances=True``.
@@ -177,7 +148,7 @@ class Split:
                 "a hub dataset needs an instance column (instance_column=)."
             )
         index %= len(self)
-        found = np.asarray(self._load_instances(index))
+        found = np.asarray(self._instance_loader(index))
         if found.ndim == 3 and found.shape[2] in (1, 3, 4):
             found = found[:, :, 0]  # grey stored as RGB: all channels equal
         if found.shape != mask.shape:

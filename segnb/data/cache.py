@@ -28,11 +28,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from segnb.data.augment import augment_batch, normalize
+from segnb.arithmetic import ceil_div
+from segnb.data.augment import augment_batch
+from segnb.data.preprocess import normalize, resize
 from segnb.errors import SegnbError
 
 __all__ = ["DecodedSplit", "decode_split", "cached_split", "choose_cache", "CachedBatches", "available_ram",
@@ -95,12 +96,6 @@ def _store_mask(mask: np.ndarray, ignore_index: int, dtype: torch.dtype) -> torc
     return torch.from_numpy(stored)
 
 
-def nearest_exact_index(size_in: int, size_out: int) -> np.ndarray:
-    """Source rows (or columns) of a nearest resize, as ``F.interpolate(mode="nearest-exact")`` picks them."""
-    scale = size_in / size_out
-    return np.minimum(np.floor((np.arange(size_out) + 0.5) * scale).astype(np.int64), size_in - 1)
-
-
 class _Decode(TorchDataset):
     """One raw pair -> (uint8 image (3, H, W), stored mask (H, W)), resized once to ``size``."""
 
@@ -114,13 +109,8 @@ class _Decode(TorchDataset):
         image, mask = self.split[index]  # decoded and checked (values, sizes) here, once
         x = torch.from_numpy(np.require(image, requirements="W")).permute(2, 0, 1)  # (3, H, W) uint8
         if self.size is not None and tuple(x.shape[1:]) != tuple(self.size):
-            # torch's uint8 channels-last path: ~25x faster than float, within 1 grey level of it.
-            x = F.interpolate(x[None].contiguous(memory_format=torch.channels_last), size=self.size,
-                              mode="bilinear", antialias=True, align_corners=False)[0]
-            # Nearest by indexing, before any per-pixel work: the mask is full-size int64 here.
-            rows = nearest_exact_index(mask.shape[0], self.size[0])
-            columns = nearest_exact_index(mask.shape[1], self.size[1])
-            mask = mask[rows[:, None], columns[None, :]]
+            # uint8 on torch's channels-last path; the mask by index, before any per-pixel work.
+            x, mask = resize(x, mask, self.size)
         return x.contiguous(), _store_mask(mask, self.ignore_index, self.dtype)
 
 
@@ -221,6 +211,12 @@ def choose_cache(nbytes: int, device: torch.device, cache="auto", gpu_share: flo
                    f"{ram / 2**30:.1f} GiB of available RAM: files are decoded every epoch (DataLoader)")
 
 
+def _canonical(device) -> torch.device:
+    """A device as its tensors name it (``cuda`` -> ``cuda:0``, ``cpu:0`` -> ``cpu``): the one
+    form devices are compared in (as :func:`segnb.device.canonical_device`, which sits above data)."""
+    return torch.empty(0, device=device).device
+
+
 class CachedBatches:
     """Batches from a :class:`DecodedSplit`: shuffled by a seeded generator, augmented and
     normalised on ``device``. Iterating gives ``(images (B, 3, H, W) float, masks (B, H, W) int64)``.
@@ -233,18 +229,28 @@ class CachedBatches:
     def __init__(self, decoded: DecodedSplit, batch_size: int, device, *, shuffle: bool = False,
                  augment: bool = False, hflip: bool = True, scale: tuple[float, float] | None = None,
                  mean: Sequence[float], std: Sequence[float], seed: int = 0, rank: int = 0,
-                 world: int = 1, channels_last: bool = False, pad: bool = True):
-        self.decoded, self.batch_size, self.device = decoded, batch_size, torch.device(device)
+                 world: int = 1, channels_last: bool = False, pad: bool = True, drop_last: bool = False):
+        self.decoded, self.batch_size, self.device = decoded, batch_size, _canonical(device)
         self.shuffle, self.augment, self.hflip, self.scale = shuffle, augment, hflip, scale
         self.mean, self.std, self.seed, self.rank, self.world = mean, std, seed, rank, world
         self.channels_last, self.pad = channels_last, pad
+        self.drop_last = drop_last and self._share() >= batch_size  # compile: one batch shape
         self.epoch = 0
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
 
-    def __len__(self) -> int:
+    def _share(self) -> int:
         n = len(self.decoded)
-        share = -(-n // self.world) if self.pad else len(range(self.rank, n, self.world))
-        return -(-share // self.batch_size)
+        return ceil_div(n, self.world) if self.pad else len(range(self.rank, n, self.world))
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self._share() // self.batch_size
+        return ceil_div(self._share(), self.batch_size)
+
+    @property
+    def on_device(self) -> bool:
+        """The cache lives where training runs (devices compared in their canonical form)."""
+        return self.decoded.device == self.device
 
     def set_epoch(self, epoch: int) -> None:
         """The same order for the same epoch, also after a resume."""
@@ -265,12 +271,13 @@ class CachedBatches:
 
     def __iter__(self):
         order = self._order()
-        on_device = self.decoded.device == self.device
+        on_device = self.on_device
+        if on_device:  # the whole epoch's order moves once, not one index per batch
+            order = order.to(self.device)
         generator = self._augment_generator() if self.augment else None
-        for start in range(0, len(order), self.batch_size):
+        end = len(self) * self.batch_size if self.drop_last else len(order)
+        for start in range(0, end, self.batch_size):
             index = order[start : start + self.batch_size]
-            if on_device:
-                index = index.to(self.device, non_blocking=True)
             images = self.decoded.images.index_select(0, index)  # uint8 gathered where the cache lives
             masks = self.decoded.masks.index_select(0, index)
             if not on_device:  # uint8 over the bus: 4x fewer bytes than float32
@@ -282,7 +289,7 @@ class CachedBatches:
                 images, labels = augment_batch(images, labels, hflip=self.hflip, scale=self.scale,
                                                ignore_index=self.decoded.ignore_index,
                                                generator=generator)
-            images = normalize(images, self.mean, self.std)
+            images = normalize(images, self.mean, self.std)  # mean/std tensors cached per device
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             yield images, labels

@@ -170,11 +170,3 @@ def apply_lut(mask: np.ndarray, lut: np.ndarray | None) -> np.ndarray:
     mask = np.asarray(mask, dtype=np.int64)
     inside = (mask >= 0) & (mask < len(lut))
     return np.where(inside, lut[np.clip(mask, 0, len(lut) - 1)], mask)
-
-
-def looks_binary(masks: list[np.ndarray]) -> bool:
-    """True when the masks hold only 0 and 255, both present: a stored binary mask, not a void label."""
-    values = set()
-    for mask in masks:
-        values |= set(np.unique(mask).tolist())
-    return values == {0, 255}

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
+from segnb.data.preprocess import resize_image, resize_mask
 from segnb.errors import DatasetError
 
 __all__ = ["export_folder"]
@@ -44,11 +44,9 @@ def export_folder(data, root, size: tuple[int, int] | None = None, image_format:
         for index in range(len(split)):
             image, mask = split[index]
             if size is not None:
-                x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
-                x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-                image = x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
-                y = torch.from_numpy(mask)[None, None].float()
-                mask = F.interpolate(y, size=size, mode="nearest-exact")[0, 0].long().numpy()
+                x = resize_image(torch.from_numpy(image).permute(2, 0, 1).float(), size)  # float: then rounded
+                image = x.permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+                mask = resize_mask(mask, size)
             stem = f"{index:05d}"
             options = {"quality": quality} if image_format == "jpg" else {}
             Image.fromarray(image).save(images_dir / f"{stem}.{image_format}", **options)

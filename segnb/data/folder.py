@@ -29,6 +29,7 @@ from segnb.data.decode import (
     remap_labels,
 )
 from segnb.data.guess import LOSSY_SUFFIXES, check_label_options, settle_labels
+from segnb.data.instance_maps import attach_instances
 from segnb.errors import DatasetError
 
 __all__ = ["load_folder", "find_layout"]
@@ -173,7 +174,7 @@ def load_folder(
     training pairs is split off, and ``data.notes`` says so. JPEG masks are snapped to their
     class values with a warning, or refused where that cannot be right (``lossy_masks``).
     Instance maps come from an ``instances/`` folder or a COCO JSON file when there is one
-    (``instances=`` names it; see :mod:`segnb.instances.sources`); ``things=`` names the
+    (``instances=`` names it; see :mod:`segnb.data.instance_maps`); ``things=`` names the
     countable classes (``data.things``).
     """
     options = given_options(load_folder, locals())
@@ -212,8 +213,6 @@ def load_folder(
             if val_fraction > 0:  # asked for a validation split and got none: say it loudly
                 warnings.warn(f"{root}: {notes[-1]}", stacklevel=2)
     splits = {name: _FileSplit(name, p, root, reduce_labels, False, cmap, ignore_index) for name, p in pairs.items()}
-    from segnb.instances.sources import attach_instances
-
     has_instances = attach_instances(root, splits, instances)
     probe = splits.get("train") or next(iter(splits.values()))
 

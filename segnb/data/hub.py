@@ -20,6 +20,7 @@ from segnb.data.decode import read_class_names
 from segnb.data.guess import check_label_options, is_lossy_cell, settle_labels
 from segnb.data.hub_cache import from_cache, mark_prepared_cache, read_local_copy
 from segnb.data.hub_split import HubSplit
+from segnb.data.instance_maps import attach_hub_instances
 from segnb.errors import DatasetError, HubUnavailableError
 from segnb.network_check import DEFAULT_TIMEOUT, probe_repo
 
@@ -218,8 +219,6 @@ def load_hub(
                         ignore_index, on_bad_image)
         for name, table in dataset.items()
     }
-    from segnb.instances.sources import attach_hub_instances
-
     instance_column = attach_hub_instances(splits, instance_column)
     probe = splits.get("train") or next(iter(splits.values()))
     first_cell = probe.table[0][mask_column] if len(probe) else None
@@ -253,8 +252,3 @@ def load_hub(
 
 def is_hub_id(source: str) -> bool:
     return bool(HUB_ID.match(source)) and not source.startswith((".", "/", "~"))
-
-
-def describe_known() -> str:
-    return "\n".join(f"{k}: {v[1]}" for k, v in KNOWN_HUB_DATASETS.items())
-

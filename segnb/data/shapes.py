@@ -140,8 +140,9 @@ class _ArraySplit(Split):
     def __init__(self, name: str, images: np.ndarray, masks: np.ndarray, first: int, ids: np.ndarray):
         super().__init__(name, len(images))
         self.images, self.masks, self.first, self.ids = images, masks, first, ids
+        self.attach_instance_maps(self._instance_map)
 
-    def _load_instances(self, index: int) -> np.ndarray:
+    def _instance_map(self, index: int) -> np.ndarray:
         return self.ids[index]
 
     def label(self, index: int) -> str:

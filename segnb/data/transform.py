@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset as TorchDataset
 
-from segnb.data.base import IMAGENET_MEAN, IMAGENET_STD, Split
+from segnb.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize, resize
+
+if TYPE_CHECKING:
+    from segnb.data.base import Split
 
 __all__ = ["SegTransform", "TorchSplit"]
 
@@ -54,23 +58,14 @@ class SegTransform:
             factor = float(torch.empty(1).uniform_(*self.scale))
             target = size or x.shape[1:]
             scaled = (max(1, round(target[0] * factor)), max(1, round(target[1] * factor)))
-            x, y = _resize(x, y, scaled)
+            x, y = resize(x, y, scaled)
             if size is not None:
                 x, y = _random_crop(x, y, size, self.ignore_index)
         elif size is not None and tuple(x.shape[1:]) != tuple(size):
-            x, y = _resize(x, y, size)
+            x, y = resize(x, y, size)
         if self.train and self.hflip and bool(torch.rand(()) < 0.5):
             x, y = x.flip(-1), y.flip(-1)
-        mean = torch.tensor(self.mean, dtype=x.dtype).view(3, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype).view(3, 1, 1)
-        return (x - mean) / std, y.long()
-
-
-def _resize(x: torch.Tensor, y: torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor]:
-    size = (int(size[0]), int(size[1]))
-    x = F.interpolate(x[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
-    y = F.interpolate(y[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
-    return x, y
+        return normalize(x, self.mean, self.std), y.long()
 
 
 def _random_crop(x, y, size, ignore_index):

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from segnb.metrics import scores_from_confusion
+from segnb.metrics import normalized_confusion, scores_from_confusion
 
 __all__ = ["per_class_table", "normalized_confusion", "iou_by_object_size", "boundary_iou", "SIZE_BINS"]
 
@@ -29,13 +29,6 @@ def per_class_table(confusion, class_names: list[str]) -> list[dict]:
         for i, (name, iou, dice, acc) in enumerate(zip(class_names, scores.iou, scores.dice, scores.accuracy,
                                                        strict=True))
     ]
-
-
-def normalized_confusion(confusion) -> np.ndarray:
-    """Each row divided by its total: row t says where the pixels of class t went (rows of zeros stay 0)."""
-    c = np.asarray(confusion, dtype=np.float64)
-    totals = c.sum(1, keepdims=True)
-    return np.divide(c, totals, out=np.zeros_like(c), where=totals > 0)
 
 
 def iou_by_object_size(preds, targets, classes, bins=SIZE_BINS, margin: int = 2,

@@ -137,7 +137,7 @@ def mask_head_view(model, image: np.ndarray, detection: int = 0, truth_masks=Non
     if len(boxes) == 0:
         raise ValueError("The model found no object in this image (at this score threshold): nothing to show.")
     logits_all = captured["logits"].cpu()[kept]  # (N, T + 1, 28, 28), in torchvision's detection order
-    detector_label = model._to_detector.cpu()[labels]
+    detector_label = model.detector_labels(labels)
     h, w = image.shape[:2]
     crops = roi_align(x[None], [boxes], crop_size, aligned=True)  # (N, 3, s, s)
     truth = None if truth_masks is None else np.asarray(truth_masks, bool).reshape(-1, h, w)

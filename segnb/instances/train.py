@@ -1,8 +1,10 @@
 """Training Mask R-CNN with ``segnb.train.fit``: the same loop, progress, callbacks, checkpoints and Stop.
 
-:class:`InstanceTrainer` changes only what differs from semantic segmentation:
-the batches (images and per-object targets), the loss (torchvision's loss dict,
-summed for the step; each term is logged), and validation (mask AP).
+:class:`InstanceTask` is what Mask R-CNN brings to the loop through the public
+:class:`segnb.train.Task` protocol: its batches (images and per-object
+targets), its loss (torchvision's loss dict: the loop sums it for the step and
+logs each term), and its validation (mask AP, run through
+:class:`segnb.infer.Inference`).
 """
 
 from __future__ import annotations
@@ -11,22 +13,21 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
-from segnb.callbacks import CheckpointCallback
 from segnb.errors import SegnbError
 from segnb.infer import Inference
 from segnb.instances.metrics import InstanceScores, mask_ap
 from segnb.instances.targets import InstanceSplit, check_instance_data, collate_instances
-from segnb.train import Trainer
+from segnb.train.feed import stream_loaders
 
-__all__ = ["InstanceTrainer", "Instances", "LOSS_TERMS", "evaluate_instances", "predict_instances"]
+__all__ = ["InstanceTask", "Instances", "LOSS_TERMS", "evaluate_instances", "predict_instances"]
 
 LOSS_TERMS = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask")
 
 
-class InstanceTrainer(Trainer):
-    """A :class:`segnb.train.Trainer` for models whose training forward returns a loss dict.
+class InstanceTask:
+    """The :class:`segnb.train.Task` of models whose training forward returns a loss dict.
 
     Each epoch's history gets the mean of every loss term (``loss_objectness`` and
     ``loss_rpn_box_reg`` from the RPN, ``loss_classifier`` and ``loss_box_reg`` from the box
@@ -35,80 +36,50 @@ class InstanceTrainer(Trainer):
     checkpoint is chosen by ``mask_ap50``.
     """
 
-    def __init__(self, model, data, *args, **kwargs):
+    monitor = "mask_ap50"
+
+    def __init__(self, model, data, loss_fn=None):
         check_instance_data(data, getattr(model, "things", data.class_names))
-        self._thing_ids = list(getattr(model, "thing_ids", range(data.num_classes)))
-        self._term_sums: dict[str, torch.Tensor] = {}
-        self._term_count = 0
-        # Per-object targets need their own batches (segnb.instances.targets): no decoded cache.
-        if kwargs.get("cache", "auto") not in ("auto", False):
+        self.data, self.device = data, None
+        self.thing_ids = list(getattr(model, "thing_ids", range(data.num_classes)))
+
+    def _split(self, split: str, transform) -> InstanceSplit:
+        return InstanceSplit(self.data, split, transform, self.thing_ids)
+
+    def loaders(self, trainer):
+        """Per-object targets need their own batches (segnb.instances.targets): no decoded cache."""
+        config = trainer.config
+        if config.cache not in ("auto", False):
             raise SegnbError("Mask R-CNN trains from its own per-object batches: use cache=False (or 'auto').")
-        kwargs["cache"] = False
-        kwargs.setdefault("num_workers", 0)
-        super().__init__(model, data, *args, **kwargs)
-        for callback in self.callbacks:
-            if isinstance(callback, CheckpointCallback) and callback.monitor == "miou":
-                callback.monitor = "mask_ap50"
+        workers = 0 if config.num_workers == "auto" else trainer.num_workers
+        mean, std = trainer.normalisation()
+        self.device = trainer.device
+        return stream_loaders(self.data, config, trainer.device, mean, std, workers, trainer.rank, trainer.world,
+                              trainer.drop_last, dataset=self._split, collate_fn=collate_instances)
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        dataset = InstanceSplit(self.data, split, self._transform(train), self._thing_ids)
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train, drop_last=False,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          generator=generator, collate_fn=collate_instances)
+    def losses(self, model, images, targets) -> dict[str, torch.Tensor]:
+        targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
+        return model(images, targets)  # torchvision's loss dict
 
-    def _eval_loader(self, split: str) -> DataLoader:
-        dataset = InstanceSplit(self.data, split, self._transform(False), self._thing_ids)
-        world, rank = self.accelerator.num_processes, self.accelerator.process_index
-        if world > 1:
-            dataset = Subset(dataset, list(range(rank, len(dataset), world)))
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
-                          collate_fn=collate_instances)
-
-    def _check_first_batch(self) -> None:
-        """Before the first epoch: the first training samples decode into finite images and
-        per-object targets (Mask R-CNN returns detections, not logits, so the semantic output
-        check of :class:`Trainer` does not apply)."""
-        dataset = InstanceSplit(self.data, self.data.train_split, self._transform(False), self._thing_ids)
+    def check(self, trainer) -> None:
+        """The first training samples decode into finite images and per-object targets (Mask R-CNN
+        returns detections, not logits, so the semantic output check does not apply)."""
+        dataset = self._split(self.data.train_split, trainer.transform(train=False))
         if len(dataset) == 0:
             raise SegnbError(f"The training split {self.data.train_split!r} is empty: nothing to train on.")
-        for index in range(min(len(dataset), self.batch_size)):
+        for index in range(min(len(dataset), trainer.config.batch_size)):
             image, target = dataset[index]  # bad instance maps raise a DatasetError naming the file here
             if not torch.isfinite(image).all():
                 raise SegnbError(f"{self.data.train_split}[{index}]: the image holds NaN or infinite values "
                                  "after normalisation; check the image file and the model's mean and std.")
 
-    def _step_loss(self, model, images, targets) -> torch.Tensor:
-        targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
-        terms = model(images, targets)  # torchvision's loss dict
-        for name, value in terms.items():  # weighted by images, like train_loss
-            self._term_sums[name] = self._term_sums.get(name, 0.0) + value.detach() * len(images)
-        self._term_count += len(images)
-        self.last_terms = terms
-        return sum(terms.values())
-
-    def _probe_loss(self, images, targets) -> torch.Tensor:
-        """The out-of-memory probe's trial batch: its loss terms are not logged."""
-        saved = dict(self._term_sums), self._term_count
-        try:
-            return super()._probe_loss(images, targets)
-        finally:
-            self._term_sums, self._term_count = saved
-
-    def _train_epoch(self, run_start: float) -> float:
-        self._term_sums, self._term_count = {}, 0
-        return super()._train_epoch(run_start)
-
-    def _evaluate(self) -> tuple[InstanceScores, float]:
+    def scores(self, trainer) -> tuple[InstanceScores, dict]:
         """Mask AP on the evaluation split, run as inference under the training autocast."""
-        with Inference(self.unwrapped, precision=self.precision) as run:
-            predictions, targets = _detect(run, self.eval_loader)
-        return mask_ap(predictions, targets), float("nan")
-
-    def _epoch_scores(self) -> dict:
-        scores = self.scores
-        terms = {name: float(total / max(self._term_count, 1)) for name, total in self._term_sums.items()}
-        return {**terms, "mask_ap": scores.mask_ap, "mask_ap50": scores.mask_ap50, "mask_ap75": scores.mask_ap75}
+        with Inference(trainer.unwrapped, precision=trainer.precision) as run:
+            predictions, targets = _detect(run, trainer.eval_loader)
+        scores = mask_ap(predictions, targets)
+        return scores, {"val_loss": float("nan"), "mask_ap": scores.mask_ap, "mask_ap50": scores.mask_ap50,
+                        "mask_ap75": scores.mask_ap75}
 
 
 def _detect(run: Inference, loader: DataLoader) -> tuple[list[dict], list[dict]]:

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from segnb.data.preprocess import normalize
+from segnb.infer import Inference
 from segnb.interactive.clicks import (
     CLICK_RADIUS,
     click_maps,
@@ -20,6 +22,9 @@ from segnb.interactive.clicks import (
 )
 
 __all__ = ["ClickModel", "train_click_model"]
+
+# The click model's own input scale: [0, 1] less 0.5 (saved click models expect it).
+CLICK_MEAN, CLICK_STD = (0.5, 0.5, 0.5), (1.0, 1.0, 1.0)
 
 class ClickModel:
     """An smp U-Net on 5 channels (RGB + positive + negative click maps) -> one object logit.
@@ -41,21 +46,22 @@ class ClickModel:
     @staticmethod
     def inputs(images: np.ndarray, maps: np.ndarray) -> torch.Tensor:
         """(B, H, W, 3) uint8 images + (B, 2, H, W) click maps -> (B, 5, H, W) network input."""
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0 - 0.5
+        x = normalize(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2), CLICK_MEAN, CLICK_STD)
         return torch.cat([x, torch.from_numpy(maps)], dim=1)
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, net: torch.nn.Module | None = None) -> torch.Tensor:
+        """(B, 5, H, W) inputs -> (B, H, W) object logits of ``net`` (default: this model's)."""
         h, w = x.shape[-2:]
         ph, pw = (-h) % 32, (-w) % 32  # the U-Net needs sides divisible by 32
-        y = self.net(F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x)
+        y = (net or self.net)(F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x)
         return y[:, 0, :h, :w]
 
-    @torch.no_grad()
     def predict_batch(self, images: np.ndarray, clicks_per_image) -> np.ndarray:
         """(B, H, W, 3) images and one click list per image -> (B, H, W) object probabilities."""
-        self.net.eval()
         maps = np.stack([click_maps(c, images.shape[1:3], self.click_radius) for c in clicks_per_image])
-        return torch.sigmoid(self.logits(self.inputs(images, maps))).numpy()
+        with Inference(self.net) as run:  # eval mode and no autograd; every module's mode back afterwards
+            x = self.inputs(images, maps).to(run.device)
+            return torch.sigmoid(self.logits(x, run.module)).float().cpu().numpy()
 
     def predict(self, image: np.ndarray, clicks) -> np.ndarray:
         image = np.asarray(image)
@@ -193,5 +199,4 @@ def train_click_model(data, steps: int = 600, seconds: float | None = 120.0, bat
             progress(step, model.history[-1])
         if seconds is not None and clock() - start > seconds:
             break
-    model.net.eval()
     return model

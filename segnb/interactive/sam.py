@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from segnb.infer import Inference
+
 __all__ = ["SAM_FILES", "SamSegmenter"]
 
 SAM_FILES = ("config.json", "model.safetensors (or pytorch_model.bin)",
@@ -71,7 +73,7 @@ class SamSegmenter:
             raise ImportError("SAM needs the transformers package, which is not installed: "
                               f'pip install transformers, or pip install "segnb[sam]" ({error}).') from None
         self.checkpoint, self.path, self.device = str(checkpoint), path, torch.device(device)
-        self.model = SamModel.from_pretrained(path, local_files_only=True).to(self.device).eval()
+        self.model = SamModel.from_pretrained(path, local_files_only=True).to(self.device)
         self.processor = SamProcessor.from_pretrained(path, local_files_only=True)
         self._cache_key, self._cache = None, None
 
@@ -82,7 +84,6 @@ class SamSegmenter:
                 "of one already in the Hugging Face cache (segnb runs offline and downloads nothing). "
                 "Without SAM, use ClickModel or random_walker_segment.")
 
-    @torch.no_grad()
     def predict(self, image: np.ndarray, clicks=(), box=None) -> np.ndarray:
         """Object probability (H, W) for one RGB uint8 image from ``(x, y, positive)`` clicks and/or a box.
 
@@ -106,11 +107,13 @@ class SamSegmenter:
             prompts["input_boxes"] = [[[x0, y0, x1, y1]]]
         inputs = self.processor(images=image, return_tensors="pt", **prompts)
         key = (image.shape, hash(image.tobytes()))
-        if key != self._cache_key:
-            self._cache = self.model.get_image_embeddings(inputs["pixel_values"].to(self.device))
-            self._cache_key = key
-        given = {k: inputs[k].to(self.device) for k in ("input_points", "input_labels", "input_boxes") if k in inputs}
-        outputs = self.model(image_embeddings=self._cache, multimask_output=False, **given)
+        with Inference(self.model, precision="fp32") as run:  # eval mode, no autograd, modes restored after
+            if key != self._cache_key:
+                self._cache = run.module.get_image_embeddings(inputs["pixel_values"].to(run.device))
+                self._cache_key = key
+            given = {k: inputs[k].to(run.device) for k in ("input_points", "input_labels", "input_boxes")
+                     if k in inputs}
+            outputs = run.module(image_embeddings=self._cache, multimask_output=False, **given)
         masks = self.processor.image_processor.post_process_masks(
             outputs.pred_masks.cpu(), inputs["original_sizes"].cpu(), inputs["reshaped_input_sizes"].cpu(),
             binarize=False)

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from segnb.data.base import IMAGENET_MEAN, IMAGENET_STD
+from segnb.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from segnb.errors import HubUnavailableError, ModelConfigError
 from segnb.models.encoders import encoder_family
 from segnb.models.registry import ARCHITECTURES, BuildRequest, get_architecture
@@ -46,12 +46,10 @@ def list_architectures(group: str | None = None) -> dict[str, str]:
 
 
 def __getattr__(name: str):
-    # The old module-level tables, now read from the registry.
+    # The old module-level table, now read from the registry.
     if name == "SMP_ARCHITECTURES":
         return {k: a.summary for k, a in ARCHITECTURES.items() if a.group == "smp"}
-    if name == "TEACHING_ARCHITECTURES":
-        return {k: a.summary for k, a in ARCHITECTURES.items() if a.group == "teaching"}
-    raise AttributeError(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class SegModel(nn.Module):
@@ -299,12 +297,10 @@ def _pickle_to_safetensors(path: Path) -> Path:
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError:  # torch's weights_only refusal of pickled code is this type
         raise ModelConfigError(_pickle_message(path)) from None
     except (RuntimeError, EOFError, OSError) as err:
         message = str(err).split("\n")[0]
-        if "weights_only" in str(err):
-            raise ModelConfigError(_pickle_message(path)) from None
         raise ModelConfigError(f"pretrained={str(path)!r} cannot be read as weights ({message}).") from None
     for key in ("state_dict", "model"):  # training checkpoints wrap the weights
         if isinstance(state, dict) and isinstance(state.get(key), dict):

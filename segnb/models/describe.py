@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 
 import torch
@@ -40,8 +41,6 @@ def receptive_field(module: nn.Module, size: int = 256) -> list[int | None]:
     on a copy, so nothing cancels). Returns None for a stage whose field is
     larger than ``size``.
     """
-    import copy
-
     encoder = copy.deepcopy(module).eval().float()
     _average_instead_of_max(encoder)  # max-pool gradients reach one input only; the field is wider
     with torch.no_grad():
@@ -98,13 +97,12 @@ def _measured_stages(model, encoder: nn.Module) -> tuple[list[int], list[int]]:
     fixed = getattr(model, "fixed_size", None)
     multiple = int(getattr(model, "pad_multiple", 32) or 32)
     side = fixed or (max(64, 2 * multiple, getattr(model, "min_size", 0)),) * 2
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        with torch.no_grad():
-            out = encoder(torch.zeros(1, 3, *side))
-    finally:
-        encoder.train(was_training)
+    # On a copy in eval mode: the model itself keeps every module's mode and statistics, even while
+    # another thread trains it (the Studio describes the model it is training).
+    probe = copy.deepcopy(encoder).eval()
+    weight = next(probe.parameters())
+    with torch.no_grad():
+        out = probe(torch.zeros(1, 3, *side, dtype=weight.dtype, device=weight.device))
     features = out[0] if isinstance(out, tuple) else out  # ours give (features, indices); smp a list
     if isinstance(features, dict):  # torchvision-style backbones
         features = list(features.values())

@@ -105,7 +105,7 @@ class MaskRCNNModel(nn.Module):
         from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
         from torchvision.ops import MultiScaleRoIAlign
 
-        things = list(class_names) if things is None else list(things)
+        things = list(class_names) if things is None else [things] if isinstance(things, str) else list(things)
         unknown = [t for t in things if t not in class_names]
         if unknown or not things:
             raise ModelConfigError(f"things={things} must be a non-empty subset of the classes {class_names}.")
@@ -143,18 +143,22 @@ class MaskRCNNModel(nn.Module):
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    @property
-    def trainer_class(self):
-        """The :class:`segnb.train.Trainer` subclass ``fit()`` uses for this model."""
-        from segnb.instances.train import InstanceTrainer
+    def detector_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """The dataset's class ids as the detector's labels (1..T for the things in order; 0 otherwise)."""
+        return self._to_detector.to(labels.device)[labels]
 
-        return InstanceTrainer
+    @property
+    def training_task(self):
+        """What ``fit()`` trains this model with (:class:`segnb.train.Task`): loss dict, loaders, mask AP."""
+        from segnb.instances.train import InstanceTask
+
+        return InstanceTask
 
     def forward(self, images, targets: list[dict] | None = None):
         """Normalised images ``(B, 3, H, W)`` (or a list of ``(3, H, W)``); targets while training."""
         images = list(images)
         if targets is not None:
-            targets = [{**t, "labels": self._to_detector[t["labels"]]} for t in targets]
+            targets = [{**t, "labels": self.detector_labels(t["labels"])} for t in targets]
         if self.training and targets is None:
             raise ModelConfigError(
                 "Mask R-CNN in training mode needs targets (boxes, labels, masks) per image; call "

@@ -37,7 +37,7 @@ class InspectPanel(W.VBox):
     @guarded
     def show(self, index: int | None = None):
         from segnb.inspect.attention import find_vit
-        from segnb.train import predict
+        from segnb.prediction import predict
 
         data, model = self.state.data, self.state.model
         if data is None or model is None:

@@ -156,7 +156,7 @@ class InstancePanel(W.VBox):
             views = []
         semantic = np.where(np.isin(mask, stuff), mask, stuff[0] if stuff else 0)  # stuff from the truth ...
         if self.state.model is not None and getattr(self.state.model, "spec", {}).get("arch") != "maskrcnn":
-            from segnb.train import predict
+            from segnb.prediction import predict
 
             semantic = predict(self.state.model, image).masks[0].numpy()  # ... or from the semantic model
         detections = {"masks": torch.tensor(np.stack([v.pasted_soft for v in views]))[:, None] if views else

@@ -6,12 +6,7 @@ import html
 
 import ipywidgets as W
 
-from segnb.ui.common import (
-    ErrorBox,
-    SharedState,
-    guarded,
-    user_message,
-)
+from segnb.ui.common import ErrorBox, SharedState, guarded, user_message
 
 __all__ = ["ModelBuilder", "encoder_choices", "encoder_name"]
 

@@ -307,7 +307,6 @@ class Studio(W.VBox):
             model.load_state_dict(load_file(str(weights)), strict=True)
         except Exception as error:
             raise ValueError(f"{weights.name} does not fit the lesson's model ({user_message(error)}).") from None
-        model.eval()
         history = History.from_dict(results["history"]) if results.get("history") else None
         self.state.run = int(results.get("run", 1)) or 1
         self.state.history = history

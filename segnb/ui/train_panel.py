@@ -7,8 +7,10 @@ import threading
 
 import ipywidgets as W
 
+from segnb.arithmetic import ceil_div
 from segnb.callbacks import Callback, ProgressCallback
 from segnb.progress import ProgressState, format_duration
+from segnb.train.config import TrainConfig
 from segnb.ui.common import (
     ErrorBox,
     PlotView,
@@ -27,7 +29,7 @@ __all__ = ["TrainPanel", "live_image_size"]
 
 def _predicted_mask(model, image, device="auto"):
     """The model's argmax mask for one raw image, as numpy."""
-    from segnb.train import predict
+    from segnb.prediction import predict
 
     return predict(model, image, device=device).masks[0].numpy()
 
@@ -61,6 +63,8 @@ class _PanelRenderer(ThrottledRenderer):
         self.panel._progress(state)
 
 
+# The panel's settings for a live lesson (short, a larger lr, class weights); every other option is fit's own.
+LIVE = TrainConfig(epochs=3, lr=1e-2, loss="weighted_ce", max_minutes=5.0)
 IMAGE_SIZES = [("as stored", 0), ("64 px", 64), ("96 px", 96), ("128 px", 128), ("192 px", 192),
                ("256 px", 256), ("384 px", 384), ("512 px", 512)]
 LIVE_SIZE = 128  # the default for images larger than this: steps of about a second on a laptop CPU
@@ -93,14 +97,14 @@ class TrainPanel(W.VBox):
         self.steps: list[tuple[float, float]] = []  # (epoch as a fraction, training loss) while it trains
         self._epochs_planned = None
         self._last_curve_draw = 0.0
-        self.epochs = W.BoundedIntText(3, min=1, max=1000, description="epochs")
-        self.batch_size = W.BoundedIntText(16, min=1, max=1024, description="batch size")
+        self.epochs = W.BoundedIntText(LIVE.epochs, min=1, max=1000, description="epochs")
+        self.batch_size = W.BoundedIntText(LIVE.batch_size, min=1, max=1024, description="batch size")
         self.image_size = W.Dropdown(options=IMAGE_SIZES, value=0, description="image size")
         self.image_size.add_class("segnb-image-size")
-        self.lr = W.FloatLogSlider(value=1e-2, base=10, min=-5, max=0, step=0.25, description="learning rate",
+        self.lr = W.FloatLogSlider(value=LIVE.lr, base=10, min=-5, max=0, step=0.25, description="learning rate",
                                    style={"description_width": "initial"})
-        self.loss = W.Dropdown(options=list(LOSSES), value="weighted_ce", description="loss")
-        self.max_minutes = W.BoundedFloatText(5.0, min=0.05, max=10_000, description="max minutes",
+        self.loss = W.Dropdown(options=list(LOSSES), value=LIVE.loss, description="loss")
+        self.max_minutes = W.BoundedFloatText(LIVE.max_minutes, min=0.05, max=10_000, description="max minutes",
                                               style={"description_width": "initial"})
         self.log_loss = W.Checkbox(True, description="loss on a log scale")
         self.log_loss.add_class("segnb-log-loss")
@@ -164,17 +168,15 @@ class TrainPanel(W.VBox):
         data, model = self.state.data, self.state.model
         if data is None or model is None:
             raise ValueError("Load a dataset and build a model first (the Dataset and Model tabs).")
-        if model.num_classes != data.num_classes:
-            raise ValueError(f"The model predicts {model.num_classes} classes but the dataset has "
-                             f"{data.num_classes}: press Build in the Model tab again after loading the dataset.")
+        from segnb.data.preprocess import check_classes
+
+        check_classes(model, data, remedy="Press Build in the Model tab again after loading the dataset.")
         return data, model
 
     @guarded
     def estimate(self) -> float:
         """Time one training step (forward and backward) at the chosen image and batch size; say it."""
-        import time
-
-        import torch
+        from segnb.models.timing import step_seconds
 
         data, model = self._check_ready()
         if self.running:
@@ -182,26 +184,14 @@ class TrainPanel(W.VBox):
         size = self.image_size.value
         image, _ = data[data.train_split][0]
         h, w = (size, size) if size else image.shape[:2]
-        batch = min(self.batch_size.value, 2)
         self.estimate_line.value = "timing one step ..."
         device = next(model.parameters()).device
-        was_training = model.training
-        model.train()
-        x = torch.randn(batch, 3, h, w, device=device)
-        try:
-            for _ in range(2):  # the first pass warms up; the second is timed
-                start = time.perf_counter()
-                model.zero_grad(set_to_none=True)
-                model(x).float().mean().backward()
-                seconds = time.perf_counter() - start
-        finally:
-            model.zero_grad(set_to_none=True)
-            model.train(was_training)
-        per_step = seconds * self.batch_size.value / batch
-        steps = -(-len(data[data.train_split]) // self.batch_size.value)
+        timed = min(self.batch_size.value, 2)
+        per_step = step_seconds(model, h, w, self.batch_size.value, timed=timed)
+        steps = ceil_div(len(data[data.train_split]), self.batch_size.value)
         self.estimate_line.value = html.escape(
             f"about {per_step:.2f} s per step of {self.batch_size.value} images at {h}x{w} px on {device.type} "
-            f"(timed on {batch}), {steps} steps per epoch: about {format_duration(per_step * steps)} per epoch, "
+            f"(timed on {timed}), {steps} steps per epoch: about {format_duration(per_step * steps)} per epoch, "
             f"{format_duration(per_step * steps * self.epochs.value)} for {self.epochs.value} epochs, "
             "plus validation.")
         return per_step

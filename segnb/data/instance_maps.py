@@ -1,4 +1,4 @@
-"""Instance maps for local folders: an ``instances/`` folder of id maps, or COCO polygons / RLE in JSON.
+"""Instance maps: an ``instances/`` folder of id maps, COCO polygons / RLE in JSON, or a hub dataset's column.
 
 - ``instances/`` (next to ``masks/``, or ``<split>/instances``): one grey PNG per image, paired
   by stem like the masks; 0 = no object, 1..n = one id per object (8 or 16 bit).
@@ -16,9 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from segnb.data.columns import no_decode
+from segnb.data.decode import decode_mask
 from segnb.errors import DatasetError
 
-__all__ = ["attach_instances", "decode_rle", "coco_instance_map"]
+__all__ = ["attach_hub_instances", "attach_instances", "coco_instance_map", "decode_rle"]
 
 INSTANCE_DIRS = ["instances", "instance", "instance_maps", "instance_ids"]
 COCO_NAMES = ["instances.json", "annotations.json", "coco.json"]
@@ -130,7 +132,7 @@ def attach_instances(root: Path, splits: dict, instances=None) -> bool:
                 root, split_folder, name, [f"instances_{name}.json", *COCO_NAMES])
         if source is None:
             continue
-        split._load_instances = _from_folder(source, split) if source.is_dir() else _from_coco(source, split)
+        split.attach_instance_maps(_from_folder(source, split) if source.is_dir() else _from_coco(source, split))
         found_any = True
     return found_any
 
@@ -196,9 +198,6 @@ def attach_hub_instances(splits: dict, instance_column: str | None = None) -> st
 
     Returns the column used, or None. A named column that a split lacks is an error.
     """
-    from segnb.data.columns import no_decode
-    from segnb.data.decode import decode_mask
-
     column = instance_column
     for name, split in splits.items():
         columns = split.table.column_names
@@ -215,5 +214,5 @@ def attach_hub_instances(splits: dict, instance_column: str | None = None) -> st
         def load(index: int, table=table, split=split, column=column) -> np.ndarray:
             return decode_mask(table[index][column], f"{split.label(index)} ({column})")
 
-        split._load_instances = load
+        split.attach_instance_maps(load)
     return column
