@@ -5,6 +5,7 @@ that raises fails its notebook's test, and each one must have run (tests/test_te
 notebooks' teaching structure without running them).
 """
 
+import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -19,6 +20,9 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 # The quickstart runs top to bottom in a real JupyterLab in tests/e2e/test_lab.py (no cell may
 # raise there either, and its fast-mode mIoU assertion is one of its cells): not twice here.
 RUN_HERE = [p for p in NOTEBOOKS if p.stem != "00_quickstart"]
+_spec = importlib.util.spec_from_file_location("build_site", ROOT / "scripts" / "build_site.py")
+build_site = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(build_site)
 
 
 def is_answer(cell) -> bool:
@@ -50,10 +54,19 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
     monkeypatch.setenv("SEGNB_SHARED_DATA", str(ROOT.parent / "shared" / "data"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("SEGNB_LESSONS", str(tmp_path / "lessons"))  # none prepared: what CI and a new user see
+    monkeypatch.setenv("PLOTLY_RENDERER", "notebook")  # as scripts/docs renders them
     nb = nbformat.read(path, as_version=4)
     run_notebook(nb, tmp_path / "notebooks")
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.get("output_type") == "error"]
     assert not errors
+    # The student's page of this notebook (scripts/docs): rendered from this run, with its outputs.
+    page = build_site.render(nb, path.stem)
+    assert "jp-OutputArea-output" in page and "Traceback" not in page
+    # Every claim about a trained model is shown from a prepared model or says how to see one.
+    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    if "lessons.load" in "".join(c.source for c in nb.cells):
+        assert "run `segnb lessons prepare` to see it" in text or "prepared model" in text
     answers = [c for c in nb.cells if is_answer(c)]
     assert all(c.execution_count is not None for c in answers), f"{path.name}: an answer cell did not run"
     if os.environ.get("SEGNB_KEEP_EXECUTED"):

@@ -1,4 +1,5 @@
-"""The ``segnb`` command line: ``segnb demo``, ``train``, ``sweep``, ``eval``, ``datasets show``, ``lab``, ``studio``.
+"""The ``segnb`` command line: ``segnb demo``, ``train``, ``sweep``, ``eval``, ``export``, ``datasets show``, ``lab``,
+``studio``, ``lessons``.
 
 ``parser`` holds the commands and the checks on their values, ``commands`` the training and
 evaluation commands, ``servers`` JupyterLab and the Voila Studio.

@@ -202,4 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default 1; 60 for a class, so refills do not compete with the pages opening; a "
                              "visitor after the pool is used up waits for the delayed refill)")
     studio.set_defaults(run=studio_command)
+
+    from segnb import lessons  # the standard library only at import: the CLI starts as fast
+
+    prepared = commands.add_parser("lessons", help="prepared lessons: train every notebook model once, list them")
+    lessons.add_arguments(prepared)
+    prepared.set_defaults(run=lessons.run)
     return parser

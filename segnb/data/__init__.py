@@ -55,7 +55,8 @@ def load_dataset(source, **options) -> SegmentationDataset:
     """Load a segmentation dataset from any source into one :class:`SegmentationDataset`.
 
     Args:
-        source: ``"shapes"`` (built-in, offline); a Hugging Face hub id such as
+        source: ``"shapes"`` (built-in, offline); ``"isbi2012"`` (the 30 ISBI 2012 membrane slices
+            shipped with segnb, see :mod:`segnb.data.isbi` for their terms); a Hugging Face hub id such as
             ``"segments/sidewalk-semantic"``; a local directory, either a copy of a hub
             dataset repository (parquet/arrow shards, README card, ``id2label.json``) or a
             folder of images and masks; or an in-memory ``datasets.Dataset``/``DatasetDict``.
@@ -83,6 +84,10 @@ def load_dataset(source, **options) -> SegmentationDataset:
         labels = {k: options.pop(k) for k in ("class_names", "num_classes", "ignore_index") if k in options}
         data = _call(load_shapes, None, options)
         return data.with_labels(**labels) if labels else data  # with_labels records them
+    if text == "isbi2012":
+        from segnb.data.isbi import load_isbi
+
+        return _call(load_isbi, None, options)
     path = Path(text).expanduser()
     if path.is_dir():
         loader = load_hub if _is_hub_layout(path) else load_folder
@@ -96,7 +101,7 @@ def load_dataset(source, **options) -> SegmentationDataset:
     if is_hub_id(text):
         return _call(load_hub, text, options)
     raise DatasetError(
-        f"Unknown dataset source {text!r}. Use 'shapes' (built-in, offline), a Hugging Face id like "
+        f"Unknown dataset source {text!r}. Use 'shapes' or 'isbi2012' (built-in, offline), a Hugging Face id like "
         f"{', '.join(repr(k) for k in KNOWN_HUB_DATASETS)}, or a local folder path."
     )
 
