@@ -342,4 +342,4 @@ def test_sigterm_ends_the_server_child(tmp_path):
 def test_cli_module_defines_every_subcommand_tested_here():
     parser = cli.build_parser()
     commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse's own table
-    assert set(commands) == {"datasets", "demo", "train", "eval", "export", "lab", "studio"}
+    assert set(commands) == {"datasets", "demo", "train", "eval", "export", "lab", "studio", "sweep", "lessons"}

@@ -71,6 +71,7 @@ def stream_loaders(data, config, device, mean, std, workers: int, rank: int, wor
             found = mixed_sizes(data[name])
             if found is not None:
                 raise SegnbError(_mixed_message(name, *found, config.batch_size))
+    custom_collate = collate_fn is not None  # an instance model's own batches
     collate_fn = _one_size(collate_fn or default_collate, config.batch_size)
     dataset = dataset or data.torch_split
     train_set = dataset(data.train_split, transform(data, config, mean, std, train=True))
@@ -81,7 +82,7 @@ def stream_loaders(data, config, device, mean, std, workers: int, rank: int, wor
                        pin_memory=device.type == "cuda", collate_fn=collate_fn)
     eval_transform = transform(data, config, mean, std, train=False)
     eval_collate = collate_fn
-    if collate_fn is None and config.protocol == "full":  # semantic: labels at their own size, in lists
+    if not custom_collate and config.protocol == "full":  # semantic: labels at their own size, in lists
         eval_transform, eval_collate = FullSizeLabels(eval_transform), collate_eval
     eval_set = dataset(data.eval_split, eval_transform)
     if world > 1:
