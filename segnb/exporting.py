@@ -23,8 +23,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +111,7 @@ def export(model, path, image_size=None, format: str | None = None, opset: int =
             else:
                 program = torch.export.export(wrapped, (example,), dynamic_shapes=({0: torch.export.Dim("batch",
                                                                                                        max=1024)},))
-                _write(path, lambda tmp: torch.export.save(program, str(tmp)))
+                atomic_write(path, lambda tmp: torch.export.save(program, str(tmp)), keep_suffix=True)
     except SegnbError:
         raise
     except Exception as error:  # the exporters' own errors are long; say what failed first
@@ -155,20 +153,8 @@ def _onnx(wrapped, example, path: Path, opset: int) -> None:
                           verbose=False)
 
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
-        _write(path, write)
+        atomic_write(path, write, keep_suffix=True)
 
-
-def _write(path: Path, write) -> None:
-    """Like :func:`atomic_write`, with a temporary file that keeps the suffix (torch.export.save wants it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _run_file(path: Path, images: torch.Tensor) -> torch.Tensor:

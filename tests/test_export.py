@@ -57,3 +57,16 @@ def test_what_cannot_be_exported_says_why(tmp_path):
     with pytest.raises(SegnbError, match=r"\.onnx .* or \.pt2"):
         segnb.export(build_model("fcn32s", "vgg-tiny", num_classes=2), tmp_path / "model.tflite")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_export_first_in_a_fresh_process_leaves_eager_normalisation_real(tmp_path):
+    """Tracing normalises with traced tensors: none may stay in the statistics cache for eager code."""
+    from segnb.data import preprocess
+
+    preprocess._statistics.cache_clear()  # as in a fresh process: the export is the first normalisation
+    model = build_model("unet", "test_resnet", class_names=["a", "b"])
+    model.training_input = TrainingInput(size=(32, 32), source_size=(32, 32), mean=model.mean, std=model.std)
+    path = segnb.export(model, tmp_path / "model.pt2")  # checks parity against eager PyTorch itself
+    out = preprocess.normalize(torch.zeros(3, 4, 4, dtype=torch.uint8), model.mean, model.std)
+    assert type(out) is torch.Tensor and float(out[0, 0, 0]) == pytest.approx(-model.mean[0] / model.std[0], abs=1e-5)
+    assert path.exists()

@@ -101,8 +101,20 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
     import torch
 
     x = images.float().div_(255.0) if images.dtype == torch.uint8 else images
+    if torch.compiler.is_compiling() or _is_fake(x):
+        # Traced (torch.export, compile): constants of this graph, never kept in the cache, where a
+        # traced tensor would outlive its trace and reach eager code.
+        m = torch.tensor(tuple(map(float, mean)), dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        s = torch.tensor(tuple(map(float, std)), dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        return (x - m) / s
     m, s = _statistics(tuple(map(float, mean)), tuple(map(float, std)), x.device, x.dtype)
     return (x - m) / s
+
+
+def _is_fake(x) -> bool:
+    from torch._subclasses.fake_tensor import is_fake
+
+    return is_fake(x)
 
 
 def nearest_exact_index(size_in: int, size_out: int) -> np.ndarray:

@@ -122,14 +122,16 @@ def _consistent(model):
     return model
 
 
-def atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write, keep_suffix: bool = False) -> None:
     """Write through ``write(tmp_path)`` to a temporary file, then rename over ``path``.
 
-    A crash or a full disk leaves the previous file intact.
+    A crash or a full disk leaves the previous file intact. ``keep_suffix``: the temporary file
+    ends like ``path`` (for writers that choose the format by the suffix, as torch.export.save).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix if keep_suffix else "",
+                               dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
