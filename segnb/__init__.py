@@ -78,8 +78,9 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ impo
 # The subpackages and modules a user may reach as attributes after ``import segnb`` (segnb.data, ...).
 _MODULES = (
     "arithmetic", "callbacks", "checkpoint", "classical", "cli", "data", "device", "errors", "evaluation",
-    "infer", "inspect", "instances", "interactive", "losses", "metrics", "models", "network_check",
-    "prediction", "progress", "train", "ui", "viz",
+    "exercises", "exporting", "infer", "inspect", "instances", "interactive", "lessons", "losses", "metrics",
+    "models", "network_check", "prediction", "progress", "runs", "sweep", "tiling", "train", "trackers", "ui",
+    "viz", "widgets",
 )
 
 

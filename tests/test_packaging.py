@@ -96,3 +96,20 @@ def test_every_modules_all_names_only_public_names_it_has():
             if name.startswith("_") or not hasattr(module, name):
                 wrong.append(f"{info.name}.{name}")
     assert wrong == []
+
+
+def test_every_module_of_the_package_is_an_attribute_in_a_fresh_process():
+    """`import segnb; segnb.sweep` works for every top-level module, as a notebook's first cell uses it."""
+    import pkgutil
+    import subprocess
+    import sys
+
+    import segnb
+
+    names = sorted(m.name for m in pkgutil.iter_modules(segnb.__path__) if not m.name.startswith("_"))
+    names.append("widgets")  # shipped from widgets/ as segnb.widgets
+    code = ("import segnb, types, sys\n"
+            f"missing = [n for n in {names!r} if not isinstance(getattr(segnb, n, None), types.ModuleType)]\n"
+            "print(missing)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", f"modules not reachable as segnb.<name>: {out}"
