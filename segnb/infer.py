@@ -117,7 +117,7 @@ class Inference:
         model: a segnb model, or any module mapping (B, 3, H, W) to logits (B, K, H, W).
         device: where to run; default: where the model's weights are.
         precision: ``fp32``, ``bf16``, ``fp16`` or ``auto``; default: the precision the
-            model is (or was last) trained at in this session, else ``fp32``.
+            model is (or was last) trained at in this process, else ``fp32``.
         grad: keep autograd on (Grad-CAM needs gradients); otherwise ``inference_mode``.
 
     ``run.module`` is the module that really runs: the model itself, or, while another
