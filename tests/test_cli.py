@@ -343,3 +343,15 @@ def test_cli_module_defines_every_subcommand_tested_here():
     parser = cli.build_parser()
     commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse's own table
     assert set(commands) == {"datasets", "demo", "train", "eval", "export", "lab", "studio", "sweep", "lessons"}
+
+
+def test_the_epoch_line_of_an_epoch_without_validation_says_so(capsys):
+    """Under a time budget some epochs are not validated: the CLI's line says so instead of failing."""
+    import types
+
+    from segnb.cli.commands import _EpochPrinter
+
+    history = types.SimpleNamespace(epochs=[{"epoch": 3, "train_loss": 0.5, "val_loss": None, "miou": None,
+                                             "images_per_s": 20.0}])
+    _EpochPrinter(0.0).on_epoch_end(types.SimpleNamespace(history=history))
+    assert "epoch 3: train loss 0.500  not validated this epoch" in capsys.readouterr().err
