@@ -228,13 +228,33 @@ def test_eval_every_validates_every_nth_epoch_and_at_the_end(data):
 # ---------------------------------------------------------------- 5. the time budget
 
 
-def test_a_budgeted_run_ends_with_the_learning_rate_at_its_final_value(data):
-    lr = 1e-2
-    history = fit(_model(data), data, max_minutes=0.05, batch_size=4, lr=lr, progress=False)  # no epochs
+def test_a_budgeted_run_stops_on_time_and_validates_its_last_partial_epoch(data):
+    history = fit(_model(data), data, max_minutes=0.05, batch_size=4, lr=1e-2, progress=False)  # no epochs
     assert history.limit == "time" and history.stopped.startswith("time budget of 0.05 min reached")
-    final = 0.01 * lr  # the cosine schedule's end
-    assert history.epochs and abs(history.epochs[-1]["lr"] - final) <= 0.05 * final
+    assert history.epochs and history.epochs[-1]["lr"] < 1e-2  # the schedule was spent on the budget
     assert history.epochs[-1]["miou"] is not None  # the last, partial epoch is validated too
+
+
+def test_the_budget_ends_the_schedule_at_its_final_rate_when_step_times_vary():
+    """The loop's schedule under a budget, on a clock of its own: steps of 0.05-0.15 s, a 6 s budget,
+    a first step that takes 1 s (compilation). The last step runs at the cosine's final rate."""
+    from segnb.train.budget import Budget, cosine_lr, warmup
+
+    rng, now, base = np.random.default_rng(0), [0.0], 1e-2
+    budget = Budget(epochs=None, steps_per_epoch=20, max_minutes=0.1, clock=lambda: now[0])
+    budget.begin()
+    budget.steps_begin(0)
+    step, lrs = 0, []
+    while not budget.out_of_time():
+        total = budget.planned_steps(step)
+        lrs.append(cosine_lr(step, total, base, warmup(None, total)))
+        now[0] += 1.0 if step == 0 else rng.uniform(0.05, 0.15)
+        step += 1
+        if step == 1:
+            budget.first_step_done(1)
+    assert 30 <= step <= 60  # about (6 s less the first step and the validation's reserve) / 0.1 s
+    assert abs(lrs[-1] - 0.01 * base) <= 0.05 * 0.01 * base  # the cosine's end, not cut off mid-way
+    assert max(lrs) > 0.9 * base  # and it went through its peak first
 
 
 def test_with_epochs_and_a_budget_the_first_limit_ends_the_run(data):

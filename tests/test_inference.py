@@ -260,6 +260,11 @@ def test_fit_validates_at_full_resolution_like_evaluate_and_records_its_input(sh
     (folder / "model.json").write_text(json.dumps(meta))
     with pytest.warns(UserWarning, match="trained at is unknown"):
         assert training_input(load_model(folder)) is None  # saved before segnb recorded it
+    untrained = save_model(tiny_model(shapes_48, "unet-classic"), tmp_path / "untrained")
+    assert json.loads((untrained / "model.json").read_text())["input"] is None  # recorded: no training scale
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to warn about: it was never trained at another size
+        assert training_input(load_model(untrained)) is None
 
 
 def test_fit_with_the_resized_protocol_scores_like_evaluate_resized(shapes_48):

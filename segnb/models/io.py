@@ -172,8 +172,10 @@ def save_model(model: SegModel, path, extra: dict | None = None, data=None) -> P
         **(trained_on or {}),
         **(extra or {}),
     }
-    if training_input(model) is not None:
-        meta["input"] = training_input(model).as_dict()
+    # None: not trained by fit() at a recorded scale (built and saved, an instance model, a hand-written
+    # loop): images run at their own size. Files from before segnb recorded it have no key at all.
+    record = training_input(model)
+    meta["input"] = record.as_dict() if record is not None else None
 
     def write_weights(tmp: Path) -> None:
         save_file(state, str(tmp))
@@ -233,7 +235,7 @@ def load_model(path, device: str | torch.device = "cpu") -> SegModel:
         model.trained_on = {"data_source": meta["data_source"], "data_options": meta.get("data_options", {})}
     if isinstance(meta.get("input"), dict):
         model.training_input = TrainingInput.from_dict(meta["input"])
-    else:
+    elif "input" not in meta and getattr(model, "task", "semantic") == "semantic":
         warnings.warn(f"{folder}: the size this model was trained at is unknown (saved before segnb recorded "
                       "it): images run at their own size; pass image_size=(h, w) to run it at its training size.",
                       stacklevel=2)
