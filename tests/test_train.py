@@ -372,10 +372,21 @@ def test_fit_the_cli_and_the_studio_take_their_defaults_from_the_config():
     from segnb.train import TrainConfig, lr_find
 
     config = TrainConfig()
-    assert (config.epochs, config.batch_size, config.lr, config.loss) == (10, 16, 1e-3, "ce")
+    assert (config.epochs, config.batch_size, config.lr, config.loss) == (10, None, 1e-3, "ce")
     assert inspect.signature(lr_find).parameters["batch_size"].default == config.batch_size
     text = inspect.getsource(__import__("segnb.train.api", fromlist=["fit"]).fit)
-    assert "batch_size: int = 16" not in text  # fit repeats no default
+    assert "batch_size: int = " not in text  # fit repeats no default
+
+
+def test_the_batch_size_defaults_to_the_device_and_the_run_records_the_one_it_used(tiny_data, tmp_path):
+    from segnb.train import TrainConfig
+
+    assert TrainConfig().for_device(torch.device("cpu")).batch_size == 8
+    assert TrainConfig().for_device(torch.device("cuda", 0)).batch_size == 16  # no GPU needed to decide
+    assert TrainConfig(batch_size=3).for_device(torch.device("cuda", 0)).batch_size == 3  # a given one stays
+    fit(_model(tiny_data), tiny_data, epochs=1, checkpoint_dir=tmp_path, progress=False)
+    meta, _ = load_checkpoint(tmp_path / "last")
+    assert meta["config"]["batch_size"] == 8  # resume runs with the batch size the run had
 
 
 def test_a_resumed_run_is_rebuilt_from_the_config_saved_with_its_checkpoint(tiny_data, tmp_path):

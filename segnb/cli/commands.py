@@ -116,7 +116,7 @@ def train_command(args, demo: bool = False) -> int:
                             things=data.things)
     else:
         settings = {"lr": args.lr or (1e-2 if demo else TrainConfig.lr),
-                    "batch_size": args.batch_size or TrainConfig.batch_size,
+                    "batch_size": args.batch_size or (16 if demo else None),  # None: by device (TrainConfig)
                     "loss": args.loss or ("weighted_ce" if demo else TrainConfig.loss)}
         model = build_model(args.arch, args.encoder or "vgg-tiny", class_names=data.class_names,
                             pretrained=args.pretrained)

@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--epochs", type=_positive_int, default=None,
                        help=f"passes over the training data (default: {DEFAULT_EPOCHS}; with --max-minutes alone, "
                             "the time budget sets the schedule)")
-        p.add_argument("--batch-size", type=_positive_int, default=None, help=f"default: {TrainConfig.batch_size} (8 for maskrcnn)")
+        p.add_argument("--batch-size", type=_positive_int, default=None, help="default: 8 on the CPU, 16 on a GPU (8 for maskrcnn); 16 for demo")
         p.add_argument("--lr", type=_positive_float, default=None,
                        help=f"default: {1e-2 if demo else TrainConfig.lr:g} (maskrcnn: its own)")
         p.add_argument("--loss", type=_loss, default=None,

@@ -37,7 +37,7 @@ def fit(model, data: SegmentationDataset, epochs: int | None = None, *, callback
     - ``epochs`` (10 when neither it nor ``max_minutes`` is given), ``max_minutes`` (a wall-clock
       budget: the schedule is laid over it, and validation and checks take at most 10% of it; with
       both, the first limit reached ends the run, ``history.limit`` says which);
-    - ``batch_size``, ``lr``, ``loss`` (``ce``, ``weighted_ce``, ``dice``, ``focal``, ``lovasz``,
+    - ``batch_size`` (8 on the CPU, 16 on a GPU), ``lr``, ``loss`` (``ce``, ``weighted_ce``, ``dice``, ``focal``, ``lovasz``,
       ``ce+dice`` or a module), ``optimizer`` (``adamw``, ``sgd`` or ``params -> optimizer``),
       ``scheduler`` (``cosine``, ``constant`` or ``(step, total, lr, warmup) -> lr``), ``warmup_steps``,
       ``weight_decay``, ``grad_clip``, ``class_weight_method``, ``seed``;
@@ -79,14 +79,14 @@ def fit(model, data: SegmentationDataset, epochs: int | None = None, *, callback
     if not infer.is_instance_model(model):  # the input scale predict and evaluate apply; save_model keeps it
         model.training_input = tiling.training_input_of(data, config.image_size, *infer.normalisation(model),
                                                         augment_scale=config.augment_scale if config.augment else None)
-    install_fit_hooks(trainer, run=run, config=config.to_dict())
+    install_fit_hooks(trainer, run=run, config=trainer.config.to_dict())  # the batch size resolved
     if background:
         return TrainingHandle(trainer)
     return trainer.run()
 
 
 def lr_find(model, data: SegmentationDataset, start_lr: float = 1e-6, end_lr: float = 1.0, steps: int = 60,
-            batch_size: int = TrainConfig.batch_size, loss="ce", device="auto", image_size=None) -> dict:
+            batch_size: int | None = None, loss="ce", device="auto", image_size=None) -> dict:
     """Leslie Smith's range test: the loss while the learning rate grows exponentially.
 
     Each step is fit()'s own (:func:`segnb.train.loop.train_step`: autocast, clipping, the non-finite

@@ -85,8 +85,6 @@ class Trainer:
         self.active, self.thread, self._claimed = False, None, model
         infer.claim(model, self)
         self.data = data
-        self.epochs, self.batch_size, self.lr, self.seed = config.epochs, config.batch_size, config.lr, config.seed
-        self.max_minutes = config.max_minutes
         self.num_workers = feeds.auto_workers() if config.num_workers == "auto" else config.num_workers
         self.class_names = list(data.class_names)
         n_model = getattr(model, "num_classes", None)
@@ -97,6 +95,9 @@ class Trainer:
         self.precision = resolve_precision(config.precision, self.device)
         self.accelerator = _accelerator(self.device)
         self.device = canonical_device(self.accelerator.device)  # accelerate says "cuda"; its tensors "cuda:0"
+        self.config = config = config.for_device(self.device)  # the batch size, when None
+        self.epochs, self.batch_size, self.lr, self.seed = config.epochs, config.batch_size, config.lr, config.seed
+        self.max_minutes = config.max_minutes
         self.is_main_process = self.accelerator.is_main_process
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         self.schedule = SCHEDULES[config.scheduler] if isinstance(config.scheduler, str) else config.scheduler

@@ -64,7 +64,7 @@ class _PanelRenderer(ThrottledRenderer):
 
 
 # The panel's settings for a live lesson (short, a larger lr, class weights); every other option is fit's own.
-LIVE = TrainConfig(epochs=3, lr=1e-2, loss="weighted_ce", max_minutes=5.0)
+LIVE = TrainConfig(epochs=3, batch_size=16, lr=1e-2, loss="weighted_ce", max_minutes=5.0)
 IMAGE_SIZES = [("as stored", 0), ("64 px", 64), ("96 px", 96), ("128 px", 128), ("192 px", 192),
                ("256 px", 256), ("384 px", 384), ("512 px", 512)]
 LIVE_SIZE = 128  # the default for images larger than this: steps of about a second on a laptop CPU
