@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Subset, default_collate
 
 from segnb.data.base import SegTransform, mixed_sizes
 from segnb.data.cache import CachedBatches, cached_split, choose_cache, estimate_bytes, usable_cores
-from segnb.errors import SegnbError
+from segnb.errors import MixedSizesError
 from segnb.evaluation import FullSizeLabels, collate_eval, with_original_labels
 
 __all__ = ["Feed", "auto_workers", "plan_feed", "open_feed", "stream_loaders", "steps_per_epoch"]
@@ -70,7 +70,7 @@ def stream_loaders(data, config, device, mean, std, workers: int, rank: int, wor
         for name in dict.fromkeys([data.train_split, data.eval_split]):
             found = mixed_sizes(data[name])
             if found is not None:
-                raise SegnbError(_mixed_message(name, *found, config.batch_size))
+                raise MixedSizesError(_mixed_message(name, *found, config.batch_size))
     custom_collate = collate_fn is not None  # an instance model's own batches
     collate_fn = _one_size(collate_fn or default_collate, config.batch_size)
     dataset = dataset or data.torch_split
@@ -110,7 +110,7 @@ def _one_size(collate, batch_size: int):
             shapes = sorted({tuple(item[0].shape[-2:]) for item in items})
             if len(shapes) < 2:
                 raise
-            raise SegnbError(_mixed_message("training or validation", shapes[0], shapes[1], batch_size)) from err
+            raise MixedSizesError(_mixed_message("training or validation", shapes[0], shapes[1], batch_size)) from err
 
     return batches
 
@@ -122,9 +122,7 @@ def open_feed(feed: Feed, data, config, device, mean, std, workers: int, rank: i
     try:
         train, val = (cached_split(data[name], config.image_size, data.ignore_index, data.num_classes, workers)
                       for name in (data.train_split, data.eval_split))
-    except SegnbError as err:
-        if "different sizes" not in str(err):
-            raise
+    except MixedSizesError:
         why = ("the images have different sizes and no image_size was given, so they cannot be cached: files "
                "are decoded every epoch (DataLoader); pass image_size=(h, w) to cache")
         return Feed(False, why, *stream_loaders(data, config, device, mean, std, workers, rank, world, drop_last))
