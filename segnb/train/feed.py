@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Subset, default_collate
 
+from segnb.arithmetic import ceil_div
 from segnb.data.base import SegTransform, mixed_sizes
 from segnb.data.cache import CachedBatches, cached_split, choose_cache, estimate_bytes, usable_cores
 from segnb.errors import MixedSizesError
@@ -52,8 +53,8 @@ def plan_feed(data, config, device: torch.device) -> Feed:
 def steps_per_epoch(feed: Feed, n_train: int, batch_size: int, world: int, drop_last: bool) -> int:
     if feed.train is not None:
         return len(feed.train)
-    share = -(-n_train // world)
-    return max(1, share // batch_size) if drop_last and share >= batch_size else -(-share // batch_size)
+    share = ceil_div(n_train, world)
+    return max(1, share // batch_size) if drop_last and share >= batch_size else ceil_div(share, batch_size)
 
 
 def transform(data, config, mean, std, train: bool) -> SegTransform:
