@@ -7,7 +7,7 @@
 Goal (issue 15): mask AP50 >= 0.5 after at most 3 minutes of training on a CPU.
 
 The model is built exactly as a user gets it (``build_model("maskrcnn", ...)`` with its CPU
-settings, ``segnb.models.maskrcnn.CPU_SETTINGS``) and trained with ``fit(max_minutes=...)``,
+settings, ``segnb.instances.maskrcnn.CPU_SETTINGS``) and trained with ``fit(max_minutes=...)``,
 which lays the warm-up and cosine schedule over the time budget (``FIT_DEFAULTS``: learning
 rate and batch size). The budget is wall-clock time, so a machine shared with other work
 trains fewer steps in it: the script prints the CPU seconds this process got, the steps, and
@@ -33,8 +33,8 @@ import torch
 import segnb
 from segnb.callbacks import StopTraining
 from segnb.data.base import SegTransform
+from segnb.instances.maskrcnn import FIT_DEFAULTS
 from segnb.instances.targets import InstanceSplit, collate_instances
-from segnb.models.maskrcnn import FIT_DEFAULTS
 from segnb.train import cosine_lr, evaluate, fit
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "ModelConfigError",
     "CheckpointError",
     "InputError",
+    "MixedSizesError",
 ]
 
 
@@ -39,3 +40,7 @@ class CheckpointError(SegnbError, ValueError):
 
 class InputError(SegnbError, ValueError):
     """An image, map or argument given to a segnb function has a shape, dtype or values it cannot take."""
+
+
+class MixedSizesError(SegnbError):
+    """Images of several sizes where one size is needed: a decoded cache or a batch without ``image_size``."""

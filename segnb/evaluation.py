@@ -336,10 +336,8 @@ def evaluate(model, data: SegmentationDataset, split: str | None = None, batch_s
     mask AP, AP50 and AP75 (``mask_ap``, ``mask_ap50``, ``mask_ap75``; its ``miou`` is None).
     """
     check_classes(model, data)  # instance models too: their labels are the dataset's class ids
-    if infer.is_instance_model(model):
-        from segnb.instances.train import evaluate_instances
-
-        return evaluate_instances(model, data, split, batch_size, image_size, device, precision)
+    if infer.is_instance_model(model):  # the model scores itself (segnb.infer.InstanceModel)
+        return model.evaluate_split(data, split, batch_size, image_size, device, precision)
     check_protocol(protocol)
     tiling.check_tta(tta)
     split = split or data.eval_split

@@ -10,7 +10,7 @@ stage features, decoder activations). It
   autocast at the precision the model was trained at;
 - puts every submodule in eval mode and gives each its own mode back afterwards;
 - returns logits for a semantic model, and one dict of detections per image for an
-  instance model (Mask R-CNN, :func:`is_instance_model`);
+  instance model (Mask R-CNN, :func:`is_instance_model`, :class:`InstanceModel`);
 - while ``fit()`` trains the model in another thread, works on a copy of the
   weights taken between two steps, so looking never touches the weights being
   trained: no batch-norm mode switch, no hooks, no fused-attention toggles on them.
@@ -24,6 +24,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
+from collections.abc import Callable
+from typing import Protocol, TypeGuard
 
 import numpy as np
 import torch
@@ -34,8 +36,8 @@ from segnb.device import resolve_device, resolve_precision
 from segnb.errors import SegnbError
 from segnb.models.io import between_steps_source
 
-__all__ = ["Inference", "is_instance_model", "normalisation", "to_tensor", "claim", "release", "training_run",
-           "AUTOCAST_DTYPES"]
+__all__ = ["Inference", "InstanceModel", "is_instance_model", "normalisation", "to_tensor", "claim", "release",
+           "training_run", "AUTOCAST_DTYPES"]
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
@@ -52,7 +54,31 @@ def normalisation(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...
     return tuple(mean), tuple(std)
 
 
-def is_instance_model(model: nn.Module) -> bool:
+class InstanceModel(Protocol):
+    """What an instance model brings itself, so that the layers below its code never import it.
+
+    ``segnb.instances`` sits above training, evaluation and prediction; the model object carries
+    its own behaviour, and those layers call it, on ``task == "instance"``, by these names:
+
+    - ``training_task``: ``(model, data, loss_fn) -> Task``, what ``fit()`` trains it with
+      (:class:`segnb.train.Task`; a semantic model has none and gets ``SemanticTask``);
+    - ``evaluate_split(data, split, batch_size, image_size, device, precision)``: its scores on
+      one split (mask AP), what ``segnb.evaluate`` returns;
+    - ``predict_images(images, batch_size, device, precision)``: its detections per image, what
+      ``segnb.predict`` returns.
+
+    :class:`segnb.instances.maskrcnn.MaskRCNNModel` is one.
+    """
+
+    task: str
+    training_task: Callable
+
+    def evaluate_split(self, data, split: str | None, batch_size: int, image_size, device,
+                       precision: str | None): ...
+    def predict_images(self, images, batch_size: int, device, precision: str | None) -> list: ...
+
+
+def is_instance_model(model: nn.Module) -> TypeGuard[InstanceModel]:
     """True for a model that returns detections (boxes, labels, scores, masks), not logits."""
     return getattr(model, "task", "semantic") == "instance"
 

@@ -57,13 +57,11 @@ def predict(model, images, batch_size: int = 8, device="auto", temperature: floa
     per image instead: ``boxes``, ``labels``, ``scores``, ``masks`` (bool) and ``soft``.
     """
     images = _inputs(images)
-    if infer.is_instance_model(model):
-        from segnb.instances.train import predict_instances
-
+    if infer.is_instance_model(model):  # the model predicts itself (segnb.infer.InstanceModel)
         if temperature != 1.0:
             raise SegnbError("temperature= scales a semantic model's logits; an instance model has none. "
                              "Leave it out (filter detections by their scores instead).")
-        return predict_instances(model, images, batch_size, device, precision)
+        return model.predict_images(images, batch_size, device, precision)
     if not temperature > 0:
         raise SegnbError(f"temperature must be positive, got {temperature!r}.")
     tiling.check_tta(tta)

@@ -282,6 +282,8 @@ def _sampler(kind: str, space: dict, seed: int | None):
 
 def _study(settings: dict, seed: int | None):
     optuna = _optuna()
+    from sqlalchemy.exc import OperationalError  # optuna's RDB storage is built on SQLAlchemy
+
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=settings["startup_trials"], n_warmup_steps=1)
               if settings["prune"] else optuna.pruners.NopPruner())
     for attempt in range(3):  # two processes creating the tables of a new file at the same moment
@@ -289,8 +291,8 @@ def _study(settings: dict, seed: int | None):
             return optuna.create_study(study_name=settings["study"], storage=_storage(settings["storage"]),
                                        sampler=_sampler(settings["sampler"], settings["space"], seed), pruner=pruner,
                                        direction="maximize", load_if_exists=True)
-        except Exception as err:  # sqlalchemy's OperationalError: "table ... already exists", "locked"
-            if attempt == 2 or "already exists" not in str(err) and "locked" not in str(err):
+        except OperationalError:  # "table ... already exists" (another one made it first), "database is locked"
+            if attempt == 2:
                 raise
             time.sleep(0.5 + attempt)
     raise AssertionError("unreachable")

@@ -16,7 +16,7 @@ from segnb.data.cache import (
 )
 from segnb.data.export import export_folder
 from segnb.data.preprocess import nearest_exact_index, normalize
-from segnb.errors import SegnbError
+from segnb.errors import MixedSizesError, SegnbError
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_images_of_different_sizes_need_a_size(tmp_path):
         Image.fromarray(np.zeros((h, w), np.uint8)).save(tmp_path / "masks" / f"{i}.png")
     data = load_dataset(tmp_path, class_names=["a", "b"])
     split = data[data.split_names[0]]
-    with pytest.raises(SegnbError, match="image_size="):
+    with pytest.raises(MixedSizesError, match="image_size="):  # the type fit() falls back to streaming on
         decode_split(split, None, data.ignore_index, data.num_classes)
     assert decode_split(split, 16, data.ignore_index, data.num_classes).images.shape[-2:] == (16, 16)
 

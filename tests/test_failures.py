@@ -19,7 +19,7 @@ from segnb.callbacks import Callback
 from segnb.checkpoint import load_checkpoint, restore_rng_state, rng_state
 from segnb.cli import main
 from segnb.data import SegTransform, load_shapes
-from segnb.errors import CheckpointError, DatasetError, SegnbError
+from segnb.errors import CheckpointError, DatasetError, MixedSizesError, SegnbError
 from segnb.infer import Inference, normalisation, to_tensor
 from segnb.models import build_model, load_model
 from segnb.train import Trainer, evaluate, fit, lr_find, predict
@@ -638,7 +638,7 @@ def test_mixed_image_sizes_are_refused_before_the_first_step_with_the_fix(tmp_pa
     model = _model(data)
     before = _state(model)
     steps = CountSteps()
-    with pytest.raises(SegnbError, match=r"different sizes \(\d+x\d+ and \d+x\d+.*Pass image_size=") as error:
+    with pytest.raises(MixedSizesError, match=r"different sizes \(\d+x\d+ and \d+x\d+.*Pass image_size=") as error:
         fit(model, data, epochs=1, batch_size=4, cache=cache, callbacks=[steps], progress=False)
     assert "stack expects" not in str(error.value) and steps.steps == 0
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

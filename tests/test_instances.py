@@ -264,6 +264,32 @@ def test_evaluate_and_predict_take_an_instance_model(shapes):
         predict(model, image, temperature=2.0)
 
 
+def test_evaluate_and_predict_leave_an_instance_models_work_to_the_model(shapes):
+    """evaluate() and predict() sit below segnb.instances: after their own checks, they call the
+    model's evaluate_split and predict_images (segnb.infer.InstanceModel), whatever model it is."""
+    from segnb.train import evaluate, predict
+
+    class Detector(torch.nn.Module):
+        task, num_classes = "instance", shapes.num_classes
+
+        def evaluate_split(self, *args):
+            return "scored", args
+
+        def predict_images(self, *args):
+            return "found", args
+
+    model = Detector()
+    assert evaluate(model, shapes, "train", batch_size=2, precision="fp32") == (
+        "scored", (shapes, "train", 2, None, "auto", "fp32"))
+    image = shapes["validation"][0][0]
+    what, (images, batch_size, device, precision) = predict(model, image, batch_size=3, device="cpu")
+    assert what == "found" and len(images) == 1 and np.array_equal(images[0], image)
+    assert (batch_size, device, precision) == (3, "cpu", None)
+    model.num_classes = 3
+    with pytest.raises(segnb.errors.SegnbError, match="predicts 3 classes"):
+        evaluate(model, shapes)
+
+
 def test_fit_refuses_a_dataset_without_instances(tmp_path):
     _write_folder(tmp_path, with_instances=False)
     data = segnb.load_dataset(tmp_path, class_names=["bg", "cell"])
@@ -402,7 +428,7 @@ def test_panoptic_merge_by_hand():
 @pytest.mark.slow
 def test_maskrcnn_learns_the_built_in_dataset():
     """A loose floor under benchmarks/bench_instances.py (goal there: AP50 >= 0.5 in 3 minutes)."""
-    from segnb.models.maskrcnn import FIT_DEFAULTS
+    from segnb.instances.maskrcnn import FIT_DEFAULTS
     from segnb.train import evaluate
 
     torch.manual_seed(0)

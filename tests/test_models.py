@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 import time
 import warnings
 
@@ -385,9 +387,7 @@ def test_one_registration_is_read_by_build_list_and_describe(monkeypatch):
     from segnb.models.encoders import encoder_family, make_encoder, max_reduction
     from segnb.models.fcn import FCN
 
-    monkeypatch.setattr(registry, "ARCHITECTURES", dict(registry.ARCHITECTURES))
-    monkeypatch.setattr("segnb.models.build.ARCHITECTURES", registry.ARCHITECTURES)
-    monkeypatch.setattr("segnb.models.describe.ARCHITECTURES", registry.ARCHITECTURES)
+    monkeypatch.setattr(registry, "ARCHITECTURES", dict(registry.architectures()))
     registry.register_architecture(
         "tiny-fcn", "a test architecture", group="teaching",
         accepts=lambda enc, up: None if encoder_family(enc) == "cnn" else "CNNs only, e.g. resnet18",
@@ -402,6 +402,32 @@ def test_one_registration_is_read_by_build_list_and_describe(monkeypatch):
     model = build_model("tiny-fcn", "test_resnet", num_classes=2)
     assert model.pad_multiple == 32 and describe_model(model)["arch"] == "tiny-fcn"
     assert model(torch.randn(1, 3, 40, 50)).shape == (1, 2, 40, 50)
+
+
+def test_a_higher_layers_architecture_is_registered_on_the_first_lookup():
+    """segnb.models does not import Mask R-CNN's module (it sits in a higher layer); the registry
+    imports it by name on the first lookup, so listing and building find it all the same."""
+    code = (
+        "import sys, segnb.models as m\n"
+        "assert 'segnb.instances.maskrcnn' not in sys.modules\n"
+        "names = list(m.list_architectures())\n"
+        "assert 'segnb.instances.maskrcnn' in sys.modules\n"
+        "print(names[-1], list(m.list_architectures('instance')), 'maskrcnn' in m.ARCHITECTURES)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["maskrcnn", "['maskrcnn']", "True"]
+
+
+def test_a_provider_that_fails_to_import_is_named(monkeypatch):
+    from segnb.models import registry
+
+    monkeypatch.setattr(registry, "PROVIDERS", (*registry.PROVIDERS, "segnb.no_such_provider"))
+    with pytest.raises(ImportError, match="segnb.no_such_provider") as caught:
+        build_model("unet", "test_resnet", num_classes=2)
+    assert isinstance(caught.value.__cause__, ModuleNotFoundError)
+    with pytest.raises(ImportError, match="segnb.no_such_provider"):
+        segnb.list_architectures()
 
 
 # ---------------------------------------------------------------- Tiramisu

@@ -90,6 +90,36 @@ def test_two_processes_share_one_sqlite_study(tmp_path):
     assert result.best_run.summary["best_miou"] == pytest.approx(result.best_value)
 
 
+def test_opening_a_study_waits_out_another_process_only_for_database_contention(tmp_path, monkeypatch):
+    """Workers open one study at once: SQLite's "table ... already exists" or "database is locked"
+    (SQLAlchemy's OperationalError) is tried again, three tries in all; other errors are not."""
+    from sqlalchemy.exc import OperationalError
+
+    from segnb import sweep
+
+    errors = []  # what the next calls of optuna.create_study raise, in order
+
+    def create_study(**kwargs):
+        if errors:
+            raise errors.pop(0)
+        return "the study"
+
+    monkeypatch.setattr(optuna, "create_study", create_study)
+    monkeypatch.setattr(sweep.time, "sleep", lambda seconds: None)
+    settings = {"study": "s", "storage": f"sqlite:///{tmp_path / 'sweeps.db'}", "sampler": "random",
+                "space": {}, "prune": False, "startup_trials": 0}
+    contention = OperationalError("CREATE TABLE studies", {}, Exception("table studies already exists"))
+    errors[:] = [contention, contention]
+    assert sweep._study(settings, seed=0) == "the study"
+    errors[:] = [contention, contention, contention]
+    with pytest.raises(OperationalError):
+        sweep._study(settings, seed=0)
+    errors[:] = [ValueError("not contention"), contention]
+    with pytest.raises(ValueError):
+        sweep._study(settings, seed=0)
+    assert errors == [contention]  # not tried again
+
+
 @pytest.mark.slow
 def test_segnb_sweep_on_the_command_line_continues_a_study(tmp_path):
     command = [sys.executable, "-m", "segnb.cli", "sweep", "--data-option", "n=40", "--data-option", "size=64",

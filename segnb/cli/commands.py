@@ -76,7 +76,7 @@ class _EpochPrinter(Callback):
 def _instance_settings(args, data) -> dict:
     """``--arch maskrcnn``: the model's own training defaults; options that do not apply are refused."""
     from segnb.errors import SegnbError
-    from segnb.models.maskrcnn import FIT_DEFAULTS
+    from segnb.instances.maskrcnn import FIT_DEFAULTS
 
     if args.loss is not None:
         raise SegnbError(f"--loss does not apply to --arch {args.arch}: Mask R-CNN trains on its own RPN, box "

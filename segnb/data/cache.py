@@ -34,7 +34,7 @@ from torch.utils.data import Dataset as TorchDataset
 from segnb.arithmetic import ceil_div
 from segnb.data.augment import augment_batch
 from segnb.data.preprocess import normalize, resize
-from segnb.errors import SegnbError
+from segnb.errors import MixedSizesError, SegnbError
 
 __all__ = ["DecodedSplit", "decode_split", "cached_split", "choose_cache", "CachedBatches", "available_ram",
            "CACHE_CHOICES"]
@@ -135,7 +135,7 @@ def decode_split(split, size: int | tuple[int, int] | None, ignore_index: int, n
     try:
         for x, y in pairs:
             if images and x.shape != images[0].shape:
-                raise SegnbError(
+                raise MixedSizesError(
                     f"{split.name}: images have different sizes ({tuple(images[0].shape[1:])} and "
                     f"{tuple(x.shape[1:])}), so the split cannot be cached without a size. Pass "
                     "image_size=(height, width), or cache=False.")

@@ -6,7 +6,7 @@ import pkgutil
 from segnb.models.build import SegModel, build_model, list_architectures
 from segnb.models.describe import describe_model, list_encoders, receptive_field
 from segnb.models.io import load_model, save_model
-from segnb.models.registry import ARCHITECTURES, register_architecture
+from segnb.models.registry import architectures, register_architecture
 from segnb.models.upsample import UPSAMPLE_KINDS, make_upsample
 
 __all__ = [
@@ -25,6 +25,14 @@ __all__ = [
 ]
 
 # Each architecture file registers itself (segnb/models/registry.py) when imported: import every
-# module of this package, so a new architecture is one new file with its registration.
+# module of this package, so a new architecture is one new file with its registration. Those of a
+# higher layer (registry.PROVIDERS) are imported by the registry on its first lookup.
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
+
+
+def __getattr__(name: str):
+    # ARCHITECTURES is read through the registry, so it holds its providers' architectures too.
+    if name == "ARCHITECTURES":
+        return architectures()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

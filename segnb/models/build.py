@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from segnb.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from segnb.errors import HubUnavailableError, ModelConfigError
 from segnb.models.encoders import encoder_family
-from segnb.models.registry import ARCHITECTURES, BuildRequest, get_architecture
+from segnb.models.registry import BuildRequest, architectures, get_architecture
 from segnb.models.upsample import UPSAMPLE_KINDS
 
 __all__ = [
@@ -41,14 +41,14 @@ def list_architectures(group: str | None = None) -> dict[str, str]:
     ``group`` keeps one kind: ``"smp"``, ``"teaching"`` or ``"instance"``.
     """
     order = {"smp": 0, "teaching": 1, "instance": 2}
-    ranked = sorted(ARCHITECTURES.values(), key=lambda a: order.get(a.group, 3))  # stable within a group
+    ranked = sorted(architectures().values(), key=lambda a: order.get(a.group, 3))  # stable within a group
     return {arch.name: arch.summary for arch in ranked if group in (None, arch.group)}
 
 
 def __getattr__(name: str):
     # The old module-level table, now read from the registry.
     if name == "SMP_ARCHITECTURES":
-        return {k: a.summary for k, a in ARCHITECTURES.items() if a.group == "smp"}
+        return {k: a.summary for k, a in architectures().items() if a.group == "smp"}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -100,7 +100,7 @@ def resolve_arch(arch: str) -> str:
 
 def _all_own_encoders() -> dict[str, list[str]]:
     owners: dict[str, list[str]] = {}
-    for arch in ARCHITECTURES.values():
+    for arch in architectures().values():
         for name in arch.own_encoders:
             owners.setdefault(name, []).append(arch.name)
     return owners

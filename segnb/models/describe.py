@@ -8,9 +8,9 @@ import fnmatch
 import torch
 import torch.nn as nn
 
-from segnb.models.build import SegModel, resolve_arch
+from segnb.models.build import SegModel
 from segnb.models.encoders import encoder_family
-from segnb.models.registry import ARCHITECTURES
+from segnb.models.registry import get_architecture
 
 __all__ = ["list_encoders", "describe_model", "receptive_field"]
 
@@ -26,7 +26,7 @@ def list_encoders(arch: str = "unet", filter: str = "*", pretrained: bool = Fals
     """
     import timm
 
-    registration = ARCHITECTURES[resolve_arch(arch)]
+    registration = get_architecture(arch)
     own = [n for n in registration.own_encoders if fnmatch.fnmatch(n, filter)]
     works = registration.listed or (lambda name: registration.accepts(name, None) is None)
     timm_names = timm.list_models(filter, pretrained=pretrained)

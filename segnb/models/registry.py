@@ -13,11 +13,17 @@ and everything that needs to know about architectures reads this table:
 :func:`segnb.list_encoders`, :func:`segnb.describe_model` and the Studio's
 ModelBuilder. Adding an architecture is one new model file ending with its registration:
 ``segnb/models/__init__.py`` imports every module of the package, so nothing else changes.
+
+An architecture whose code sits in a higher layer (Mask R-CNN, in ``segnb.instances``, runs its
+own training and evaluation) registers itself the same way from its own module, which
+:data:`PROVIDERS` names: the registry imports those modules on the first lookup. Read the
+registrations through :func:`architectures` or :func:`get_architecture`, which load them.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,7 +31,14 @@ import torch.nn as nn
 
 from segnb.errors import ModelConfigError
 
-__all__ = ["Architecture", "BuildRequest", "ARCHITECTURES", "register_architecture", "get_architecture"]
+__all__ = ["Architecture", "BuildRequest", "ARCHITECTURES", "PROVIDERS", "architectures", "register_architecture",
+           "get_architecture"]
+
+# The modules above this package's layer that register architectures, imported by name on the first
+# lookup, as a plugin table. This is the inversion: segnb.models never imports their code (an import
+# that would point up the layers); each of them imports this registry and registers itself.
+PROVIDERS = ("segnb.instances.maskrcnn",)
+_LOADED: set[str] = set()
 
 
 @dataclass
@@ -101,8 +114,27 @@ def register_architecture(name: str, summary: str, *, group: str, accepts, build
     return arch
 
 
+def _load_providers() -> None:
+    """Import each module of :data:`PROVIDERS` once; one that fails to import says which it is."""
+    for module in PROVIDERS:
+        if module in _LOADED:
+            continue
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ImportError(f"segnb cannot load the architectures that {module} registers: {err}") from err
+        _LOADED.add(module)
+
+
+def architectures() -> dict[str, Architecture]:
+    """Every registration, by name: this package's files first, then those of :data:`PROVIDERS`."""
+    _load_providers()
+    return ARCHITECTURES
+
+
 def get_architecture(name: str) -> Architecture:
     """The registration of ``name`` (or an alias); a clear error with close names otherwise."""
+    _load_providers()
     key = name.lower()
     key = _ALIASES.get(key, key)
     if key in ARCHITECTURES:

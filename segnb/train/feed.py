@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Subset, default_collate
 
+from segnb.arithmetic import ceil_div
 from segnb.data.base import SegTransform, mixed_sizes
 from segnb.data.cache import CachedBatches, cached_split, choose_cache, estimate_bytes, usable_cores
-from segnb.errors import SegnbError
+from segnb.errors import MixedSizesError
 from segnb.evaluation import FullSizeLabels, collate_eval, with_original_labels
 
 __all__ = ["Feed", "auto_workers", "plan_feed", "open_feed", "stream_loaders", "steps_per_epoch"]
@@ -52,8 +53,8 @@ def plan_feed(data, config, device: torch.device) -> Feed:
 def steps_per_epoch(feed: Feed, n_train: int, batch_size: int, world: int, drop_last: bool) -> int:
     if feed.train is not None:
         return len(feed.train)
-    share = -(-n_train // world)
-    return max(1, share // batch_size) if drop_last and share >= batch_size else -(-share // batch_size)
+    share = ceil_div(n_train, world)
+    return max(1, share // batch_size) if drop_last and share >= batch_size else ceil_div(share, batch_size)
 
 
 def transform(data, config, mean, std, train: bool) -> SegTransform:
@@ -70,7 +71,7 @@ def stream_loaders(data, config, device, mean, std, workers: int, rank: int, wor
         for name in dict.fromkeys([data.train_split, data.eval_split]):
             found = mixed_sizes(data[name])
             if found is not None:
-                raise SegnbError(_mixed_message(name, *found, config.batch_size))
+                raise MixedSizesError(_mixed_message(name, *found, config.batch_size))
     custom_collate = collate_fn is not None  # an instance model's own batches
     collate_fn = _one_size(collate_fn or default_collate, config.batch_size)
     dataset = dataset or data.torch_split
@@ -110,7 +111,7 @@ def _one_size(collate, batch_size: int):
             shapes = sorted({tuple(item[0].shape[-2:]) for item in items})
             if len(shapes) < 2:
                 raise
-            raise SegnbError(_mixed_message("training or validation", shapes[0], shapes[1], batch_size)) from err
+            raise MixedSizesError(_mixed_message("training or validation", shapes[0], shapes[1], batch_size)) from err
 
     return batches
 
@@ -122,9 +123,7 @@ def open_feed(feed: Feed, data, config, device, mean, std, workers: int, rank: i
     try:
         train, val = (cached_split(data[name], config.image_size, data.ignore_index, data.num_classes, workers)
                       for name in (data.train_split, data.eval_split))
-    except SegnbError as err:
-        if "different sizes" not in str(err):
-            raise
+    except MixedSizesError:
         why = ("the images have different sizes and no image_size was given, so they cannot be cached: files "
                "are decoded every epoch (DataLoader); pass image_size=(h, w) to cache")
         return Feed(False, why, *stream_loaders(data, config, device, mean, std, workers, rank, world, drop_last))

@@ -12,8 +12,9 @@ The loop is the same for every model; a task says what differs:
 - ``monitor``: the figure the best checkpoint follows.
 
 :class:`SemanticTask` serves semantic segmentation; a model brings another by a
-``training_task`` attribute, a function ``(model, data) -> Task`` (Mask R-CNN:
-:class:`segnb.instances.train.InstanceTask`).
+``training_task`` attribute, a function ``(model, data, loss_fn) -> Task`` (Mask R-CNN:
+:class:`segnb.instances.train.InstanceTask`; the whole protocol of such a model, evaluation
+and prediction included, is :class:`segnb.infer.InstanceModel`).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from segnb import infer
+from segnb.arithmetic import ceil_div
 from segnb.callbacks import Callback, CheckpointCallback, ProgressCallback
 from segnb.data.base import SegmentationDataset
 from segnb.device import canonical_device, resolve_device, resolve_precision
@@ -136,7 +137,7 @@ class Trainer:
         self.compile = config.compile
         self._buffers = list(self.model.buffers())
         self.budget = Budget(config.epochs, self.steps_per_epoch, config.max_minutes,
-                             eval_images=-(-len(data[data.eval_split]) // self.world))
+                             eval_images=ceil_div(len(data[data.eval_split]), self.world))
         self.total_steps = self.budget.planned_steps(0)
 
         self.history = History(protocol=self.config.protocol)

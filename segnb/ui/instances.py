@@ -102,7 +102,7 @@ class InstancePanel(W.VBox):
         """Build a Mask R-CNN for the dataset's things and train it in the background."""
         import segnb
         from segnb.callbacks import Callback
-        from segnb.models.maskrcnn import FIT_DEFAULTS
+        from segnb.instances.maskrcnn import FIT_DEFAULTS
         from segnb.train import fit
 
         data = self._data()

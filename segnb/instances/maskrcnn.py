@@ -18,6 +18,11 @@ is resized into the detection's box and thresholded at 0.5. segnb adds:
 ``loss_rpn_box_reg``, ``loss_classifier``, ``loss_box_reg``, ``loss_mask``); ``fit()`` logs each
 term. In eval mode it returns one dict per image: ``boxes``, ``labels``, ``scores`` and ``masks``
 (N, 1, H, W) soft masks already pasted into the image.
+
+The model lives in the instances layer, above training, evaluation and prediction: it brings its
+training task, its scores and its predictions itself (:class:`segnb.infer.InstanceModel`), so those
+layers run it without importing this package. It registers ``"maskrcnn"`` with the architecture
+registry, which imports this module by name (``segnb.models.registry.PROVIDERS``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import torch
 import torch.nn as nn
 
 from segnb.errors import ModelConfigError
+from segnb.instances.metrics import InstanceScores
+from segnb.instances.train import Instances, InstanceTask, evaluate_instances, predict_instances
 from segnb.models.encoders import encoder_family
 from segnb.models.registry import BuildRequest, register_architecture
 
@@ -80,8 +87,9 @@ class TimmFPNBackbone(nn.Module):
 class MaskRCNNModel(nn.Module):
     """torchvision's ``MaskRCNN`` with labels in the dataset's class space.
 
-    ``task = "instance"``: :class:`segnb.infer.Inference`, ``evaluate`` and ``predict`` read
-    it and return detections and mask AP instead of logits and mIoU.
+    ``task = "instance"``: :class:`segnb.infer.Inference` returns detections instead of logits,
+    and ``fit``, ``evaluate`` and ``predict`` call this model's ``training_task``,
+    :meth:`evaluate_split` and :meth:`predict_images` (:class:`segnb.infer.InstanceModel`).
 
     Args:
         backbone: a :class:`TimmFPNBackbone`.
@@ -147,12 +155,18 @@ class MaskRCNNModel(nn.Module):
         """The dataset's class ids as the detector's labels (1..T for the things in order; 0 otherwise)."""
         return self._to_detector.to(labels.device)[labels]
 
-    @property
-    def training_task(self):
-        """What ``fit()`` trains this model with (:class:`segnb.train.Task`): loss dict, loaders, mask AP."""
-        from segnb.instances.train import InstanceTask
+    # What fit() trains this model with (a segnb.train.Task): its loss dict, its loaders, mask AP.
+    training_task = InstanceTask
 
-        return InstanceTask
+    def evaluate_split(self, data, split: str | None = None, batch_size: int = 8, image_size=None,
+                       device="auto", precision: str | None = None) -> InstanceScores:
+        """Mask AP, AP50 and AP75 on one split: what ``segnb.evaluate`` returns for this model."""
+        return evaluate_instances(self, data, split, batch_size, image_size, device, precision)
+
+    def predict_images(self, images, batch_size: int = 8, device="auto",
+                       precision: str | None = None) -> list[Instances]:
+        """One :class:`segnb.instances.train.Instances` per image: what ``segnb.predict`` returns."""
+        return predict_instances(self, images, batch_size, device, precision)
 
     def forward(self, images, targets: list[dict] | None = None):
         """Normalised images ``(B, 3, H, W)`` (or a list of ``(3, H, W)``); targets while training."""
