@@ -62,6 +62,9 @@ def test_evaluate_refuses_a_model_for_other_classes(data):
     with pytest.raises(SegnbError, match=r"predicts 12 classes but the dataset 'shapes' has 7") as info:
         evaluate(twelve, data)
     assert "class_names=data.class_names" in str(info.value)
+    with pytest.raises(SegnbError, match=r"predicts 12 classes but the dataset 'shapes' has 7") as info:
+        fit(twelve, data, epochs=1, progress=False, run=False)  # training refuses it the same way
+    assert "class_names=data.class_names" in str(info.value)
 
     class Bare(torch.nn.Module):  # no num_classes attribute: the logits say it
         def __init__(self):

@@ -28,8 +28,8 @@ from segnb import infer
 from segnb.arithmetic import ceil_div
 from segnb.callbacks import Callback, CheckpointCallback, ProgressCallback
 from segnb.data.base import SegmentationDataset
+from segnb.data.preprocess import check_classes
 from segnb.device import canonical_device, resolve_device, resolve_precision
-from segnb.errors import SegnbError
 from segnb.infer import normalisation
 from segnb.losses import class_weights, make_loss
 from segnb.train import feed as feeds
@@ -88,10 +88,7 @@ class Trainer:
         self.data = data
         self.num_workers = feeds.auto_workers() if config.num_workers == "auto" else config.num_workers
         self.class_names = list(data.class_names)
-        n_model = getattr(model, "num_classes", None)
-        if n_model is not None and n_model != data.num_classes:
-            raise SegnbError(f"The model predicts {n_model} classes but the dataset has {data.num_classes}. "
-                             "Build it with class_names=data.class_names.")
+        check_classes(model, data, remedy="Build it with class_names=data.class_names.")
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
         self.accelerator = _accelerator(self.device)
