@@ -282,7 +282,7 @@ def _sampler(kind: str, space: dict, seed: int | None):
 
 def _study(settings: dict, seed: int | None):
     optuna = _optuna()
-    from sqlalchemy.exc import OperationalError  # optuna's RDB storage is built on SQLAlchemy
+    from sqlalchemy.exc import IntegrityError, OperationalError  # optuna's RDB storage is built on SQLAlchemy
 
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=settings["startup_trials"], n_warmup_steps=1)
               if settings["prune"] else optuna.pruners.NopPruner())
@@ -291,7 +291,8 @@ def _study(settings: dict, seed: int | None):
             return optuna.create_study(study_name=settings["study"], storage=_storage(settings["storage"]),
                                        sampler=_sampler(settings["sampler"], settings["space"], seed), pruner=pruner,
                                        direction="maximize", load_if_exists=True)
-        except OperationalError:  # "table ... already exists" (another one made it first), "database is locked"
+        except (OperationalError, IntegrityError):  # another process made the tables (or their version row)
+            # first: "table ... already exists", "UNIQUE constraint failed: alembic_version", "database is locked"
             if attempt == 2:
                 raise
             time.sleep(0.5 + attempt)

@@ -91,9 +91,10 @@ def test_two_processes_share_one_sqlite_study(tmp_path):
 
 
 def test_opening_a_study_waits_out_another_process_only_for_database_contention(tmp_path, monkeypatch):
-    """Workers open one study at once: SQLite's "table ... already exists" or "database is locked"
-    (SQLAlchemy's OperationalError) is tried again, three tries in all; other errors are not."""
-    from sqlalchemy.exc import OperationalError
+    """Workers open one study at once: SQLite's "table ... already exists", "database is locked"
+    (SQLAlchemy's OperationalError) or a second version row (IntegrityError) is tried again, three
+    tries in all; other errors are not."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
 
     from segnb import sweep
 
@@ -109,7 +110,8 @@ def test_opening_a_study_waits_out_another_process_only_for_database_contention(
     settings = {"study": "s", "storage": f"sqlite:///{tmp_path / 'sweeps.db'}", "sampler": "random",
                 "space": {}, "prune": False, "startup_trials": 0}
     contention = OperationalError("CREATE TABLE studies", {}, Exception("table studies already exists"))
-    errors[:] = [contention, contention]
+    version = IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed"))
+    errors[:] = [contention, version]
     assert sweep._study(settings, seed=0) == "the study"
     errors[:] = [contention, contention, contention]
     with pytest.raises(OperationalError):
