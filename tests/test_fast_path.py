@@ -244,9 +244,10 @@ def test_the_budget_ends_the_schedule_at_its_final_rate_when_step_times_vary():
     budget = Budget(epochs=None, steps_per_epoch=20, max_minutes=0.1, clock=lambda: now[0])
     budget.begin()
     budget.steps_begin(0)
-    step, lrs = 0, []
+    step, lrs, plans = 0, [], []
     while not budget.out_of_time():
         total = budget.planned_steps(step)
+        plans.append(total)
         lrs.append(cosine_lr(step, total, base, warmup(None, total)))
         now[0] += 1.0 if step == 0 else rng.uniform(0.05, 0.15)
         step += 1
@@ -255,6 +256,9 @@ def test_the_budget_ends_the_schedule_at_its_final_rate_when_step_times_vary():
     assert 30 <= step <= 60  # about (6 s less the first step and the validation's reserve) / 0.1 s
     assert abs(lrs[-1] - 0.01 * base) <= 0.05 * 0.01 * base  # the cosine's end, not cut off mid-way
     assert max(lrs) > 0.9 * base  # and it went through its peak first
+    # The compiling first step is left out of the rate: at step 3 the plan is already about right
+    # (with it, 3 steps in 1.2 s would plan about 13).
+    assert plans[3] >= 0.8 * step, (plans[3], step)
 
 
 def test_with_epochs_and_a_budget_the_first_limit_ends_the_run(data):
@@ -502,7 +506,7 @@ def test_every_path_runs_on_an_indexed_device(monkeypatch):
 # ---------------------------------------------------------------- compile
 
 
-def test_compiled_training_batches_have_one_shape_and_the_budget_rate_skips_the_first_step(data, monkeypatch):
+def test_compiled_training_batches_have_one_shape(data, monkeypatch):
     import time
 
     shapes = []
@@ -516,19 +520,12 @@ def test_compiled_training_batches_have_one_shape_and_the_budget_rate_skips_the_
         return run
 
     monkeypatch.setattr(torch, "compile", recording)
-    planned = {}
-
-    class Plan(Callback):
-        def on_step_end(self, trainer):
-            planned[trainer.step] = trainer.total_steps
-
     # 32 training images in batches of 12: two of 12, and the 8 left over are dropped.
-    history = fit(_model(data), data, max_minutes=0.2, batch_size=12, compile=True, progress=False,
-                  callbacks=[Plan()])
-    assert history.limit == "time" and history.steps > 4
+    history = fit(_model(data), data, max_minutes=0.2, batch_size=12, compile=True, progress=False)
+    assert history.limit == "time" and history.steps >= 2
     assert {s[0] for s in shapes} == {12}
-    # With the compiling step in the rate, the first estimate would be a handful of steps.
-    assert planned[3] > 15, planned
+    # The rate that plans the schedule leaves the compiling step out: on a clock of its own in
+    # test_the_budget_ends_the_schedule_at_its_final_rate_when_step_times_vary.
 
 
 def test_a_compile_failure_in_backward_falls_back_to_eager_once(data, monkeypatch):
