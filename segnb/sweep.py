@@ -282,7 +282,10 @@ def _sampler(kind: str, space: dict, seed: int | None):
 
 def _study(settings: dict, seed: int | None):
     optuna = _optuna()
-    from sqlalchemy.exc import IntegrityError, OperationalError  # optuna's RDB storage is built on SQLAlchemy
+    from sqlalchemy.exc import (  # optuna's RDB storage is built on SQLAlchemy
+        IntegrityError,
+        OperationalError,
+    )
 
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=settings["startup_trials"], n_warmup_steps=1)
               if settings["prune"] else optuna.pruners.NopPruner())

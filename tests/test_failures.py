@@ -524,7 +524,7 @@ def test_resume_with_another_optimizer_says_so(data, tmp_path):
 
 
 def test_unknown_scheduler_is_a_clear_error(data):
-    with pytest.raises(SegnbError, match="scheduler must be 'cosine', 'constant' or a function.*got 'cosin'"):
+    with pytest.raises(SegnbError, match="scheduler must be 'wsd', 'cosine', 'constant' or a function.*got 'cosin'"):
         fit(_model(data), data, scheduler="cosin", progress=False)
 
 

@@ -25,6 +25,7 @@ from segnb.data import load_shapes
 from segnb.losses import LOSSES, class_weights
 from segnb.models import build_model, load_model
 from segnb.progress import ProgressState, format_progress
+from segnb.train import budget as train_schedules
 from segnb.train import cosine_lr, evaluate, fit, lr_find, predict
 
 
@@ -254,11 +255,20 @@ def test_precision_and_device_errors(tiny_data):
     assert history.stopped == "completed"
 
 
-def test_schedule_warms_up_then_decays():
-    lrs = [cosine_lr(s, 100, 1.0, 10) for s in range(100)]
+@pytest.mark.parametrize("schedule", ["cosine_lr", "wsd_lr"])
+def test_schedule_warms_up_then_decays(schedule):
+    lrs = [getattr(train_schedules, schedule)(s, 100, 1.0, 10) for s in range(101)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
-    assert lrs[-1] == pytest.approx(0.01, abs=0.01)
+    assert lrs[-1] == pytest.approx(0.01)
+
+
+def test_wsd_keeps_the_full_rate_until_its_last_fifth_whatever_the_planned_length():
+    from segnb.train import wsd_lr
+
+    assert all(wsd_lr(s, total, 1.0, 10) == 1.0 for total in (100, 150, 1000) for s in range(10, 80))
+    assert wsd_lr(90, 100, 1.0, 10) == pytest.approx(0.505)  # half way down the decay
+    assert cosine_lr(50, 100, 1.0, 10) < 0.6  # where cosine has spent half its rate already
 
 
 def test_progress_formatting_is_pure():

@@ -63,7 +63,7 @@ class _EpochPrinter(Callback):
 
         record = trainer.history.epochs[-1]
         if record.get("miou") is None and record.get("mask_ap50") is None:
-            scores = "not validated this epoch (the time budget keeps validation to 10% of it)"
+            scores = "not validated this epoch (the time budget keeps validation to 5% of it)"
         elif "mask_ap50" in record:  # an instance model: its loss terms and mask AP (no val loss, no mIoU)
             scores = f"mask AP {record['mask_ap']:.3f}  mask AP50 {record['mask_ap50']:.3f}"
         else:

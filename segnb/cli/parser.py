@@ -9,7 +9,7 @@ import re
 from segnb.cli.commands import datasets_show, eval_command, export_command, train_command
 from segnb.cli.servers import lab_command, studio_command
 from segnb.cli.sweep import add_sweep_parser
-from segnb.train.config import DEFAULT_EPOCHS, TrainConfig
+from segnb.train.config import DEFAULT_EPOCHS, SCHEDULER_NAMES, TrainConfig
 
 __all__ = ["build_parser"]
 
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-minutes", type=_positive_float, default=1.5 if demo else None,
                        help="wall-clock budget in minutes (above 0; leave out for none)")
         p.add_argument("--device", type=_device, default="auto")
-        p.add_argument("--scheduler", default=TrainConfig.scheduler, choices=["cosine", "constant"])
+        p.add_argument("--scheduler", default=TrainConfig.scheduler, choices=list(SCHEDULER_NAMES))
         p.add_argument("--seed", type=int, default=TrainConfig.seed)
         p.add_argument("--out", default="runs/demo" if demo else "runs/train")
         p.add_argument("--json", action="store_true", help="print the final metrics and paths as one JSON object")

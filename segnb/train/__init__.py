@@ -25,7 +25,7 @@ _HOMES = {
     "EvalReport": "segnb.evaluation", "check_classes": "segnb.evaluation", "evaluate": "segnb.evaluation",
     "Prediction": "segnb.prediction", "predict": "segnb.prediction",
     "fit": "segnb.train.api", "lr_find": "segnb.train.api", "TrainingHandle": "segnb.train.background",
-    "SCHEDULES": "segnb.train.budget", "cosine_lr": "segnb.train.budget", "TrainConfig": "segnb.train.config",
+    "SCHEDULES": "segnb.train.budget", "cosine_lr": "segnb.train.budget", "wsd_lr": "segnb.train.budget", "TrainConfig": "segnb.train.config",
     "auto_workers": "segnb.train.feed", "History": "segnb.train.history", "SYNC_EVERY": "segnb.train.step",
     "SemanticTask": "segnb.train.task", "Task": "segnb.train.task", "Trainer": "segnb.train.trainer",
 }
@@ -33,7 +33,7 @@ _HOMES = {
 __all__ = [
     "History", "Trainer", "TrainConfig", "TrainingHandle", "Task", "SemanticTask", "fit", "evaluate",
     "predict", "lr_find", "resolve_device", "resolve_precision", "EvalReport", "Prediction", "check_classes",
-    "cosine_lr", "SCHEDULES", "SYNC_EVERY", "auto_workers",
+    "wsd_lr", "cosine_lr", "SCHEDULES", "SYNC_EVERY", "auto_workers",
 ]
 
 

@@ -35,11 +35,12 @@ def fit(model, data: SegmentationDataset, epochs: int | None = None, *, callback
     Every option, its default and its check live in :class:`segnb.train.TrainConfig`:
 
     - ``epochs`` (10 when neither it nor ``max_minutes`` is given), ``max_minutes`` (a wall-clock
-      budget: the schedule is laid over it, and validation and checks take at most 10% of it; with
+      budget: the schedule is laid over it, and validation and checks take at most 5% of it; with
       both, the first limit reached ends the run, ``history.limit`` says which);
     - ``batch_size`` (8 on the CPU, 16 on a GPU), ``lr``, ``loss`` (``ce``, ``weighted_ce``, ``dice``, ``focal``, ``lovasz``,
       ``ce+dice`` or a module), ``optimizer`` (``adamw``, ``sgd`` or ``params -> optimizer``),
-      ``scheduler`` (``cosine``, ``constant`` or ``(step, total, lr, warmup) -> lr``), ``warmup_steps``,
+      ``scheduler`` (``wsd``: warm-up, the full rate, a linear decay over the last fifth; ``cosine``,
+      ``constant`` or ``(step, total, lr, warmup) -> lr``), ``warmup_steps``,
       ``weight_decay``, ``grad_clip``, ``class_weight_method``, ``seed``;
     - ``precision`` (``auto``: bf16 on GPUs that have it, else fp16; fp32 on the CPU), ``device``
       (``auto``, ``cpu``, ``cuda``; under ``accelerate launch`` each process takes its own),

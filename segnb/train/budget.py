@@ -1,6 +1,7 @@
 """Learning-rate schedules and the time budget.
 
-A schedule is a pure function ``(step, total_steps, base_lr, warmup) -> lr``.
+A schedule is a pure function ``(step, total_steps, base_lr, warmup) -> lr``: ``wsd`` (the default),
+``cosine`` or ``constant``.
 :class:`Budget` knows how many steps the run will take: from the epochs, or,
 with ``max_minutes``, from the rate measured so far and the time left, so the
 schedule ends when the time does. The rate is measured from the step after the
@@ -15,9 +16,10 @@ from __future__ import annotations
 import math
 import time
 
-__all__ = ["cosine_lr", "constant_lr", "SCHEDULES", "warmup", "Budget", "EVAL_SHARE"]
+__all__ = ["wsd_lr", "cosine_lr", "constant_lr", "SCHEDULES", "warmup", "Budget", "EVAL_SHARE"]
 
-EVAL_SHARE = 0.10  # of a time budget, at most, for validation and checks
+EVAL_SHARE = 0.05  # of a time budget, at most, for validation and checks: the budget is for training
+# (a tenth made fit() lose to a loop that validates only at the end: benchmarks/bench_equal_time.py)
 
 
 def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
@@ -33,7 +35,27 @@ def constant_lr(step: int, total: int, base: float, warmup: int) -> float:
     return base * min(1.0, (step + 1) / max(1, warmup))
 
 
-SCHEDULES = {"cosine": cosine_lr, "constant": constant_lr}
+DECAY_SHARE = 0.2  # of the run: the last fifth decays
+
+
+def wsd_lr(step: int, total: int, base: float, warmup: int) -> float:
+    """Warm-up, stable, decay: linear warm-up, ``base`` until the last :data:`DECAY_SHARE` of the run,
+    then a linear decay to 1% of ``base``.
+
+    At a known length it matches cosine (Hägele et al., 2024, "Scaling Laws and Compute-Optimal
+    Training Beyond Fixed Training Durations"); unlike cosine, nothing before its last fifth depends
+    on the length, which a time budget only estimates as it goes. In a short run it keeps the full
+    rate where cosine has already decayed (benchmarks/bench_equal_time.py).
+    """
+    if step < warmup:
+        return base * (step + 1) / warmup
+    decay_from = max(warmup, (1 - DECAY_SHARE) * total)
+    if step < decay_from:
+        return base
+    return base * max(0.01, 1 - 0.99 * (step - decay_from) / max(1.0, total - decay_from))
+
+
+SCHEDULES = {"wsd": wsd_lr, "cosine": cosine_lr, "constant": constant_lr}
 
 
 def warmup(steps: int | None, total: int) -> int:

@@ -32,7 +32,7 @@ DEFAULT_EPOCHS = 10  # when neither epochs nor max_minutes is given
 DEFAULT_BATCH_SIZES = {"cpu": 8}
 DEFAULT_BATCH_SIZE = 16
 OPTIMIZERS = ("adamw", "sgd")
-SCHEDULER_NAMES = ("cosine", "constant")
+SCHEDULER_NAMES = ("wsd", "cosine", "constant")
 CLASS_WEIGHT_METHODS = ("inverse", "inverse_sqrt", "median")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "no", "32", "16", "bfloat16", "float16")
 CACHE_CHOICES = ("auto", "device", "ram", False)
@@ -51,7 +51,7 @@ class TrainConfig:
     lr: float = 1e-3
     loss: str | torch.nn.Module = "ce"
     optimizer: str | Callable = "adamw"
-    scheduler: str | Callable = "cosine"
+    scheduler: str | Callable = "wsd"  # warm-up, stable, decay (segnb.train.budget.wsd_lr)
     precision: str = "auto"
     device: str | torch.device = "auto"
     image_size: int | tuple[int, int] | None = None
