@@ -119,7 +119,7 @@ class ProgressCallback(Callback):
         self.renderer.update(self.state)
 
     def on_eval_end(self, trainer):
-        self.state.miou = trainer.scores.miou
+        self.state.miou = getattr(trainer.scores, "miou", None)  # None for instance and click models
         self._sync(trainer, loss=True)
         self.renderer.update(self.state, force=True)
 

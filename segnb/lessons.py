@@ -280,7 +280,7 @@ def _train(recipe: Recipe, fast: bool, progress: bool, root=None):
     fit_options = recipe.settings(fast)[1]
     start = time.perf_counter()
     if recipe.kind == "click":
-        return _train_click(recipe, fast, data, fit_options, start)
+        return _train_click(recipe, fast, data, fit_options, start, progress)
     torch.manual_seed(recipe.seed)
     options = dict(recipe.options)
     if recipe.arch == "maskrcnn":
@@ -307,20 +307,22 @@ def _train(recipe: Recipe, fast: bool, progress: bool, root=None):
     return model, _finish(record, recipe, fast, data, start)
 
 
-def _train_click(recipe, fast, data, fit_options, start):
+def _train_click(recipe, fast, data, fit_options, start, progress):
     import torch
 
     from segnb import interactive as ia
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the budget is CPU seconds of one thread, as in notebook 10
+    torch.set_num_threads(1)  # the budget is wall seconds of one thread, as in notebook 10
     try:
-        model = ia.train_click_model(data, steps=100_000, seconds=fit_options["seconds"], clock=time.process_time)
+        model = ia.train_click_model(data, seconds=fit_options["seconds"], progress=progress)
     finally:
         torch.set_num_threads(threads)
     report = ia.evaluate_clicks(model, data, limit=40, max_clicks=10)
+    history = model.history
     record = {"metric": "NoC@85", "score": float(report.noc[0.85]), "per_class_iou": None,
-              "epochs": 0, "steps": len(model.history), "history": {"curve": [float(v) for v in report.curve]}}
+              "epochs": len(history.epochs), "steps": history.steps,
+              "history": {**history.as_dict(), "curve": [float(v) for v in report.curve]}}
     return model, _finish(record, recipe, fast, data, start)
 
 

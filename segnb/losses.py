@@ -1,8 +1,8 @@
 """Losses for segmentation: cross-entropy (optionally class-weighted), Dice, Focal, Lovasz, CE + Dice.
 
 Focal and Lovasz are segmentation-models-pytorch's; Dice is written here (the
-same as smp's, without reading values back to the host in each step); every loss here
-ignores the void label. ``class_weights`` turns a dataset's pixel
+same as smp's, without reading values back to the host in each step; also for one object logit,
+as the click model trains it); every loss here ignores the void label. ``class_weights`` turns a dataset's pixel
 frequencies into cross-entropy weights, the lectures' answer to class
 imbalance: rare classes weigh more.
 """
@@ -64,20 +64,30 @@ class CrossEntropy(nn.Module):
 
 class Dice(nn.Module):
     """Soft Dice loss, 1 - Dice per class averaged over the classes, the classes absent from the batch's
-    targets counting 0 (as smp's multiclass ``DiceLoss``), void pixels left out; no host reads."""
+    targets counting 0 (as smp's multiclass ``DiceLoss``), void pixels left out; no host reads.
 
-    def __init__(self, ignore_index: int = 255, eps: float = 1e-7):
+    One logit per pixel, (B, 1, H, W), is an object's logit: its sigmoid is the object's probability,
+    the target is 1 on the object, and only the object's Dice counts (as smp's binary ``DiceLoss``).
+    ``per_image``: the Dice of each image, averaged, so a small object weighs as much as a large one;
+    otherwise the Dice of the whole batch's pixels.
+    """
+
+    def __init__(self, ignore_index: int = 255, eps: float = 1e-7, per_image: bool = False):
         super().__init__()
-        self.ignore_index, self.eps = ignore_index, eps
+        self.ignore_index, self.eps, self.per_image = ignore_index, eps, per_image
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        probs = logits.float().log_softmax(1).exp()  # (B, K, H, W)
         valid = (target != self.ignore_index).unsqueeze(1)  # (B, 1, H, W)
-        index = torch.where(valid, target.unsqueeze(1), 0)
-        truth = torch.zeros_like(probs).scatter_(1, index, 1.0) * valid  # one-hot, (B, K, H, W)
+        if logits.shape[1] == 1:  # an object's logit
+            probs = logits.float().sigmoid()  # (B, 1, H, W)
+            truth = ((target.unsqueeze(1) == 1) & valid).float()
+        else:
+            probs = logits.float().log_softmax(1).exp()  # (B, K, H, W)
+            index = torch.where(valid, target.unsqueeze(1), 0)
+            truth = torch.zeros_like(probs).scatter_(1, index, 1.0) * valid  # one-hot, (B, K, H, W)
         probs = probs * valid
-        dims = (0, 2, 3)
-        intersection, cardinality = (probs * truth).sum(dims), (probs + truth).sum(dims)  # (K,)
+        dims = (2, 3) if self.per_image else (0, 2, 3)
+        intersection, cardinality = (probs * truth).sum(dims), (probs + truth).sum(dims)  # (B, K) or (K,)
         dice = 2 * intersection / cardinality.clamp_min(self.eps)
         return ((1 - dice) * (truth.sum(dims) > 0)).mean()
 

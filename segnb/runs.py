@@ -13,7 +13,8 @@ A run folder holds:
                       device, precision, times, status, history and the final scores
                       (mIoU, pixel accuracy, per-class IoU)
 ``scores.json``       the final :class:`segnb.metrics.Scores`, confusion matrix included
-``model/``            the trained model (:func:`segnb.load_model`)
+``model/``            the trained model (:func:`segnb.load_model`; a click model:
+                      ``model/click.safetensors``, :meth:`segnb.interactive.ClickModel.load`)
 ``predictions.npz``   a fixed set of validation images (evenly spaced over the split, the same
                       for every run on the same data), their truth and this run's prediction
 ``best/``, ``last/``  checkpoints, when the run folder is also the ``checkpoint_dir``
@@ -60,6 +61,7 @@ ENV = "SEGNB_RUNS"
 OFF = {"", "0", "off", "false", "no", "none"}
 PREVIEW_IMAGES = 8
 SUMMARY_KEYS = ("miou", "pixel_accuracy", "mean_accuracy", "val_loss", "train_loss")
+CLICK_MODEL_FILE = "click.safetensors"  # a click model's run keeps it in model/ (ClickModel.save)
 
 
 class RunError(SegnbError, ValueError):
@@ -322,7 +324,11 @@ class RunRecorder(Callback):
     def _write_model(self, trainer) -> None:
         from segnb.models.io import save_model
 
-        save_model(trainer.unwrapped, self.path / "model", data=trainer.data)
+        model = trainer.unwrapped
+        if getattr(model, "task", "semantic") == "click":  # its own file: weights, click radius, history
+            model.save(self.path / "model" / CLICK_MODEL_FILE, history=trainer.history)
+        else:
+            save_model(model, self.path / "model", data=trainer.data)
         self.info["model"] = "model"
 
     def _write_scores(self, trainer) -> None:
@@ -333,13 +339,12 @@ class RunRecorder(Callback):
         self.info["summary"]["confusion"] = "scores.json"
 
     def _write_predictions(self, trainer) -> None:
-        from segnb import infer
         from segnb.models.io import atomic_write
         from segnb.prediction import predict
 
         model, data = trainer.unwrapped, trainer.data
-        if infer.is_instance_model(model):
-            return  # an instance model's predictions are detections, not class masks
+        if getattr(model, "task", "semantic") != "semantic":
+            return  # an instance model's predictions are detections, a click model's need clicks
         split = data[self.info["preview"]["split"]]
         indices = self.info["preview"]["indices"]
         size = self.info["config"]["train"].get("image_size") if isinstance(self.info["config"]["train"], dict) else None
@@ -395,7 +400,7 @@ def _summary(epochs: list[dict]) -> dict:
             summary[key] = last[key]
     if last.get("iou") is not None:
         summary["iou"] = last["iou"]
-    for key in ("mask_ap", "mask_ap50"):  # instance models
+    for key in ("mask_ap", "mask_ap50", "first_click_iou"):  # instance models, click models
         if last.get(key) is not None:
             summary[key] = last[key]
     if scored:
@@ -488,6 +493,10 @@ class Run:
         """The trained model (``model/``), or the last checkpoint's when the model was never written."""
         from segnb.models.io import load_model
 
+        if (self.path / "model" / CLICK_MODEL_FILE).is_file():
+            from segnb.interactive import ClickModel
+
+            return ClickModel.load(self.path / "model" / CLICK_MODEL_FILE).to(device)
         for folder in (self.path / "model", self.path / "last", self.path / "best"):
             if (folder / "model.json").is_file():
                 return load_model(folder, device=device)

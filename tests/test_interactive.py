@@ -17,6 +17,7 @@ from skimage.segmentation import random_walker
 
 from segnb import interactive as core
 from segnb.data import load_dataset, load_shapes
+from segnb.train import History
 
 # ------------------------------------------------------------------------------ strokes
 
@@ -204,8 +205,10 @@ def test_objects_are_connected_regions_of_the_chosen_classes():
 
 @pytest.fixture(scope="session")
 def click_model(request):
-    """A small click model, trained once (300 steps on 64 px scenes) and cached across test runs."""
-    source = Path(core.__file__).read_bytes()
+    """A small click model, trained once (6 epochs, about 320 steps, on 64 px scenes) and cached across test runs."""
+    from segnb.interactive import click_model as module
+
+    source = b"".join(Path(m.__file__).read_bytes() for m in (core, module))
     key = hashlib.sha1(source + torch.__version__.encode()).hexdigest()[:12]
     cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider: train afresh
     folder = cache.mkdir("segnb-click-model") if cache else request.getfixturevalue("tmp_path_factory").mktemp("click")
@@ -213,9 +216,10 @@ def click_model(request):
     if path.is_file():
         return core.ClickModel.load(path)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the training budget is counted on one core; given back for the other tests
+    torch.set_num_threads(1)  # one core, as the benchmark; given back for the other tests
     try:
-        model = core.train_click_model(load_shapes(n=200, size=64, seed=1), steps=300, seconds=None, seed=0)
+        model = core.train_click_model(load_shapes(n=200, size=64, seed=1), epochs=6, seconds=None, seed=0,
+                                       progress=False, run=False)
     finally:
         torch.set_num_threads(threads)
     model.save(path)
@@ -233,15 +237,187 @@ def test_the_click_model_learns_to_follow_clicks(click_model):
     assert untrained.curve.max() < 0.3
 
 
+def test_the_click_models_loss_goes_down_and_its_validation_figure_up(click_model):
+    """The history fit() kept (saved with the model): each epoch's loss terms and the IoU after one click."""
+    history = click_model.history
+    first, last = history.epochs[0], history.epochs[-1]
+    assert history.stopped == "completed" and len(history.epochs) == 6 and history.steps == last["step"]
+    assert last["train_loss"] < 0.7 * first["train_loss"]
+    assert last["train_loss"] == pytest.approx(last["bce"] + last["dice"])
+    assert last["first_click_iou"] > first["first_click_iou"] and last["first_click_iou"] > 0.5
+    assert last["val_loss"] < first["val_loss"]
+
+
 def test_a_click_model_saves_and_loads(click_model, tmp_path):
     image, _ = load_shapes(n=2, size=64, seed=1)["validation"][0]
     clicks = [(20, 30, True), (5, 5, False)]
     path = click_model.save(tmp_path / "click.safetensors")
     again = core.ClickModel.load(path)
     assert np.allclose(again.predict(image, clicks), click_model.predict(image, clicks), atol=1e-6)
+    assert again.history.as_dict() == click_model.history.as_dict()
     (tmp_path / "other.pt").write_bytes(b"not a model")
     with pytest.raises(Exception, match="click"):
         core.ClickModel.load(tmp_path / "other.pt")
+
+
+def test_a_click_model_saved_before_it_trained_through_fit_still_loads(click_model, tmp_path):
+    """The first format: the same weights, and the old loop's step losses as its history."""
+    import json
+
+    from safetensors.torch import save_file
+
+    path = tmp_path / "old.safetensors"
+    state = {k: v.detach().contiguous() for k, v in click_model.net.state_dict().items()}
+    save_file(state, str(path), metadata={"format": "segnb-click-model/1", "encoder": click_model.encoder,
+                                          "click_radius": json.dumps(9.0), "history": json.dumps([0.9, 0.5, 0.4])})
+    old = core.ClickModel.load(path)
+    image, _ = load_shapes(n=2, size=64, seed=1)["validation"][0]
+    clicks = [(20, 30, True), (40, 10, False)]
+    assert old.click_radius == 9.0
+    click_model.click_radius, radius = 9.0, click_model.click_radius
+    try:
+        assert np.allclose(old.predict(image, clicks), click_model.predict(image, clicks), atol=1e-6)
+    finally:
+        click_model.click_radius = radius
+    assert old.history.steps == 3 and old.history.last("train_loss") == pytest.approx(0.6)
+
+
+def _objects_of(data, split="train", **sampling):
+    from segnb.interactive.click_model import ClickObjects, ClickSampling, _objects
+
+    sampling = ClickSampling(**sampling)
+    objects = _objects(data[split], [3, 4, 5, 6], sampling.min_area)
+    return ClickObjects(data[split], objects, sampling, (0.5,) * 3, (1.0,) * 3, seed=0, train=split == "train")
+
+
+def test_training_samples_are_object_crops_with_clicks_drawn_from_seed_epoch_and_index():
+    data = load_shapes(n=20, size=96, seed=2)
+    objects = _objects_of(data, crop=48)
+    image, target = objects[3]
+    mask = target["mask"].numpy().astype(bool)
+    assert image.shape == (3, 48, 48) and mask.shape == (48, 48) and mask.any()
+    x, y, positive = target["clicks"][0]
+    assert positive and mask[y, x]  # the first click: inside the object
+    assert all(mask[y, x] == positive for x, y, positive in target["clicks"])  # the others on the right side
+    again, _ = objects[3]
+    assert torch.equal(again, image)  # the same draw for the same seed, epoch and object
+    first = [objects[i] for i in range(len(objects))]
+    objects.set_epoch(1)  # the loop calls it before each epoch
+    drawn = [objects[i] for i in range(len(objects))]
+    changed = sum(not torch.equal(a[0], b[0]) or a[1]["clicks"] != b[1]["clicks"] for a, b in zip(first, drawn, strict=True))
+    assert changed > 0.9 * len(objects)
+    share = np.mean([t["iterate"] for _, t in drawn])
+    assert 0.3 < share < 0.7  # iterative=0.5 by default
+    extra = [len(t["clicks"]) - 1 for _, t in drawn]
+    assert min(extra) >= 0 and 4 < max(extra) <= 8  # up to 4 more of each kind
+    validation = _objects_of(data, "validation", crop=48)
+    image, target = validation[0]
+    assert target["clicks"] == [core.first_click(target["mask"].numpy().astype(bool))] and not target["iterate"]
+    validation.set_epoch(5)
+    assert torch.equal(validation[0][0], image)  # validation draws nothing
+
+
+def test_iterative_training_clicks_where_the_model_errs_most(click_model):
+    """RITM's iterative training, in the task's loss: the current model predicts from the clicks (as
+    predict sees it) and one more click goes to its largest error, before the forward pass with grad."""
+    import copy
+
+    from segnb.interactive.click_model import ClickTask, _collate
+
+    data = load_shapes(n=20, size=64, seed=2)
+    objects = _objects_of(data, iterative=1.0)
+    images, targets = _collate([objects[i] for i in range(6)])
+    model = copy.deepcopy(click_model)  # trained: its errors are clear (an untrained one's logits are all near 0)
+    given = [list(t["clicks"]) for t in targets]
+    pictures = ((images.permute(0, 2, 3, 1).numpy() + 0.5) * 255).round().astype(np.uint8)
+    probabilities = model.predict_batch(pictures, given)  # before the step moves the batch-norm statistics
+    task, seen = ClickTask(model, data), []
+    inputs = model.inputs
+    model.inputs = lambda x, clicks: seen.append([list(c) for c in clicks]) or inputs(x, clicks)
+    model.train()
+    terms = task.losses(model, images, targets)
+    assert set(terms) == {"bce", "dice"} and all(v.requires_grad and torch.isfinite(v) for v in terms.values())
+    assert all(m.training for m in model.modules())  # the prediction ran in eval mode; the mode is back
+    trained = seen[-1]  # the clicks of the forward pass with grad
+    for b in range(len(given)):
+        truth = targets[b]["mask"].numpy().astype(bool)
+        expected = core.next_click(probabilities[b] > 0.5, truth)
+        assert trained[b] == given[b] + ([expected] if expected is not None else [])
+    assert any(len(t) > len(g) for t, g in zip(trained, given, strict=True))
+
+
+def _tiny_clicks():
+    return load_shapes(n=16, size=64, seed=4)
+
+
+@pytest.fixture()
+def one_thread():
+    """Short trainings on one core: threads waiting on each other cost more than they give at 64 px."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_the_click_model_trains_through_fit_with_its_run_record(tmp_path, one_thread):
+    from segnb.callbacks import Callback
+    from segnb.interactive.click_model import ClickTask
+    from segnb.runs import load_run
+
+    class Steps(Callback):
+        def __init__(self):
+            self.steps, self.tasks = [], set()
+
+        def on_step_end(self, trainer):
+            self.steps.append(trainer.step)
+            self.tasks.add(type(trainer.task))
+
+    steps, reported = Steps(), []
+    model = core.train_click_model(_tiny_clicks(), epochs=3, seconds=None, batch_size=4, callbacks=[steps],
+                                   progress=lambda step, loss: reported.append((step, loss)), run=tmp_path / "run")
+    history = model.history
+    assert steps.tasks == {ClickTask} and steps.steps == list(range(1, history.steps + 1))
+    assert history.stopped == "completed" and [r["epoch"] for r in history.epochs] == [1, 2, 3]
+    assert all(0 <= r["first_click_iou"] <= 1 and r["bce"] > 0 for r in history.epochs)
+    lrs = [r["lr"] for r in history.epochs]
+    assert lrs[0] < lrs[1] and lrs[2] < 0.1 * lrs[1]  # fit's schedule: 20 warm-up steps (of 27), then cosine decay
+    assert reported and [s for s, _ in reported] == [s for s in steps.steps if s % 25 == 0]
+    run = load_run(tmp_path / "run")
+    assert run.status == "completed" and run.info["record_problems"] == []
+    assert run.history[-1]["first_click_iou"] == history.last("first_click_iou")
+    assert run.summary["first_click_iou"] == history.last("first_click_iou")
+    saved = run.model()
+    image, _ = _tiny_clicks()["validation"][0]
+    assert np.allclose(saved.predict(image, [(30, 30, True)]), model.predict(image, [(30, 30, True)]), atol=1e-6)
+    assert saved.history.as_dict() == history.as_dict()
+
+
+def test_a_click_model_run_stops_when_asked_and_repeats_with_its_seed(one_thread):
+    from segnb.callbacks import Callback, StopTraining
+
+    class StopAt(Callback):
+        def on_step_end(self, trainer):
+            if trainer.step == 5:
+                raise StopTraining("enough clicks")
+
+    data = _tiny_clicks()
+    runs = [core.train_click_model(data, epochs=3, seconds=None, batch_size=4, seed=seed, callbacks=[StopAt()],
+                                   progress=False, run=False) for seed in (0, 0, 1)]
+    assert all(m.history.stopped == "enough clicks" and m.history.steps == 5 for m in runs)
+    weights = [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in runs]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+
+
+def test_a_click_models_time_budget_is_fits(one_thread):
+    start = time.perf_counter()
+    model = core.train_click_model(_tiny_clicks(), seconds=4, batch_size=4, progress=False, run=False)
+    assert model.history.limit == "time" and model.history.steps > 0
+    assert time.perf_counter() - start < 4 + 30  # the budget, and the set-up around it
+
+
+def test_a_dataset_without_objects_is_refused_before_any_step():
+    with pytest.raises(ValueError, match="No objects of classes \\[9\\]"):
+        core.train_click_model(_tiny_clicks(), epochs=1, classes=[9], progress=False, run=False)
 
 
 def test_random_walker_clicks_use_the_border_until_a_negative_click():
@@ -451,7 +627,7 @@ def test_training_the_click_model_in_a_thread_leaves_the_panel_answering(panel, 
     def fake_train(data, **options):  # the training itself is tested above; here: the thread and the note
         calls.update(options)
         time.sleep(0.3)
-        return SimpleNamespace(history=[0.5])
+        return SimpleNamespace(history=History(epochs=[{"epoch": 1, "step": 7, "train_loss": 0.5}], steps=7))
 
     monkeypatch.setattr(core, "train_click_model", fake_train)
     thread = panel.train_in_background(seconds=1)
@@ -460,7 +636,8 @@ def test_training_the_click_model_in_a_thread_leaves_the_panel_answering(panel, 
     assert panel.last_iou is not None
     thread.join(30)
     assert panel.errors.value == ""
-    assert calls["seconds"] == 1 and panel.click_model.history == [0.5] and "click model trained" in panel.note.value
+    assert calls["seconds"] == 1 and "click model trained: 7 steps" in panel.note.value
+    assert "last epoch loss 0.500" in panel.note.value
 
 
 def test_click_model_predicts_through_inference_and_leaves_the_nets_mode_alone():

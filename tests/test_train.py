@@ -195,6 +195,24 @@ def test_every_loss_trains(tiny_data, loss):
     assert history.stopped == "completed" and math.isfinite(history.epochs[0]["train_loss"])
 
 
+def test_dice_of_one_object_logit_is_the_objects_dice_per_image_or_over_the_batch():
+    from segnb.losses import Dice
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 1, 8, 9)  # one object logit per pixel
+    target = (torch.rand(3, 8, 9) > 0.6).long()
+    target[1, :2] = 255  # void: left out of both sums
+    valid = (target != 255).float()
+    p, y = logits[:, 0].sigmoid() * valid, (target == 1).float()
+    per_image = 1 - 2 * (p * y).sum((1, 2)) / (p + y).sum((1, 2))
+    assert float(Dice(per_image=True)(logits, target)) == pytest.approx(float(per_image.mean()), rel=1e-5)
+    whole = 1 - 2 * (p * y).sum() / (p + y).sum()
+    assert float(Dice()(logits, target)) == pytest.approx(float(whole), rel=1e-5)
+    assert float(Dice()(logits, target)) != pytest.approx(float(per_image.mean()), rel=1e-3)
+    perfect = torch.where(target == 1, 30.0, -30.0)[:, None].float()
+    assert float(Dice(per_image=True)(perfect, target)) < 1e-6
+
+
 def test_class_weights_favour_rare_classes():
     w = class_weights([0.7, 0.25, 0.05, 0.0], "inverse")
     assert w[2] > w[1] > w[0] and w[3] == w.max()

@@ -8,7 +8,8 @@ Three ways, from no learning to a large pretrained model:
   (``skimage.segmentation.random_walker``; no weights).
 - **Clicks -> a click-conditioned network** (:class:`ClickModel`): an smp U-Net whose input is
   the image plus two click maps (positive, negative), 5 channels, trained in about a minute on
-  the built-in dataset with simulated clicks (:func:`train_click_model`).
+  the built-in dataset with simulated clicks (:func:`train_click_model`: ``segnb.fit`` with the
+  model's own task, :class:`ClickTask`).
 - **Clicks -> SAM** (:class:`SamSegmenter`), through transformers' ``SamModel`` and a local
   checkpoint folder; offline without one it says which files to give.
 
@@ -28,7 +29,7 @@ is the number of clicks needed to reach IoU 0.85, counted as ``max_clicks`` when
 
 from __future__ import annotations
 
-from segnb.interactive.click_model import ClickModel, train_click_model
+from segnb.interactive.click_model import ClickModel, ClickSampling, ClickTask, train_click_model
 from segnb.interactive.clicks import (
     ClickReport,
     RandomWalkerClicks,
@@ -53,6 +54,6 @@ from segnb.interactive.scribbles import (
 __all__ = [
     "FOREGROUND", "BACKGROUND", "check_strokes", "rasterize_strokes", "random_walker_segment", "graph_cut_segment",
     "scribbles_from_mask", "click_maps", "first_click", "next_click", "object_masks", "iou",
-    "ClickModel", "train_click_model", "RandomWalkerClicks", "ClickReport", "evaluate_clicks",
+    "ClickModel", "ClickSampling", "ClickTask", "train_click_model", "RandomWalkerClicks", "ClickReport", "evaluate_clicks",
     "SamSegmenter", "SAM_FILES",
 ]

@@ -77,7 +77,7 @@ def fit(model, data: SegmentationDataset, epochs: int | None = None, *, callback
         config = TrainConfig.from_options(**options)
     model.trained_on = data.provenance()  # save_model records it; segnb eval defaults to it
     trainer = Trainer(model, data, config, callbacks=callbacks, progress=progress)
-    if not infer.is_instance_model(model):  # the input scale predict and evaluate apply; save_model keeps it
+    if getattr(model, "task", "semantic") == "semantic":  # the input scale predict and evaluate apply
         model.training_input = tiling.training_input_of(data, config.image_size, *infer.normalisation(model),
                                                         augment_scale=config.augment_scale if config.augment else None)
     install_fit_hooks(trainer, run=run, config=trainer.config.to_dict())  # the batch size resolved

@@ -260,12 +260,15 @@ class InteractivePanel(W.VBox):
                     else load_shapes(n=400)
                 self.note.value = "<i>training the click model...</i>"
                 model = core.train_click_model(
-                    data, steps=100_000, seconds=seconds,
+                    data, seconds=seconds,
                     progress=lambda step, loss: setattr(self.note, "value",
                                                         f"<i>training the click model: step {step}, loss {loss:.3f}</i>"))
                 self.click_model = model
-                self.note.value = (f"<i>click model trained: {len(model.history)} steps in {seconds} s "
-                                   f"(final loss {model.history[-1]:.3f}). Choose method 'click model'.</i>")
+                history = model.history
+                loss = history.last("train_loss")
+                self.note.value = (f"<i>click model trained: {history.steps} steps in {seconds} s"
+                                   f"{f' (last epoch loss {loss:.3f})' if loss is not None else ''}. "
+                                   "Choose method 'click model'.</i>")
             except Exception as error:  # shown in the widget: a thread's errors vanish otherwise
                 self.errors.show(error)
 
