@@ -59,8 +59,9 @@ SCHEDULES = {"wsd": wsd_lr, "cosine": cosine_lr, "constant": constant_lr}
 
 
 def warmup(steps: int | None, total: int) -> int:
-    """Warm-up steps: those given, else a tenth of the run, at most 100."""
-    return steps if steps is not None else min(100, total // 10)
+    """Warm-up steps: those given, else 5% of the run, at most 100 (a short run spends little of its
+    rate on it)."""
+    return steps if steps is not None else min(100, total // 20)
 
 
 class Budget:
