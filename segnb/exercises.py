@@ -1,4 +1,6 @@
-"""Implement-it exercises: the student writes the operator or the metric, a checker says whether it is right.
+"""Implement-it exercises; one job in one file: a catalogue of checkers, each beside its cases and hints.
+
+The student writes the operator or the metric, a checker says whether it is right.
 
 ``check(name, student_fn)`` runs ``student_fn`` on a handful of small cases and compares its result
 with segnb's own solution. It prints, and returns, either "correct" or the first case that went

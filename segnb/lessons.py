@@ -1,4 +1,6 @@
-"""Prepared lessons: every model the notebooks train, trained once at full quality and loaded in seconds.
+"""Prepared lessons; one job in one file: the recipes, their cache keys and the cache change together.
+
+Every model the notebooks train, trained once at full quality and loaded in seconds.
 
 ``segnb lessons prepare`` (or :func:`prepare`) trains each :class:`Recipe` below, prints the plan with
 an estimate of the time first, and stores every model as safetensors + JSON (:func:`segnb.save_model`)
@@ -597,7 +599,7 @@ def run(args) -> int:
 def main(argv=None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="segnb lessons", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="segnb lessons", description=__doc__.split("\n\n")[1])
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -1,4 +1,6 @@
-"""Pure rendering: colourise masks, overlay them, lay out grids, and build plotly figures.
+"""Pure rendering; one job in one file: every figure segnb draws, from arrays, with no state.
+
+Colourise masks, overlay them, lay out grids, and build plotly figures.
 
 Nothing here calls ``display()``: functions return arrays or ``plotly.graph_objects.Figure``.
 """

@@ -1,4 +1,4 @@
-"""One dataset interface, whatever the source.
+"""One dataset interface, whatever the source; one job in one file: the dataset, its splits and their reports.
 
 A :class:`SegmentationDataset` holds named :class:`Split` objects. A split
 yields raw pairs ``(image, mask)``: ``image`` is ``uint8`` of shape
