@@ -30,9 +30,14 @@ def wheel(tmp_path_factory) -> Path:
     # run must leave the working tree as it found it (scripts/test checks).
     where = tmp_path_factory.mktemp("wheel")
     source = where / "source"
-    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+    left_out = shutil.ignore_patterns(
         ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "runs",
-        "artifacts", "notebooks", "benchmarks", "tests", "docs"))
+        "artifacts", "notebooks", "benchmarks", "tests", "docs")
+
+    def ignore(folder, names):  # run records wherever fit() wrote them, but not the package segnb/runs/
+        return set(left_out(folder, names)) - ({"runs"} if Path(folder) == ROOT / "segnb" else set())
+
+    shutil.copytree(ROOT, source, symlinks=True, ignore=ignore)
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
                     "-q", "-w", str(where)], check=True)
     return next(where.glob("segnb-*.whl"))
