@@ -49,19 +49,6 @@ ISBI = ROOT.parent / "shared" / "data" / "isbi2012-membrane"
 LOOP_BATCH, LOOP_LR = 8, 1e-3
 
 
-def wsd(step: int, total: int, base: float, warmup: int) -> float:
-    """Warm-up, stable, decay: linear warm-up, the full rate, then linear decay to 1% over the last 20%."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    decay_from = 0.8 * total
-    if step < decay_from:
-        return base
-    return base * max(0.01, (total - step) / max(1.0, total - decay_from))
-
-
-SCHEDULES = {"wsd": wsd}  # --fit scheduler=wsd: schedules fit() does not name, as functions
-
-
 def parse_value(text: str):
     try:
         return json.loads(text)
@@ -98,8 +85,6 @@ def side_fit(args, done: Path) -> dict:
     import segnb
 
     options = dict(args.fit)
-    if options.get("scheduler") in SCHEDULES:
-        options["scheduler"] = SCHEDULES[options["scheduler"]]
     start, cpu = time.perf_counter(), time.process_time()
     data = load(args.data)
     model = build(args, data, args.seed)
