@@ -52,7 +52,7 @@ def test_quickstart_and_studio_in_jupyterlab(jupyter_lab, page: Page, artifacts)
         return all(x["count"] and not x["running"] for x in state["cells"])
 
     try:
-        until(all_ran, 300, "every cell of the quickstart runs", interval=1.0)
+        until(all_ran, 480, "every cell of the quickstart runs", interval=1.0)
     except AssertionError as error:
         page.screenshot(path=str(artifacts / "lab-failure.png"), full_page=True)
         raise AssertionError(f"{error}; cells: {json.dumps(state.get('cells'))}") from None
