@@ -231,7 +231,7 @@ def test_eval_every_validates_every_nth_epoch_and_at_the_end(data):
 def test_a_budgeted_run_stops_on_time_and_validates_its_last_partial_epoch(data):
     history = fit(_model(data), data, max_minutes=0.05, batch_size=4, lr=1e-2, progress=False)  # no epochs
     assert history.limit == "time" and history.stopped.startswith("time budget of 0.05 min reached")
-    assert history.epochs and history.epochs[-1]["lr"] < 1e-2  # the schedule was spent on the budget
+    assert history.epochs and history.steps >= 1  # the schedule's end on a clock of its own: below
     assert history.epochs[-1]["miou"] is not None  # the last, partial epoch is validated too
 
 
