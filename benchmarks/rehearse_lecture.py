@@ -6,8 +6,8 @@ it make its state); the time of a step is the sum of the execution times of its 
 from nbclient's ``execution`` metadata. ``--fast`` sets ``SEGNB_FAST=1`` as in CI.
 
     .venv/bin/python benchmarks/rehearse_lecture.py --fast
-    .venv/bin/python benchmarks/rehearse_lecture.py --steps 01 06 09   # normal mode, only these notebooks
-    .venv/bin/python benchmarks/rehearse_lecture.py --fast --whole 02_fcn_segnet_unet   # every cell's time
+    .venv/bin/python benchmarks/rehearse_lecture.py --steps 01 03 09   # normal mode, only these notebooks
+    .venv/bin/python benchmarks/rehearse_lecture.py --fast --whole 04_fcn_segnet_unet   # every cell's time
 """
 
 from __future__ import annotations
@@ -27,20 +27,20 @@ ROOT = Path(__file__).resolve().parents[1]
 # (minutes, notebook, first heading, heading where the step stops (exclusive), what the teacher does)
 STEPS = [
     ("0-5", "00_quickstart", "# 00 ·", "## 2. The model", "the Studio, the task and the data"),
-    ("5-9", "06_huggingface_datasets", "## Boundary rules and the void label", "## Difficult objects",
+    ("5-9", "01_huggingface_datasets", "## Boundary rules and the void label", "## Difficult objects",
      "annotation rules: the void border, predicted then scored"),
-    ("9-15", "02_fcn_segnet_unet", "## Sliding window against fully convolutional", "## Why downsample at all",
+    ("9-15", "04_fcn_segnet_unet", "## Sliding window against fully convolutional", "## Why downsample at all",
      "sliding window against fully convolutional"),
-    ("15-25", "01_upsampling", "## Unpooling without weights", "## Exercises",
+    ("15-25", "03_upsampling", "## Unpooling without weights", "## Exercises",
      "unpooling, max-unpooling, transposed convolution, checkerboards as images"),
-    ("25-33", "02_fcn_segnet_unet", "## FCN-32s: scores at stride 32", "### Predict: which upsampling leaves",
+    ("25-33", "04_fcn_segnet_unet", "## FCN-32s: scores at stride 32", "### Predict: which upsampling leaves",
      "FCN-32s' bilinear step, U-Net's crop and weights, the six networks compared"),
-    ("33-41", "04_soft_masks_and_iou", "## IoU, void and the dataset-level mIoU", "## Class imbalance",
+    ("33-41", "05_soft_masks_and_iou", "## IoU, void and the dataset-level mIoU", "## Class imbalance",
      "per-class IoU and Dice, confusion, IoU by object size"),
     ("41-46", "09_instances_and_panoptic", "## RoIPool against RoIAlign", "## Training with `fit()`",
      "RoIPool against RoIAlign"),
 ]
-SETUP = {"04_soft_masks_and_iou": "data = segnb.load_dataset(", "02_fcn_segnet_unet": "for label, (arch, encoder, upsample) in candidates.items():\n    torch.manual_seed(0)"}
+SETUP = {"05_soft_masks_and_iou": "data = segnb.load_dataset(", "04_fcn_segnet_unet": "for label, (arch, encoder, upsample) in candidates.items():\n    torch.manual_seed(0)"}
 
 
 def _index(cells, heading: str) -> int:

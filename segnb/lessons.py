@@ -84,72 +84,72 @@ def _shapes(**options) -> dict:
 
 def _recipes() -> list[Recipe]:
     wce = {"batch_size": 16, "loss": "weighted_ce"}
-    d02, f02 = _shapes(n=400, size=96), {"data": {"n": 240, "size": 64}, "fit": {"epochs": 1}}
-    fit02 = {**wce, "epochs": 8, "lr": 3e-3}
-    d03, f03 = _shapes(n=800, size=128), {"data": {"n": 200, "size": 64}, "fit": {"epochs": 1}}
-    fit03 = {**wce, "epochs": 12, "lr": 1e-3}
-    d04 = _shapes(n=800, size=128, void_border=1)
+    d04, f04 = _shapes(n=400, size=96), {"data": {"n": 240, "size": 64}, "fit": {"epochs": 1}}
+    fit04 = {**wce, "epochs": 8, "lr": 3e-3}
+    d05 = _shapes(n=800, size=128, void_border=1)
     f_small = {"data": {"n": 300, "size": 64}, "fit": {"epochs": 2}}
-    d07, f07 = _shapes(n=300, size=96, seed=3), {"data": {"n": 64, "size": 64}, "fit": {"epochs": 2}}
-    fit07 = {**wce, "epochs": 12, "lr": 1e-2}
+    d06, f06 = _shapes(n=300, size=96, seed=3), {"data": {"n": 64, "size": 64}, "fit": {"epochs": 2}}
+    fit06 = {**wce, "epochs": 12, "lr": 1e-2}
+    d07, f07 = _shapes(n=800, size=128), {"data": {"n": 200, "size": 64}, "fit": {"epochs": 1}}
+    fit07 = {**wce, "epochs": 12, "lr": 1e-3}
     d09, f09 = _shapes(n=1000, size=128), {"data": {"n": 96, "size": 64}, "fit": {"epochs": 1}}
     return [
-        Recipe("02-fcn32s", "02_fcn_segnet_unet", "FCN-32s on vgg-small", d02, "fcn32s", "vgg-small",
-               "transposed4", fit=fit02, fast=f02, seconds=150),
-        Recipe("02-fcn16s", "02_fcn_segnet_unet", "FCN-16s on vgg-small", d02, "fcn16s", "vgg-small",
-               "transposed4", fit=fit02, fast=f02, seconds=150),
-        Recipe("02-fcn8s", "02_fcn_segnet_unet", "FCN-8s on vgg-small", d02, "fcn8s", "vgg-small",
-               "transposed4", fit=fit02, fast=f02, seconds=150),
-        Recipe("02-fcn8s-bilinear", "02_fcn_segnet_unet", "FCN-8s on vgg-small, bilinear upsampling", d02,
-               "fcn8s", "vgg-small", "bilinear", fit=fit02, fast=f02, seconds=150),
-        Recipe("02-segnet", "02_fcn_segnet_unet", "SegNet on vgg-small", d02, "segnet", "vgg-small",
-               "max_unpool", fit=fit02, fast=f02, seconds=200),
-        Recipe("02-unet", "02_fcn_segnet_unet", "U-Net on vgg-small", d02, "unet-classic", "vgg-small",
-               "transposed4", fit=fit02, fast=f02, seconds=250),
-        Recipe("02-tiramisu56", "02_fcn_segnet_unet", "Tiramisu (FC-DenseNet-56)", d02, "tiramisu",
-               "fc-densenet56", fit=fit02, fast=f02, seconds=400),
-        Recipe("03-setr", "03_transformers", "SETR-PUP on ViT-tiny (attention maps)", d03, "setr-pup",
-               "vit_tiny_patch16_224", fit=fit03, fast={**f03, "encoder": "test_vit"}, seconds=500),
-        Recipe("03-dpt", "03_transformers", "DPT on ViT-tiny, slim decoder", d03, "dpt", "vit_tiny_patch16_224",
-               options={"decoder_intermediate_channels": [32, 64, 128, 128], "decoder_fusion_channels": 32},
-               fit=fit03, fast={**f03, "encoder": "test_vit"}, seconds=500),
-        Recipe("03-segformer", "03_transformers", "Segformer on ConvNeXt-atto", d03, "segformer", "convnext_atto",
-               fit=fit03, fast={**f03, "encoder": "test_convnext"}, seconds=400),
-        Recipe("04-unet", "04_soft_masks_and_iou", "U-Net on vgg-tiny (void borders)", d04, "unet-classic",
+        Recipe("02-unet", "02_classical_vs_deep", "U-Net on vgg-tiny", _shapes(n=800, size=128), "unet-classic",
                "vgg-tiny", fit={**wce, "epochs": 4, "lr": 1e-2}, fast=f_small, seconds=180),
-        Recipe("04-unet-ce", "04_soft_masks_and_iou", "U-Net on vgg-tiny, plain cross-entropy", d04,
+        Recipe("04-fcn32s", "04_fcn_segnet_unet", "FCN-32s on vgg-small", d04, "fcn32s", "vgg-small",
+               "transposed4", fit=fit04, fast=f04, seconds=150),
+        Recipe("04-fcn16s", "04_fcn_segnet_unet", "FCN-16s on vgg-small", d04, "fcn16s", "vgg-small",
+               "transposed4", fit=fit04, fast=f04, seconds=150),
+        Recipe("04-fcn8s", "04_fcn_segnet_unet", "FCN-8s on vgg-small", d04, "fcn8s", "vgg-small",
+               "transposed4", fit=fit04, fast=f04, seconds=150),
+        Recipe("04-fcn8s-bilinear", "04_fcn_segnet_unet", "FCN-8s on vgg-small, bilinear upsampling", d04,
+               "fcn8s", "vgg-small", "bilinear", fit=fit04, fast=f04, seconds=150),
+        Recipe("04-segnet", "04_fcn_segnet_unet", "SegNet on vgg-small", d04, "segnet", "vgg-small",
+               "max_unpool", fit=fit04, fast=f04, seconds=200),
+        Recipe("04-unet", "04_fcn_segnet_unet", "U-Net on vgg-small", d04, "unet-classic", "vgg-small",
+               "transposed4", fit=fit04, fast=f04, seconds=250),
+        Recipe("04-tiramisu56", "04_fcn_segnet_unet", "Tiramisu (FC-DenseNet-56)", d04, "tiramisu",
+               "fc-densenet56", fit=fit04, fast=f04, seconds=400),
+        Recipe("05-unet", "05_soft_masks_and_iou", "U-Net on vgg-tiny (void borders)", d05, "unet-classic",
+               "vgg-tiny", fit={**wce, "epochs": 4, "lr": 1e-2}, fast=f_small, seconds=180),
+        Recipe("05-unet-ce", "05_soft_masks_and_iou", "U-Net on vgg-tiny, plain cross-entropy", d05,
                "unet-classic", "vgg-tiny", fit={"batch_size": 16, "loss": "ce", "epochs": 3, "lr": 1e-2},
                fast={**f_small, "fit": {"epochs": 1}}, seed=1, seconds=140),
-        Recipe("04-unet-weighted", "04_soft_masks_and_iou", "U-Net on vgg-tiny, weighted cross-entropy", d04,
+        Recipe("05-unet-weighted", "05_soft_masks_and_iou", "U-Net on vgg-tiny, weighted cross-entropy", d05,
                "unet-classic", "vgg-tiny", fit={**wce, "epochs": 3, "lr": 1e-2},
                fast={**f_small, "fit": {"epochs": 1}}, seed=1, seconds=140),
-        Recipe("05-unet", "05_classical_vs_deep", "U-Net on vgg-tiny", _shapes(n=800, size=128), "unet-classic",
-               "vgg-tiny", fit={**wce, "epochs": 4, "lr": 1e-2}, fast=f_small, seconds=180),
-        Recipe("07-aug-none", "07_real_data_membranes", "U-Net, no augmentation", d07, "unet-classic",
-               "vgg-tiny", fit={**fit07, "augment": False}, fast=f07, seconds=120),
-        Recipe("07-aug-flip", "07_real_data_membranes", "U-Net, flips", d07, "unet-classic", "vgg-tiny",
-               fit=fit07, fast=f07, seconds=120),
-        Recipe("07-aug-rescale", "07_real_data_membranes", "U-Net, flips and rescaling", d07, "unet-classic",
-               "vgg-tiny", fit={**fit07, "augment_scale": [0.7, 1.5], "image_size": 96},
-               fast={**f07, "fit": {"epochs": 2, "image_size": 64}}, seconds=120),
-        Recipe("07-teacher", "07_real_data_membranes", "U-Net trained on other shapes (the source task)",
+        Recipe("06-aug-none", "06_real_data_membranes", "U-Net, no augmentation", d06, "unet-classic",
+               "vgg-tiny", fit={**fit06, "augment": False}, fast=f06, seconds=120),
+        Recipe("06-aug-flip", "06_real_data_membranes", "U-Net, flips", d06, "unet-classic", "vgg-tiny",
+               fit=fit06, fast=f06, seconds=120),
+        Recipe("06-aug-rescale", "06_real_data_membranes", "U-Net, flips and rescaling", d06, "unet-classic",
+               "vgg-tiny", fit={**fit06, "augment_scale": [0.7, 1.5], "image_size": 96},
+               fast={**f06, "fit": {"epochs": 2, "image_size": 64}}, seconds=120),
+        Recipe("06-teacher", "06_real_data_membranes", "U-Net trained on other shapes (the source task)",
                _shapes(n=1000, size=96, seed=11), "unet-classic", "vgg-tiny", fit={**wce, "epochs": 4, "lr": 1e-2},
                fast={"data": {"n": 160, "size": 64}, "fit": {"epochs": 1}}, seconds=150),
-        Recipe("07-student", "07_real_data_membranes", "U-Net, encoder transferred from the source task", d07,
-               "unet-classic", "vgg-tiny", fit=fit07, fast=f07, init_encoder_from="07-teacher", seconds=120),
-        Recipe("07-membranes", "07_real_data_membranes", "U-Net on vgg-small, ISBI 2012 membranes",
+        Recipe("06-student", "06_real_data_membranes", "U-Net, encoder transferred from the source task", d06,
+               "unet-classic", "vgg-tiny", fit=fit06, fast=f06, init_encoder_from="06-teacher", seconds=120),
+        Recipe("06-membranes", "06_real_data_membranes", "U-Net on vgg-small, ISBI 2012 membranes",
                {"source": "isbi2012"}, "unet-classic", "vgg-small",
                fit={"batch_size": 8, "loss": "weighted_ce", "epochs": 60, "lr": 3e-3, "image_size": 128,
                     "augment_scale": [4.0, 4.0]}, fast={"fit": {"epochs": 3}}, seconds=300),
+        Recipe("07-setr", "07_transformers", "SETR-PUP on ViT-tiny (attention maps)", d07, "setr-pup",
+               "vit_tiny_patch16_224", fit=fit07, fast={**f07, "encoder": "test_vit"}, seconds=500),
+        Recipe("07-dpt", "07_transformers", "DPT on ViT-tiny, slim decoder", d07, "dpt", "vit_tiny_patch16_224",
+               options={"decoder_intermediate_channels": [32, 64, 128, 128], "decoder_fusion_channels": 32},
+               fit=fit07, fast={**f07, "encoder": "test_vit"}, seconds=500),
+        Recipe("07-segformer", "07_transformers", "Segformer on ConvNeXt-atto", d07, "segformer", "convnext_atto",
+               fit=fit07, fast={**f07, "encoder": "test_convnext"}, seconds=400),
+        Recipe("08-click", "08_interactive", "click model (U-Net on RGB + 2 click maps)", _shapes(n=1000, size=128),
+               kind="click", fit={"seconds": 120}, fast={"data": {"n": 240, "size": 64}, "fit": {"seconds": 15}},
+               seconds=160),
         Recipe("09-maskrcnn", "09_instances_and_panoptic", "Mask R-CNN on mobilenetv3_small_100", d09, "maskrcnn",
                "mobilenetv3_small_100", options={"fpn_channels": 64},
                fit={"epochs": 6, "batch_size": 8, "lr": 2e-3}, fast=f09, seconds=500),
         Recipe("09-semantic", "09_instances_and_panoptic", "U-Net on vgg-tiny (the stuff for the panoptic merge)",
                d09, "unet-classic", "vgg-tiny", fit={"epochs": 4, "batch_size": 16, "lr": 3e-3}, fast=f09,
                seconds=200),
-        Recipe("10-click", "10_interactive", "click model (U-Net on RGB + 2 click maps)", _shapes(n=1000, size=128),
-               kind="click", fit={"seconds": 120}, fast={"data": {"n": 240, "size": 64}, "fit": {"seconds": 15}},
-               seconds=160),
     ]
 
 
@@ -315,7 +315,7 @@ def _train_click(recipe, fast, data, fit_options, start, progress):
     from segnb import interactive as ia
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the budget is wall seconds of one thread, as in notebook 10
+    torch.set_num_threads(1)  # the budget is wall seconds of one thread, as in notebook 08
     try:
         model = ia.train_click_model(data, seconds=fit_options["seconds"], progress=progress)
     finally:

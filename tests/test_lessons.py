@@ -15,10 +15,10 @@ from segnb import lessons
 from segnb.data import isbi
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = lessons.Recipe("tiny-fcn", "02_fcn_segnet_unet", "FCN-32s, tiny", {"source": "shapes", "n": 24, "size": 32},
+TINY = lessons.Recipe("tiny-fcn", "04_fcn_segnet_unet", "FCN-32s, tiny", {"source": "shapes", "n": 24, "size": 32},
                       "fcn32s", "vgg-tiny", "bilinear", fit={"epochs": 1, "batch_size": 8, "lr": 1e-3},
                       fast={"data": {"n": 16}}, seconds=5)
-TINY_UNET = lessons.Recipe("tiny-unet", "04_soft_masks_and_iou", "U-Net, tiny", {"source": "shapes", "n": 24, "size": 32},
+TINY_UNET = lessons.Recipe("tiny-unet", "05_soft_masks_and_iou", "U-Net, tiny", {"source": "shapes", "n": 24, "size": 32},
                            "unet-classic", "vgg-tiny", fit={"epochs": 1, "batch_size": 8, "lr": 1e-3},
                            fast={"data": {"n": 16}}, seconds=5)
 
@@ -51,7 +51,7 @@ def test_a_code_change_retrains_only_the_models_it_touches(monkeypatch):
     monkeypatch.setattr(lessons, "_digest", lambda p: "changed" if p.name == "fcn.py" else real(p))
     after = {name: lessons.key(name) for name in lessons.RECIPES}
     changed = {name for name in before if before[name] != after[name]}
-    assert changed == {"02-fcn32s", "02-fcn16s", "02-fcn8s", "02-fcn8s-bilinear"}
+    assert changed == {"04-fcn32s", "04-fcn16s", "04-fcn8s", "04-fcn8s-bilinear"}
 
 
 def test_the_training_code_and_the_data_are_in_every_key(monkeypatch):
@@ -62,15 +62,15 @@ def test_the_training_code_and_the_data_are_in_every_key(monkeypatch):
     monkeypatch.setattr(lessons, "_digest", real)
     monkeypatch.setattr(isbi, "fingerprint", lambda: "other slices")
     changed = {n for n in lessons.RECIPES if lessons.key(n) != before[n]}
-    assert changed == {"07-membranes"}
+    assert changed == {"06-membranes"}
 
 
 def test_a_child_key_follows_its_parent(monkeypatch):
-    before = lessons.key("07-student")
-    teacher = lessons.RECIPES["07-teacher"]
-    monkeypatch.setitem(lessons.RECIPES, "07-teacher", lessons.Recipe(**{**teacher.__dict__, "fit": {
+    before = lessons.key("06-student")
+    teacher = lessons.RECIPES["06-teacher"]
+    monkeypatch.setitem(lessons.RECIPES, "06-teacher", lessons.Recipe(**{**teacher.__dict__, "fit": {
         **teacher.fit, "epochs": teacher.fit["epochs"] + 1}}))
-    assert lessons.key("07-student") != before
+    assert lessons.key("06-student") != before
 
 
 def test_prepare_estimates_first_then_trains_saves_and_lists(tiny):

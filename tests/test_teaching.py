@@ -9,7 +9,8 @@ Markers (written down in docs/TEACHING.md for every notebook author):
   followed at once by its answer: a code cell with the tag ``answer`` and
   ``"jupyter": {"source_hidden": true}`` so that JupyterLab shows it collapsed;
 - a ``## Summary`` heading and a ``## Where to go next`` heading;
-- 1,000 to 2,500 words of markdown per teaching notebook (every ``NN_*.ipynb`` with NN >= 01).
+- 1,000 to 2,500 words of markdown per teaching notebook (every ``NN_*.ipynb`` from 01 on, and the
+  appendix ``A1_*.ipynb``).
 
 That the answer cells run is checked where the notebooks run: tests/test_notebooks.py (nbclient, fast
 mode) and, for the quickstart, tests/e2e/test_lab.py.
@@ -22,8 +23,9 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-TEACHING = [p for p in NOTEBOOKS if int(p.name[:2]) >= 1]
+NUMBERED = re.compile(r"(\d{2}|A\d)_")  # 00-99 in the lectures' order, A1, A2, ... the appendices
+NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").glob("*.ipynb") if NUMBERED.match(p.name))
+TEACHING = [p for p in NOTEBOOKS if not p.name.startswith("00_")]
 GUIDE = ROOT / "docs" / "TEACHING.md"
 LECTURES = ROOT.parent / "shared" / "lectures"
 MIN_WORDS, MAX_WORDS = 1000, 2500
@@ -187,8 +189,8 @@ def test_teaching_guide_covers_every_lecture_heading():
 
 # ---------------------------------------------------------------- names and numbers in the prose
 
-NOTEBOOK_NAME = re.compile(r"\b(\d{2}_[a-z][a-z0-9_]*)\b")
-NOTEBOOK_NUMBER = re.compile(r"\b[Nn]otebooks? (\d{2})\b")
+NOTEBOOK_NAME = re.compile(r"\b((?:\d{2}|A\d)_[a-z][a-z0-9_]*)\b")
+NOTEBOOK_NUMBER = re.compile(r"\b[Nn]otebooks? (\d{2}|A\d)\b")
 
 
 def prose(nb) -> list[tuple[int, str]]:
@@ -214,10 +216,10 @@ def test_every_notebook_named_in_the_text_exists():
 
 
 def test_unknown_notebook_names_are_found():
-    stems = {"04_soft_masks_and_iou", "09_instances_and_panoptic"}
+    stems = {"05_soft_masks_and_iou", "09_instances_and_panoptic"}
     assert unknown_notebook_names("see `09_instances_panoptic` and notebook 12", stems) == \
         ["09_instances_panoptic", "notebook 12"]
-    assert unknown_notebook_names("notebook 04 (`04_soft_masks_and_iou`)", stems) == []
+    assert unknown_notebook_names("notebook 05 (`05_soft_masks_and_iou`)", stems) == []
 
 
 # A number the text quotes next to a metric is a run's result unless it is one of these definitions:

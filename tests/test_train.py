@@ -330,7 +330,7 @@ def test_training_thread_does_not_touch_signal_handlers(tiny_data):
 
 
 def test_augment_false_gives_the_training_loader_untouched_images(tiny_data):
-    """fit(augment=False) (an ablation in notebook 07): no random flip or rescale of training pairs,
+    """fit(augment=False) (an ablation in notebook 06): no random flip or rescale of training pairs,
     on the streaming path and on the decoded cache."""
     from segnb.data.preprocess import normalize
     from segnb.infer import normalisation
