@@ -220,6 +220,22 @@ def test_unknown_notebook_names_are_found():
     assert unknown_notebook_names("see `09_instances_panoptic` and notebook 12", stems) == \
         ["09_instances_panoptic", "notebook 12"]
     assert unknown_notebook_names("notebook 05 (`05_soft_masks_and_iou`)", stems) == []
+    assert unknown_notebook_names("the appendix, notebook A2 (`A2_more`)", stems | {"A1_scale_out"}) == \
+        ["A2_more", "notebook A2"]
+
+
+def test_the_numbers_are_the_reading_order():
+    """The guide's reading order and the quickstart's list at its end give every notebook at its number."""
+    stems = [p.stem for p in NOTEBOOKS]
+    guide = GUIDE.read_text().split("## Reading order", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (\w+) \| `([^`]+)` \|", guide, flags=re.M)
+    assert [name for _, name in rows] == stems
+    assert all(step == name[:2] or (step == "appendix" and name.startswith("A")) for step, name in rows), rows
+    quickstart = nbformat.read(ROOT / "notebooks" / "00_quickstart.ipynb", as_version=4)
+    ending = quickstart.cells[-1].source.split("## Where to go next", 1)[1]
+    listed = re.findall(r"^(\d+)\. `([^`]+)`", ending, flags=re.M)
+    assert [name for _, name in listed] == [s for s in stems if s[:2].isdigit() and s != "00_quickstart"]
+    assert all(int(n) == int(name[:2]) for n, name in listed), listed
 
 
 # A number the text quotes next to a metric is a run's result unless it is one of these definitions:
