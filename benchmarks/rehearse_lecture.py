@@ -8,6 +8,12 @@ from nbclient's ``execution`` metadata. ``--fast`` sets ``SEGNB_FAST=1`` as in C
     .venv/bin/python benchmarks/rehearse_lecture.py --fast
     .venv/bin/python benchmarks/rehearse_lecture.py --steps 01 03 09   # normal mode, only these notebooks
     .venv/bin/python benchmarks/rehearse_lecture.py --fast --whole 04_fcn_segnet_unet   # every cell's time
+    SEGNB_LESSONS=... .venv/bin/python benchmarks/rehearse_lecture.py --all   # every notebook whole, and the steps
+
+``--all`` runs every notebook from its first cell to its last, prints each one's time (kernel start
+included) with its cells of 10 s or more, then the lecture's steps read from those same runs. With
+prepared lessons (``segnb lessons prepare``; ``$SEGNB_LESSONS`` names a cache elsewhere) this is the
+check that each notebook runs in under 3 minutes.
 """
 
 from __future__ import annotations
@@ -85,6 +91,7 @@ def main() -> None:
     parser.add_argument("--fast", action="store_true", help="SEGNB_FAST=1, as in CI")
     parser.add_argument("--steps", nargs="*", help="notebook numbers to rehearse (default: all)")
     parser.add_argument("--whole", metavar="NOTEBOOK", help="run one whole notebook and time each code cell")
+    parser.add_argument("--all", action="store_true", help="run every notebook whole, then report the steps")
     args = parser.parse_args()
     if args.whole:
         start = time.perf_counter()
@@ -97,16 +104,35 @@ def main() -> None:
         return
     wanted = [s for s in STEPS if not args.steps or s[1][:2] in args.steps]
     by_notebook: dict[str, int] = {}
-    for _, notebook, _, end, _ in wanted:
+    if args.all:
+        by_notebook = {path.stem: 10_000 for path in sorted((ROOT / "notebooks").glob("*.ipynb"))}
+    for _, notebook, _, end, _ in ([] if args.all else wanted):
         cells = nbformat.read(ROOT / "notebooks" / f"{notebook}.ipynb", as_version=4).cells
         by_notebook[notebook] = max(by_notebook.get(notebook, 0), _index(cells, end))
-    executed, wall = {}, {}
+    executed, wall, failed = {}, {}, []
     for notebook, stop in by_notebook.items():
         start = time.perf_counter()
-        executed[notebook] = run(notebook, stop, args.fast)
+        try:
+            executed[notebook] = run(notebook, stop, args.fast)
+        except Exception as error:  # noqa: BLE001 - one failing notebook must not hide the others' times
+            if not args.all:
+                raise
+            failed.append(notebook)
+            print(f"{notebook:28s} FAILED after {time.perf_counter() - start:.0f} s: "
+                  f"{type(error).__name__}: {str(error)[-400:]}", flush=True)
+            continue
         wall[notebook] = time.perf_counter() - start
+        if args.all:
+            slow = [(i, _seconds(c), c.source.splitlines()[0][:60]) for i, c in enumerate(executed[notebook])
+                    if c.cell_type == "code" and c.source and _seconds(c) >= 10]
+            print(f"{notebook:28s} {wall[notebook]:6.0f} s whole (load average {os.getloadavg()[0]:.1f})", flush=True)
+            for i, seconds, first in slow:
+                print(f"    cell {i:3d} {seconds:6.1f} s  {first}", flush=True)
     print(f"mode: {'fast' if args.fast else 'normal'}; load average before the last run: {os.getloadavg()[0]:.1f}")
     for minutes, notebook, first, end, what in wanted:
+        if notebook not in executed:
+            print(f"{minutes:>6} min  {notebook:28s}  (the notebook failed)")
+            continue
         cells = executed[notebook]
         a = _index(cells, first)
         ends = [i for i, c in enumerate(cells) if i > a and c.cell_type == "markdown"
@@ -119,7 +145,10 @@ def main() -> None:
             cell = next(c for c in executed[notebook] if c.cell_type == "code" and locator in c.source)
             print(f"  setup  {notebook:28s} {_seconds(cell):7.1f} s  the cell that trains ({locator.split(chr(10))[0][:40]}...)")
     for notebook, seconds in wall.items():
-        print(f"  whole  {notebook:28s} {seconds:7.1f} s  kernel start and every cell up to the last step")
+        what = "kernel start and every cell" if args.all else "kernel start and every cell up to the last step"
+        print(f"  whole  {notebook:28s} {seconds:7.1f} s  {what}")
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
