@@ -189,7 +189,9 @@ def test_fit_trains_maskrcnn_with_loss_terms_checkpoints_and_stop(shapes, tmp_pa
     model = segnb.build_model("maskrcnn", "test_resnet", class_names=shapes.class_names, things=shapes.things,
                               image_size=64)
     before = [p.detach().clone() for p in model.parameters()]
-    history = fit(model, shapes, epochs=1, batch_size=4, lr=1e-3, progress=False, checkpoint_dir=tmp_path / "run")
+    history = fit(model, shapes, epochs=1, batch_size=4, lr=1e-3, progress=False, checkpoint_dir=tmp_path / "run",
+                  run=tmp_path / "record")
+    assert segnb.runs.load_run(tmp_path / "record").config["train"]["loss"].startswith("Mask R-CNN's own")
     record = history.epochs[-1]
     for term in ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"):
         assert math.isfinite(record[term]) and record[term] >= 0

@@ -386,6 +386,7 @@ def test_the_click_model_trains_through_fit_with_its_run_record(tmp_path, one_th
     assert run.status == "completed" and run.info["record_problems"] == []
     assert run.history[-1]["first_click_iou"] == history.last("first_click_iou")
     assert run.summary["first_click_iou"] == history.last("first_click_iou")
+    assert run.config["train"]["loss"].startswith("bce + dice")  # what it minimised, not fit's unused "ce"
     saved = run.model()
     image, _ = _tiny_clicks()["validation"][0]
     assert np.allclose(saved.predict(image, [(30, 30, True)]), model.predict(image, [(30, 30, True)]), atol=1e-6)
