@@ -137,11 +137,3 @@ def closed_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
-
-
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # Two worker processes share the cores: one thread each, so neither oversubscribes the other.
-    # (Kernels, servers and commands a test starts keep their own defaults.)
-    import torch
-
-    torch.set_num_threads(1)

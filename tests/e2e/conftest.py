@@ -175,11 +175,3 @@ def voila_studio(tmp_path_factory, artifacts):
         yield {"url": f"http://127.0.0.1:{port}/?token={token}", "server": server}
     finally:
         server.stop()
-
-
-def pytest_collection_modifyitems(items):
-    """The browser tests share one worker (scripts/test runs pytest-xdist with --dist loadgroup):
-    each starts a server and a chromium, and two at once would halve the speed of both."""
-    for item in items:
-        if "tests/e2e/" in item.nodeid.replace("\\", "/") or item.nodeid.startswith("e2e/"):
-            item.add_marker(pytest.mark.xdist_group("browser"))
