@@ -651,3 +651,13 @@ def test_click_model_predicts_through_inference_and_leaves_the_nets_mode_alone()
     assert all(m.training for m in model.net.modules())  # eval only inside Inference, modes restored
     again = model.predict(image, [(20, 20, True)])
     np.testing.assert_array_equal(probs, again)  # eval mode inside: batch statistics never used
+
+
+def test_a_click_models_training_checkpoint_is_named_by_load_model_not_guessed_at(tmp_path, one_thread):
+    from segnb.errors import CheckpointError
+    from segnb.models import load_model
+
+    core.train_click_model(_tiny_clicks(), epochs=1, seconds=None, batch_size=4, checkpoint_dir=tmp_path / "ckpt",
+                           run=False)
+    with pytest.raises(CheckpointError, match=r"click model's training checkpoint.*resume=.*ClickModel\.load"):
+        load_model(tmp_path / "ckpt" / "last")

@@ -225,6 +225,12 @@ def load_model(path, device: str | torch.device = "cpu") -> SegModel:
             "damaged after saving (a bit flip, a partial copy). Copy the model folder again, or use "
             "another checkpoint."
         )
+    if spec.get("arch") == "click-unet":  # written by fit(checkpoint_dir=...) on an interactive click model
+        raise CheckpointError(
+            f"{folder} holds a click model's training checkpoint, which load_model does not build. Continue "
+            "its training with fit(click_model, data, resume=<its checkpoint folder>); to keep a trained click "
+            "model, save it with click_model.save(path) and load it with segnb.interactive.ClickModel.load(path)."
+        )
     model = build_model(spec["arch"], spec["encoder"], class_names=meta["class_names"], pretrained=False,
                         upsample=spec.get("upsample"), **spec.get("options", {}))
     try:
