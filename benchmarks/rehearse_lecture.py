@@ -103,12 +103,13 @@ def main() -> None:
               f"(load average {os.getloadavg()[0]:.1f} at the end)")
         return
     wanted = [s for s in STEPS if not args.steps or s[1][:2] in args.steps]
-    by_notebook: dict[str, int] = {}
+    by_notebook: dict[str, int] = {}  # each notebook runs up to this cell
     if args.all:
         by_notebook = {path.stem: 10_000 for path in sorted((ROOT / "notebooks").glob("*.ipynb"))}
-    for _, notebook, _, end, _ in ([] if args.all else wanted):
-        cells = nbformat.read(ROOT / "notebooks" / f"{notebook}.ipynb", as_version=4).cells
-        by_notebook[notebook] = max(by_notebook.get(notebook, 0), _index(cells, end))
+    else:
+        for _, notebook, _, end, _ in wanted:
+            cells = nbformat.read(ROOT / "notebooks" / f"{notebook}.ipynb", as_version=4).cells
+            by_notebook[notebook] = max(by_notebook.get(notebook, 0), _index(cells, end))
     executed, wall, failed = {}, {}, []
     for notebook, stop in by_notebook.items():
         start = time.perf_counter()

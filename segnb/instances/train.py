@@ -37,6 +37,7 @@ class InstanceTask:
     """
 
     monitor = "mask_ap50"
+    own_loss = "Mask R-CNN's own (RPN objectness and box, box classifier and regression, mask BCE)"
 
     def __init__(self, model, data, loss_fn=None):
         check_instance_data(data, getattr(model, "things", data.class_names),

@@ -291,6 +291,7 @@ class ClickTask:
     """
 
     monitor = "first_click_iou"
+    own_loss = "bce + dice (BCE and per-image Dice on the object logit)"
 
     def __init__(self, model: ClickModel, data, loss_fn=None, sampling: ClickSampling | None = None):
         self.model, self.data = model, data

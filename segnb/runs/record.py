@@ -229,7 +229,7 @@ class RunRecorder(Callback):
             "updated": now.isoformat(timespec="seconds"),
             "seconds": None,
             "config": {
-                "train": _own_loss(_plain(self.config or _config_from_trainer(trainer)), model),
+                "train": _own_loss(_plain(self.config or _config_from_trainer(trainer)), trainer),
                 "data": {"source": provenance.get("data_source", getattr(data, "source", None)),
                          "options": _plain(provenance.get("data_options", {})),
                          "class_names": list(data.class_names), "ignore_index": int(data.ignore_index),
@@ -351,16 +351,10 @@ def _device_name(device) -> str:
     return platform.processor() or platform.machine()
 
 
-# The models whose task brings its own loss: fit's ``loss`` option does not reach them, so the
-# record names what was really minimised instead of the option's unused default.
-OWN_LOSSES = {
-    "click": "bce + dice (the click task's own: BCE and per-image Dice on the object logit)",
-    "instance": "Mask R-CNN's own (RPN objectness and box, box classifier and regression, mask BCE)",
-}
-
-
-def _own_loss(train: dict, model) -> dict:
-    own = OWN_LOSSES.get(getattr(model, "task", "semantic"))
+def _own_loss(train, trainer):
+    """A task that brings its own loss (``own_loss``: the click model's, Mask R-CNN's) is not reached by
+    fit's ``loss`` option: the record names what was really minimised, not the option's unused default."""
+    own = getattr(getattr(trainer, "task", None), "own_loss", None)
     return {**train, "loss": own} if own and isinstance(train, dict) and "loss" in train else train
 
 
